@@ -1,0 +1,1208 @@
+//! The one settings tree, and how it is assembled.
+//!
+//! Precedence, lowest first: built-in defaults → `kitbash_config.yaml` →
+//! `.env` → process environment. Within `.env` and the environment, the
+//! conventional `REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB` and
+//! `REDIS_PASSWORD` sit below the more specific `KITBASH_*` variables.
+//!
+//! Every value keeps the name of the source it came from (figment tags), so
+//! an invalid value is reported with its key, the bad value and its source,
+//! and `kitbash config` can show where each effective value came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Yaml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+/// Default path of the YAML configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "kitbash_config.yaml";
+/// Environment variable naming the YAML configuration file.
+pub const CONFIG_PATH_ENV: &str = "KITBASH_CONFIG";
+/// Prefix of the environment variables that set configuration values.
+pub const ENV_PREFIX: &str = "KITBASH_";
+
+/// The conventional Redis variables and the key each one sets.
+const REDIS_VARS: &[(&str, &str)] = &[
+    ("REDIS_URL", "url"),
+    ("REDIS_HOST", "host"),
+    ("REDIS_PORT", "port"),
+    ("REDIS_DB", "db"),
+    ("REDIS_PASSWORD", "password"),
+];
+
+/// Variables with the `KITBASH_` prefix that are not configuration keys.
+const NON_CONFIG_VARS: &[&str] = &["KITBASH_CONFIG", "KITBASH_TEST_REDIS_URL", "KITBASH_LOG"];
+
+/// Errors raised while assembling or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// One or more values are invalid; each line names key, value and source.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    /// The configuration file given explicitly does not exist.
+    #[error(
+        "configuration file {0} not found (set --config or KITBASH_CONFIG to an existing file)"
+    )]
+    FileNotFound(PathBuf),
+    /// The `.env` file exists but cannot be parsed.
+    #[error("cannot read {path}: {reason}")]
+    DotEnv {
+        /// Path of the `.env` file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A secret string (password, API key). Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is sent to the server it is for.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// How to reach Redis.
+    pub redis: RedisSettings,
+    /// The daemon (`kitbash serve`).
+    pub orchestrator: OrchestratorSettings,
+    /// The cascade's layers, tried in the order of their names (layer0 first).
+    pub layers: BTreeMap<String, LayerSettings>,
+    /// The worker processes behind the worker layers.
+    pub workers: WorkersSettings,
+    /// The diagnostic stream.
+    pub feed: FeedSettings,
+    /// Latency samples.
+    pub metrics: MetricsSettings,
+    /// The daemon's HTTP endpoint (health, Prometheus).
+    pub http: HttpSettings,
+    /// Log output.
+    pub logging: LoggingSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut layers = BTreeMap::new();
+        layers.insert(
+            "layer0".to_string(),
+            LayerSettings {
+                kind: LayerKind::Grain,
+                enabled: true,
+                timeout_ms: 50,
+                min_confidence: 0.9,
+                worker: None,
+            },
+        );
+        layers.insert(
+            "layer1".to_string(),
+            LayerSettings {
+                kind: LayerKind::Worker,
+                enabled: true,
+                timeout_ms: 2_000,
+                min_confidence: 0.75,
+                worker: Some(WorkerKind::Bitnet),
+            },
+        );
+        layers.insert(
+            "layer2".to_string(),
+            LayerSettings {
+                kind: LayerKind::Worker,
+                enabled: true,
+                timeout_ms: 500,
+                min_confidence: 0.6,
+                worker: Some(WorkerKind::Cartridge),
+            },
+        );
+        layers.insert(
+            "layer4".to_string(),
+            LayerSettings {
+                kind: LayerKind::Worker,
+                enabled: true,
+                timeout_ms: 30_000,
+                min_confidence: 0.5,
+                worker: Some(WorkerKind::Llm),
+            },
+        );
+        Self {
+            redis: RedisSettings::default(),
+            orchestrator: OrchestratorSettings::default(),
+            layers,
+            workers: WorkersSettings::default(),
+            feed: FeedSettings::default(),
+            metrics: MetricsSettings::default(),
+            http: HttpSettings::default(),
+            logging: LoggingSettings::default(),
+        }
+    }
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Full URL (`redis://[user:pass@]host:port/db`, `rediss://` for TLS).
+    /// When set it wins over host, port, db and tls.
+    pub url: Option<String>,
+    /// Host name or address, used when `url` is not set.
+    pub host: String,
+    /// TCP port, used when `url` is not set.
+    pub port: u16,
+    /// Database number, used when `url` is not set.
+    pub db: i64,
+    /// ACL user name (Redis 6+); overrides a user in `url`.
+    pub username: Option<String>,
+    /// Password; overrides a password in `url`. Never printed.
+    pub password: Option<Secret>,
+    /// Connect with TLS when building from parts (same as a `rediss://` URL).
+    pub tls: bool,
+    /// Time allowed to open one connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one ordinary (non-blocking) command, in milliseconds.
+    pub response_timeout_ms: u64,
+    /// Longest wait between two connection attempts while Redis is down, in milliseconds.
+    pub retry_max_delay_ms: u64,
+    /// Prefix of every key; use `{kitbash}` under Redis Cluster.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            db: 0,
+            username: None,
+            password: None,
+            tls: false,
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 2_000,
+            retry_max_delay_ms: 5_000,
+            key_prefix: "kitbash".into(),
+        }
+    }
+}
+
+impl RedisSettings {
+    /// The URL to connect to, built from `url` or from the parts.
+    /// Credentials are not in it; see `username` and `password`.
+    pub fn effective_url(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                format!("{scheme}://{}:{}/{}", self.host, self.port, self.db)
+            }
+        }
+    }
+
+    /// The effective URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.effective_url())
+    }
+
+    /// Time allowed to open one connection.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Time allowed for one ordinary command.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+}
+
+/// Replaces the password of a `scheme://user:pass@host` URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let redacted = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // `redis://secret@host` puts the password where a user would be.
+                "***".to_string()
+            };
+            format!("{}{}{}", &url[..scheme_end + 3], redacted, &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrchestratorSettings {
+    /// Name of this daemon instance; generated (`<host>-<random>`) when unset.
+    /// Two live daemons must never share one.
+    pub instance_id: Option<String>,
+    /// Queries one daemon works on at once.
+    pub max_in_flight: usize,
+    /// Times a query may be recovered from a dead daemon before it is failed.
+    pub max_attempts: u32,
+    /// Seconds a query's state is kept after it was last written.
+    pub state_ttl_s: u64,
+    /// Seconds the completion signal waits for a client to read it.
+    pub done_ttl_s: u64,
+    /// Seconds given to in-flight queries to finish on SIGTERM/SIGINT.
+    pub shutdown_grace_s: u64,
+    /// Longest accepted query text, in bytes.
+    pub max_query_bytes: usize,
+    /// Queue length past which clients refuse to enqueue.
+    pub max_queue_len: u64,
+    /// Interval between two heartbeats of the daemon's health key, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Seconds a health key lives without a heartbeat; absent means dead.
+    pub health_ttl_s: u64,
+    /// Seconds between two scans for dead daemons' processing lists.
+    pub recovery_interval_s: u64,
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            max_in_flight: 256,
+            max_attempts: 3,
+            state_ttl_s: 86_400,
+            done_ttl_s: 300,
+            shutdown_grace_s: 10,
+            max_query_bytes: 4_096,
+            max_queue_len: 100_000,
+            heartbeat_interval_ms: 1_000,
+            health_ttl_s: 5,
+            recovery_interval_s: 5,
+        }
+    }
+}
+
+/// How a layer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    /// Grain lookup inside the daemon.
+    Grain,
+    /// Jobs handed to the workers named by `worker`.
+    Worker,
+}
+
+/// The kinds of worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerKind {
+    /// A small 1-bit LLM behind a llama.cpp-style server.
+    Bitnet,
+    /// Ranked retrieval over fact collections.
+    Cartridge,
+    /// KoboldCpp or an OpenAI-compatible server.
+    Llm,
+}
+
+impl WorkerKind {
+    /// The lowercase name used in config, commands and health keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Bitnet => "bitnet",
+            WorkerKind::Cartridge => "cartridge",
+            WorkerKind::Llm => "llm",
+        }
+    }
+}
+
+impl fmt::Display for WorkerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One layer of the cascade.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LayerSettings {
+    /// `grain` (lookup in the daemon) or `worker` (jobs for a worker process).
+    pub kind: LayerKind,
+    /// A disabled layer is never tried.
+    pub enabled: bool,
+    /// How long the daemon waits for this layer's answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// Confidence in [0, 1] at which this layer's answer is accepted.
+    #[serde(deserialize_with = "exact_f64")]
+    pub min_confidence: f64,
+    /// Worker kind serving a `worker` layer (`bitnet`, `cartridge`, `llm`).
+    pub worker: Option<WorkerKind>,
+}
+
+impl Default for LayerSettings {
+    fn default() -> Self {
+        Self {
+            kind: LayerKind::Worker,
+            enabled: true,
+            timeout_ms: 1_000,
+            min_confidence: 0.7,
+            worker: None,
+        }
+    }
+}
+
+impl LayerSettings {
+    /// The layer's timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Settings shared by all workers and per worker kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSettings {
+    /// Interval between two heartbeats of a worker's health key, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Seconds a worker's health key lives without a heartbeat.
+    pub health_ttl_s: u64,
+    /// The bitnet worker (layer1).
+    pub bitnet: BitnetSettings,
+    /// The cartridge worker (layer2).
+    pub cartridge: CartridgeSettings,
+    /// The llm worker (layer4).
+    pub llm: LlmSettings,
+}
+
+impl Default for WorkersSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 1_000,
+            health_ttl_s: 5,
+            bitnet: BitnetSettings::default(),
+            cartridge: CartridgeSettings::default(),
+            llm: LlmSettings::default(),
+        }
+    }
+}
+
+/// The bitnet worker: a client of a llama.cpp-style `llama-server`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BitnetSettings {
+    /// Base URL of the server (`POST /completion`, `GET /health`).
+    pub url: String,
+    /// Prompt sent to the model; `{query}` is replaced by the query text.
+    pub prompt_template: String,
+    /// Most tokens to generate.
+    pub n_predict: u32,
+    /// Top log-probabilities requested per token.
+    pub n_probs: u32,
+    /// Jobs one worker process works on at once.
+    pub concurrency: usize,
+    /// Time allowed for one HTTP request, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for BitnetSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8081".into(),
+            prompt_template: "Answer in one short sentence.\nQuestion: {query}\nAnswer:".into(),
+            n_predict: 64,
+            n_probs: 5,
+            concurrency: 2,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The cartridge worker: retrieval over JSONL fact collections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CartridgeSettings {
+    /// Cartridge files or directories of them.
+    pub paths: Vec<PathBuf>,
+    /// Jobs one worker process works on at once.
+    pub concurrency: usize,
+}
+
+impl Default for CartridgeSettings {
+    fn default() -> Self {
+        Self {
+            paths: vec![PathBuf::from("config/cartridges")],
+            concurrency: 4,
+        }
+    }
+}
+
+/// Which protocol the llm worker speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    /// KoboldCpp (`POST /api/v1/generate`).
+    Kobold,
+    /// Any OpenAI-compatible server (`POST /v1/chat/completions`).
+    Openai,
+}
+
+/// The llm worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSettings {
+    /// `kobold` or `openai`.
+    pub backend: LlmBackend,
+    /// Base URL of the server.
+    pub url: String,
+    /// API key sent as a bearer token (openai backend). Never printed.
+    pub api_key: Option<Secret>,
+    /// Model name sent to an OpenAI-compatible server.
+    pub model: Option<String>,
+    /// Prompt sent to the model; `{query}` is replaced by the query text.
+    pub prompt_template: String,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Confidence reported when the server gives no log-probabilities.
+    #[serde(deserialize_with = "exact_f64")]
+    pub fixed_confidence: f64,
+    /// Jobs one worker process works on at once.
+    pub concurrency: usize,
+    /// Time allowed for one HTTP request, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            backend: LlmBackend::Kobold,
+            url: "http://127.0.0.1:5001".into(),
+            api_key: None,
+            model: None,
+            prompt_template: "Answer in one short sentence.\nQuestion: {query}\nAnswer:".into(),
+            max_tokens: 128,
+            fixed_confidence: 0.6,
+            concurrency: 2,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The diagnostic stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedSettings {
+    /// Approximate cap on the stream's length (`XADD MAXLEN ~`).
+    pub max_len: u64,
+    /// Clock slack allowed around a query's life when reading its timeline, in milliseconds.
+    pub timeline_slack_ms: u64,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        Self {
+            max_len: 100_000,
+            timeline_slack_ms: 2_000,
+        }
+    }
+}
+
+/// Latency samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Samples older than this many seconds are dropped.
+    pub retention_s: u64,
+    /// Most samples kept per metric; the oldest go first.
+    pub max_samples: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            retention_s: 3_600,
+            max_samples: 10_000,
+        }
+    }
+}
+
+/// The daemon's HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Serve `/health*` and `/metrics`.
+    pub enabled: bool,
+    /// Address to listen on; loopback unless you mean to expose it.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// `tracing` filter: a level (`info`) or directives (`kitbash=debug,warn`).
+    pub level: String,
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// Reads an f64 from a number or a string at full precision. figment's lossy
+/// mode would turn the string "0.9" into an f32 first (0.8999999761…).
+fn exact_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_f32<E: serde::de::Error>(self, v: f32) -> Result<f64, E> {
+            // Shortest decimal that reads back as this f32, then as f64.
+            v.to_string().parse().map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<f64, E> {
+            v.trim()
+                .parse()
+                .map_err(|_| E::invalid_type(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Where to look for configuration; tests pass their own.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// YAML file; `None` means `$KITBASH_CONFIG` or `./kitbash_config.yaml`.
+    pub file: Option<PathBuf>,
+    /// `.env` file; `None` means `./.env`.
+    pub dotenv: Option<PathBuf>,
+    /// Environment variables; `None` means the process environment.
+    pub env: Option<Vec<(String, String)>>,
+}
+
+/// The effective settings, with the figment that knows each value's source.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The validated settings.
+    pub settings: Settings,
+    figment: Figment,
+}
+
+impl LoadedConfig {
+    /// The source of the value at `key` (dotted path), as a user would name it.
+    pub fn source_of(&self, key: &str) -> String {
+        source_name(&self.figment, key)
+    }
+
+    /// Every effective value as `key = value  # source`, secrets redacted.
+    pub fn render(&self) -> String {
+        let value = serde_json::to_value(&self.settings).expect("settings serialize");
+        let mut leaves = Vec::new();
+        flatten("", &value, &mut leaves);
+        let width = leaves
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 3)
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for (key, shown) in leaves {
+            let line = format!("{key} = {shown}");
+            out.push_str(&format!(
+                "{line:<width$}  # {}\n",
+                self.source_of(&key),
+                width = width
+            ));
+        }
+        out
+    }
+
+    /// The effective settings as JSON, secrets redacted.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(&self.settings).expect("settings serialize");
+        redact_json("", &mut value);
+        value
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            let mut shown = other.clone();
+            redact_json(prefix, &mut shown);
+            out.push((prefix.to_string(), shown.to_string()));
+        }
+    }
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    matches!(last, "password" | "api_key")
+}
+
+fn redact_json(key: &str, value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let child = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                redact_json(&child, v);
+            }
+        }
+        serde_json::Value::String(s) if is_secret_key(key) => *s = "***".into(),
+        serde_json::Value::String(s) if key.ends_with(".url") || key == "url" => *s = redact_url(s),
+        _ => {}
+    }
+}
+
+/// Loads the configuration from the process's files and environment.
+pub fn load(file: Option<PathBuf>) -> Result<LoadedConfig, ConfigError> {
+    load_from(ConfigSources {
+        file,
+        ..Default::default()
+    })
+}
+
+/// Loads the configuration from the given sources.
+pub fn load_from(sources: ConfigSources) -> Result<LoadedConfig, ConfigError> {
+    let env: Vec<(String, String)> = match sources.env {
+        Some(env) => env,
+        None => std::env::vars().collect(),
+    };
+    let (file, explicit) = match sources.file {
+        Some(path) => (path, true),
+        None => match env.iter().find(|(k, _)| k == CONFIG_PATH_ENV) {
+            Some((_, v)) if !v.is_empty() => (PathBuf::from(v), true),
+            _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        },
+    };
+    let mut figment = Figment::from(VarsProvider::defaults());
+    if file.exists() {
+        figment = figment.merge(Yaml::file_exact(&file));
+    } else if explicit {
+        return Err(ConfigError::FileNotFound(file));
+    }
+
+    let dotenv_path = sources.dotenv.unwrap_or_else(|| PathBuf::from(".env"));
+    if dotenv_path.exists() {
+        let vars = read_dotenv(&dotenv_path)?;
+        let origin = format!(".env file {}", dotenv_path.display());
+        // (`KITBASH_CONFIG` and `KITBASH_LOG` are read from the process
+        // environment only: the file is found before .env is read.)
+        figment = figment
+            .merge(VarsProvider::redis(&origin, &vars))
+            .merge(VarsProvider::kitbash(&origin, &vars));
+    }
+    figment = figment
+        .merge(VarsProvider::redis("environment", &env))
+        .merge(VarsProvider::kitbash("environment", &env));
+
+    let settings: Settings = figment.extract_lossy().map_err(|e| describe(&figment, e))?;
+    let problems = validate(&settings);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(
+            problems
+                .into_iter()
+                .map(|(key, value, why)| {
+                    format!(
+                        "  {key} = {value} (from {}): {why}",
+                        source_name(&figment, &key)
+                    )
+                })
+                .collect(),
+        ));
+    }
+    Ok(LoadedConfig { settings, figment })
+}
+
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::DotEnv {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    iter.map(|item| {
+        item.map_err(|e| ConfigError::DotEnv {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    })
+    .collect()
+}
+
+/// Names a value's source: the provider, and the variable for env sources.
+fn source_name(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        Some(meta) => describe_metadata(meta, key),
+        None => "built-in default".into(),
+    }
+}
+
+fn describe_metadata(meta: &Metadata, key: &str) -> String {
+    let keys: Vec<&str> = key.split('.').collect();
+    let name = meta.interpolate(&Profile::Default, &keys);
+    match &meta.source {
+        Some(figment::Source::File(path)) => format!("{} ({})", meta.name, path.display()),
+        _ if meta.name.contains("environment") || meta.name.contains(".env") => {
+            format!("{} {}", meta.name, name)
+        }
+        _ => meta.name.to_string(),
+    }
+}
+
+/// Turns figment's errors into lines naming key, value and source.
+fn describe(figment: &Figment, err: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let mut lines = Vec::new();
+    for e in err {
+        // figment's path already ends in the unknown field's name.
+        let key = e.path.join(".");
+        let value = figment
+            .find_value(&key)
+            .ok()
+            .map(|v| display_value(&key, &v))
+            .unwrap_or_else(|| "?".into());
+        let source = match &e.metadata {
+            Some(meta) => describe_metadata(meta, &key),
+            None => source_name(figment, &key),
+        };
+        let why = match &e.kind {
+            Kind::UnknownField(field, expected) => format!(
+                "unknown key `{field}`; expected one of: {}",
+                expected.join(", ")
+            ),
+            Kind::InvalidType(actual, expected) => {
+                format!("invalid type: found {actual}, expected {expected}")
+            }
+            Kind::InvalidValue(actual, expected) => {
+                format!("invalid value: found {actual}, expected {expected}")
+            }
+            Kind::UnknownVariant(found, expected) => format!(
+                "unknown value `{found}`; expected one of: {}",
+                expected.join(", ")
+            ),
+            other => other.to_string(),
+        };
+        lines.push(format!("  {key} = {value} (from {source}): {why}"));
+    }
+    ConfigError::Invalid(lines)
+}
+
+fn display_value(key: &str, value: &Value) -> String {
+    if is_secret_key(key) {
+        return "***".into();
+    }
+    match value {
+        Value::String(_, s) => format!("{:?}", redact_url(s)),
+        Value::Char(_, c) => format!("{c:?}"),
+        Value::Bool(_, b) => b.to_string(),
+        Value::Num(_, n) => match n.to_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            Some(f) => f.to_string(),
+            None => "?".into(),
+        },
+        Value::Empty(_, _) => "null".into(),
+        Value::Dict(..) => "{…}".into(),
+        Value::Array(..) => "[…]".into(),
+    }
+}
+
+/// Checks what types alone cannot: ranges and consistency.
+/// Returns (key, shown value, reason) for each problem.
+fn validate(s: &Settings) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut bad =
+        |key: &str, value: String, why: &str| out.push((key.to_string(), value, why.to_string()));
+    let url = s.redis.effective_url();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    {
+        bad(
+            "redis.url",
+            format!("{:?}", redact_url(&url)),
+            "must start with redis://, rediss:// or unix://",
+        );
+    }
+    let prefix = &s.redis.key_prefix;
+    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '*') {
+        bad(
+            "redis.key_prefix",
+            format!("{prefix:?}"),
+            "must be non-empty, without spaces or `*`",
+        );
+    }
+    for (key, v) in [
+        ("redis.connect_timeout_ms", s.redis.connect_timeout_ms),
+        ("redis.response_timeout_ms", s.redis.response_timeout_ms),
+        ("redis.retry_max_delay_ms", s.redis.retry_max_delay_ms),
+        ("orchestrator.state_ttl_s", s.orchestrator.state_ttl_s),
+        ("orchestrator.done_ttl_s", s.orchestrator.done_ttl_s),
+        ("orchestrator.max_queue_len", s.orchestrator.max_queue_len),
+        (
+            "orchestrator.heartbeat_interval_ms",
+            s.orchestrator.heartbeat_interval_ms,
+        ),
+        (
+            "orchestrator.recovery_interval_s",
+            s.orchestrator.recovery_interval_s,
+        ),
+        (
+            "orchestrator.max_attempts",
+            s.orchestrator.max_attempts as u64,
+        ),
+        (
+            "orchestrator.max_in_flight",
+            s.orchestrator.max_in_flight as u64,
+        ),
+        (
+            "orchestrator.max_query_bytes",
+            s.orchestrator.max_query_bytes as u64,
+        ),
+        (
+            "workers.heartbeat_interval_ms",
+            s.workers.heartbeat_interval_ms,
+        ),
+        (
+            "workers.bitnet.concurrency",
+            s.workers.bitnet.concurrency as u64,
+        ),
+        (
+            "workers.cartridge.concurrency",
+            s.workers.cartridge.concurrency as u64,
+        ),
+        ("workers.llm.concurrency", s.workers.llm.concurrency as u64),
+        ("feed.max_len", s.feed.max_len),
+        ("metrics.retention_s", s.metrics.retention_s),
+        ("metrics.max_samples", s.metrics.max_samples),
+    ] {
+        if v == 0 {
+            bad(key, "0".into(), "must be greater than 0");
+        }
+    }
+    if s.redis.url.is_none() && s.redis.db < 0 {
+        bad("redis.db", s.redis.db.to_string(), "must be 0 or more");
+    }
+    if s.redis.url.is_none() && s.redis.port == 0 {
+        bad("redis.port", "0".into(), "must be a TCP port, 1 to 65535");
+    }
+    if s.orchestrator.health_ttl_s.saturating_mul(1000) <= s.orchestrator.heartbeat_interval_ms {
+        bad(
+            "orchestrator.health_ttl_s",
+            s.orchestrator.health_ttl_s.to_string(),
+            "must be longer than orchestrator.heartbeat_interval_ms, or a live daemon looks dead",
+        );
+    }
+    if s.workers.health_ttl_s.saturating_mul(1000) <= s.workers.heartbeat_interval_ms {
+        bad(
+            "workers.health_ttl_s",
+            s.workers.health_ttl_s.to_string(),
+            "must be longer than workers.heartbeat_interval_ms, or a live worker looks dead",
+        );
+    }
+    if let Some(id) = &s.orchestrator.instance_id
+        && (id.is_empty() || id.chars().any(|c| c.is_whitespace() || c == '*'))
+    {
+        bad(
+            "orchestrator.instance_id",
+            format!("{id:?}"),
+            "must be non-empty, without spaces or `*`",
+        );
+    }
+    for (name, layer) in &s.layers {
+        let key = |field: &str| format!("layers.{name}.{field}");
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            bad(
+                &format!("layers.{name}"),
+                format!("{name:?}"),
+                "a layer name may hold only letters, digits, `_` and `-`",
+            );
+        }
+        if !(0.0..=1.0).contains(&layer.min_confidence) {
+            bad(
+                &key("min_confidence"),
+                layer.min_confidence.to_string(),
+                "must be between 0 and 1",
+            );
+        }
+        if layer.timeout_ms == 0 {
+            bad(&key("timeout_ms"), "0".into(), "must be greater than 0");
+        }
+        match (layer.kind, layer.worker) {
+            (LayerKind::Worker, None) => bad(
+                &key("worker"),
+                "null".into(),
+                "a worker layer must name its worker: bitnet, cartridge or llm",
+            ),
+            (LayerKind::Grain, Some(w)) => bad(
+                &key("worker"),
+                format!("{:?}", w.as_str()),
+                "a grain layer is answered by the daemon; remove `worker`",
+            ),
+            _ => {}
+        }
+    }
+    if !(0.0..=1.0).contains(&s.workers.llm.fixed_confidence) {
+        bad(
+            "workers.llm.fixed_confidence",
+            s.workers.llm.fixed_confidence.to_string(),
+            "must be between 0 and 1",
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.logging.level) {
+        bad(
+            "logging.level",
+            format!("{:?}", s.logging.level),
+            &e.to_string(),
+        );
+    }
+    out
+}
+
+/// A provider over (name, value) pairs: `KITBASH_*` variables or the
+/// conventional `REDIS_*` ones, from the environment or a `.env` file.
+struct VarsProvider {
+    name: String,
+    naming: Naming,
+    dict: Dict,
+}
+
+/// How a provider names the place a key came from.
+#[derive(Clone, Copy)]
+enum Naming {
+    /// By the provider's name alone (built-in defaults).
+    Plain,
+    /// `KITBASH_A__B` for key `a.b`.
+    Kitbash,
+    /// `REDIS_URL` for key `redis.url`.
+    Redis,
+}
+
+impl VarsProvider {
+    fn defaults() -> Self {
+        let dict = Serialized::defaults(Settings::default())
+            .data()
+            .ok()
+            .and_then(|mut m| m.remove(&Profile::Default))
+            .unwrap_or_default();
+        Self {
+            name: "built-in default".into(),
+            naming: Naming::Plain,
+            dict,
+        }
+    }
+
+    fn kitbash(origin: &str, vars: &[(String, String)]) -> Self {
+        let mut dict = Dict::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if NON_CONFIG_VARS.contains(&name.as_str()) || rest.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            insert_path(&mut dict, &path, parse_var(value));
+        }
+        Self {
+            name: origin.to_string(),
+            naming: Naming::Kitbash,
+            dict,
+        }
+    }
+
+    fn redis(origin: &str, vars: &[(String, String)]) -> Self {
+        let mut redis = Dict::new();
+        for (var, key) in REDIS_VARS {
+            if let Some((_, value)) = vars.iter().find(|(k, _)| k == var) {
+                redis.insert((*key).to_string(), Value::from(value.clone()));
+            }
+        }
+        let mut dict = Dict::new();
+        if !redis.is_empty() {
+            dict.insert("redis".into(), Value::from(redis));
+        }
+        Self {
+            name: origin.to_string(),
+            naming: Naming::Redis,
+            dict,
+        }
+    }
+}
+
+/// Values are strings; `extract_lossy` turns "20" or "true" into numbers and
+/// booleans where the field wants them. Lists and maps are written as YAML
+/// flow (`[a, b]`).
+fn parse_var(value: &str) -> Value {
+    let trimmed = value.trim();
+    if (trimmed.starts_with('[') || trimmed.starts_with('{'))
+        && let Ok(v) = trimmed.parse::<Value>()
+    {
+        return v;
+    }
+    Value::from(value.to_string())
+}
+
+fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            } else {
+                let mut inner = Dict::new();
+                insert_path(&mut inner, rest, value);
+                *entry = Value::from(inner);
+            }
+        }
+    }
+}
+
+impl Provider for VarsProvider {
+    fn metadata(&self) -> Metadata {
+        let naming = self.naming;
+        let name = match naming {
+            Naming::Plain => self.name.clone(),
+            _ if self.name == "environment" => "environment variable".to_string(),
+            _ => format!("{}, variable", self.name),
+        };
+        Metadata::named(name).interpolater(move |_: &Profile, keys: &[&str]| match naming {
+            Naming::Plain => keys.join("."),
+            Naming::Redis => {
+                let key = keys.get(1).copied().unwrap_or_default();
+                REDIS_VARS
+                    .iter()
+                    .find(|(_, k)| *k == key)
+                    .map(|(var, _)| (*var).to_string())
+                    .unwrap_or_else(|| "REDIS_*".into())
+            }
+            Naming::Kitbash => {
+                let joined: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
+                format!("{ENV_PREFIX}{}", joined.join("__"))
+            }
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut map = Map::new();
+        map.insert(Profile::Default, self.dict.clone());
+        Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("rediss://:pw@h/1"), "rediss://:***@h/1");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
+    }
+
+    #[test]
+    fn builds_url_from_parts() {
+        let r = RedisSettings {
+            host: "example".into(),
+            port: 7000,
+            db: 3,
+            tls: true,
+            ..Default::default()
+        };
+        assert_eq!(r.effective_url(), "rediss://example:7000/3");
+    }
+
+    #[test]
+    fn nested_paths_insert_into_dicts() {
+        let mut d = Dict::new();
+        insert_path(&mut d, &["a".into(), "b".into()], Value::from(1));
+        insert_path(&mut d, &["a".into(), "c".into()], Value::from(2));
+        let Value::Dict(_, inner) = &d["a"] else {
+            panic!("not a dict")
+        };
+        assert_eq!(inner.len(), 2);
+    }
+}
