@@ -1,0 +1,538 @@
+//! The typed, async view of everything Kitbash keeps in Redis.
+//!
+//! [`Blackboard`] holds the shared connection and the key schema. Its methods
+//! are grouped by area over several files: query states, the queue and
+//! health here; grains in `grains.rs`; the diagnostic feed in `feed.rs`;
+//! metrics and per-layer counters in `metrics.rs`; bounding in `maintain`.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::keys::Keys;
+use crate::state::{QueryState, now_rfc3339};
+
+/// Errors of Blackboard operations. Bad data in Redis is a typed error,
+/// never a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum BlackboardError {
+    /// Redis refused or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A key holds another type than Kitbash writes there.
+    #[error(
+        "key {key} holds the wrong kind of value (expected {expected}); was it written by something else?"
+    )]
+    WrongType {
+        /// The key.
+        key: String,
+        /// What Kitbash expected there.
+        expected: &'static str,
+    },
+    /// A query state is not the JSON Kitbash expects.
+    #[error("query state at {key} is not valid: {reason}")]
+    MalformedState {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A grain hash misses fields or holds bad values.
+    #[error("grain at {key} is not valid: {reason}")]
+    MalformedGrain {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A health record is not valid JSON.
+    #[error("health record at {key} is not valid: {reason}")]
+    MalformedHealth {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The state to update does not exist (never created, or expired).
+    #[error("no query state at {key}")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// Concurrent writers kept changing a state; the update gave up.
+    #[error("query state at {key} kept changing under {attempts} update attempts")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// How often the update was tried.
+        attempts: u32,
+    },
+    /// The queue is at `orchestrator.max_queue_len`.
+    #[error(
+        "the queue holds {len} queries, at its limit orchestrator.max_queue_len = {max}; try again later or raise the limit"
+    )]
+    QueueFull {
+        /// Current length.
+        len: u64,
+        /// The configured limit.
+        max: u64,
+    },
+}
+
+impl BlackboardError {
+    /// Maps a WRONGTYPE reply on `key` to [`BlackboardError::WrongType`].
+    pub(crate) fn on_key(err: redis::RedisError, key: &str, expected: &'static str) -> Self {
+        if is_wrong_type(&err) {
+            BlackboardError::WrongType {
+                key: key.to_string(),
+                expected,
+            }
+        } else {
+            BlackboardError::Redis(err)
+        }
+    }
+}
+
+/// Whether Redis answered WRONGTYPE, alone or inside a pipeline's failures.
+pub(crate) fn is_wrong_type(err: &redis::RedisError) -> bool {
+    err.code() == Some("WRONGTYPE") || err.to_string().contains("WRONGTYPE")
+}
+
+/// Result of Blackboard operations.
+pub type Result<T, E = BlackboardError> = std::result::Result<T, E>;
+
+static CAS_STATE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("scripts/cas_state.lua")));
+
+/// The limits the Blackboard applies to what it writes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Seconds a state lives after its last write.
+    pub state_ttl_s: u64,
+    /// Seconds a completion signal lives.
+    pub done_ttl_s: u64,
+    /// Queue length past which enqueue refuses.
+    pub max_queue_len: u64,
+    /// Approximate cap of the feed.
+    pub feed_max_len: u64,
+    /// Clock slack around a query's life when reading its timeline.
+    pub timeline_slack_ms: u64,
+    /// Age past which metric samples are dropped.
+    pub metric_retention_s: u64,
+    /// Most samples per metric.
+    pub metric_max_samples: u64,
+}
+
+impl From<&Settings> for Limits {
+    fn from(s: &Settings) -> Self {
+        Self {
+            state_ttl_s: s.orchestrator.state_ttl_s,
+            done_ttl_s: s.orchestrator.done_ttl_s,
+            max_queue_len: s.orchestrator.max_queue_len,
+            feed_max_len: s.feed.max_len,
+            timeline_slack_ms: s.feed.timeline_slack_ms,
+            metric_retention_s: s.metrics.retention_s,
+            metric_max_samples: s.metrics.max_samples,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from(&Settings::default())
+    }
+}
+
+/// Liveness and counters of one daemon or worker, at `<p>:health:<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Instance or worker name (the key's suffix).
+    pub name: String,
+    /// `daemon` or `worker`.
+    pub role: String,
+    /// Worker kind (`bitnet`, `cartridge`, `llm`), for workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Layer served, for workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// Whether it can do its work now (a worker whose backend is down is not).
+    pub healthy: bool,
+    /// Process id.
+    #[serde(default)]
+    pub pid: u32,
+    /// When it started (RFC 3339).
+    #[serde(default)]
+    pub started_at: String,
+    /// When it last wrote this record (RFC 3339).
+    #[serde(default)]
+    pub updated_at: String,
+    /// Why it is unhealthy, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Counters (jobs done, failed, mean latency, in flight, …).
+    #[serde(default)]
+    pub counters: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Health {
+    /// A healthy record for `name` in `role`, stamped now.
+    pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
+        let now = now_rfc3339();
+        Self {
+            name: name.into(),
+            role: role.into(),
+            kind: None,
+            layer: None,
+            healthy: true,
+            pid: std::process::id(),
+            started_at: now.clone(),
+            updated_at: now,
+            reason: None,
+            counters: Default::default(),
+        }
+    }
+}
+
+/// The handle on Kitbash's Redis data. Cheap to clone.
+#[derive(Clone)]
+pub struct Blackboard {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) keys: Keys,
+    pub(crate) limits: Limits,
+}
+
+impl std::fmt::Debug for Blackboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blackboard")
+            .field("prefix", &self.keys.prefix())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Most attempts of one compare-and-set update before giving up.
+const MAX_CAS_ATTEMPTS: u32 = 64;
+
+impl Blackboard {
+    /// A Blackboard over `conn`, naming keys with `keys`.
+    pub fn new(conn: ConnectionManager, keys: Keys, limits: Limits) -> Self {
+        Self { conn, keys, limits }
+    }
+
+    /// A Blackboard configured from `settings`.
+    pub fn from_settings(conn: ConnectionManager, settings: &Settings) -> Self {
+        Self::new(
+            conn,
+            Keys::new(settings.redis.key_prefix.clone()),
+            Limits::from(settings),
+        )
+    }
+
+    /// The key schema.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The limits applied.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A clone of the shared connection, for pipelines of callers.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    // ----- query states ---------------------------------------------------
+
+    fn encode(state: &QueryState) -> String {
+        serde_json::to_string(state).expect("a QueryState always serializes")
+    }
+
+    fn decode(key: &str, raw: &str) -> Result<QueryState> {
+        serde_json::from_str(raw).map_err(|e| BlackboardError::MalformedState {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes a new state; returns false (and writes nothing) when one
+    /// exists already under that id.
+    pub async fn create_state(&self, state: &QueryState) -> Result<bool> {
+        let key = self.keys.state(&state.query_id);
+        let mut conn = self.conn.clone();
+        let created: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(Self::encode(state))
+            .arg("NX")
+            .arg("EX")
+            .arg(self.limits.state_ttl_s)
+            .query_async(&mut conn)
+            .await?;
+        Ok(created.is_some())
+    }
+
+    /// Writes a state, replacing any, and restarts its TTL.
+    pub async fn put_state(&self, state: &QueryState) -> Result<()> {
+        let key = self.keys.state(&state.query_id);
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set_ex(&key, Self::encode(state), self.limits.state_ttl_s)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a state; `None` when there is none.
+    pub async fn get_state(&self, query_id: &str) -> Result<Option<QueryState>> {
+        let key = self.keys.state(query_id);
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .get(&key)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &key, "string"))?;
+        raw.map(|raw| Self::decode(&key, &raw)).transpose()
+    }
+
+    /// Reads a state's raw JSON, as stored.
+    pub async fn get_state_raw(&self, query_id: &str) -> Result<Option<String>> {
+        let key = self.keys.state(query_id);
+        let mut conn = self.conn.clone();
+        conn.get(&key)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &key, "string"))
+    }
+
+    /// Changes a state atomically: reads it, applies `change`, and writes it
+    /// back only if nobody wrote it in between (compare-and-set in Lua),
+    /// retrying otherwise. Concurrent updaters never lose each other's change.
+    /// `change` may run several times and must not have side effects.
+    pub async fn update_state<F>(&self, query_id: &str, mut change: F) -> Result<QueryState>
+    where
+        F: FnMut(&mut QueryState),
+    {
+        let key = self.keys.state(query_id);
+        let mut conn = self.conn.clone();
+        for attempt in 1..=MAX_CAS_ATTEMPTS {
+            let raw: Option<String> = conn
+                .get(&key)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "string"))?;
+            let Some(raw) = raw else {
+                return Err(BlackboardError::NotFound { key });
+            };
+            let mut state = Self::decode(&key, &raw)?;
+            change(&mut state);
+            let written: i64 = CAS_STATE
+                .key(&key)
+                .arg(&raw)
+                .arg(Self::encode(&state))
+                .arg(self.limits.state_ttl_s)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "string"))?;
+            if written == 1 {
+                return Ok(state);
+            }
+            // Someone wrote in between: back off a little, then re-read.
+            if attempt > 4 {
+                tokio::time::sleep(Duration::from_micros(50 * u64::from(attempt))).await;
+            }
+        }
+        Err(BlackboardError::Conflict {
+            key,
+            attempts: MAX_CAS_ATTEMPTS,
+        })
+    }
+
+    /// Deletes a state; returns whether there was one.
+    pub async fn delete_state(&self, query_id: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let n: u64 = conn.del(self.keys.state(query_id)).await?;
+        Ok(n > 0)
+    }
+
+    // ----- the queue ------------------------------------------------------
+
+    /// Writes a new query's state and pushes its id, in one MULTI. Refuses
+    /// when the queue is at `max_queue_len` (a check that may overshoot by
+    /// the number of clients enqueueing at the same instant).
+    pub async fn enqueue(&self, state: &QueryState) -> Result<()> {
+        let len = self.queue_len().await?;
+        if len >= self.limits.max_queue_len {
+            return Err(BlackboardError::QueueFull {
+                len,
+                max: self.limits.max_queue_len,
+            });
+        }
+        let mut conn = self.conn.clone();
+        let queue = self.keys.queue();
+        let _: () = redis::pipe()
+            .atomic()
+            .set_ex(
+                self.keys.state(&state.query_id),
+                Self::encode(state),
+                self.limits.state_ttl_s,
+            )
+            .ignore()
+            .lpush(&queue, &state.query_id)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
+        Ok(())
+    }
+
+    /// Number of queries waiting.
+    pub async fn queue_len(&self) -> Result<u64> {
+        let queue = self.keys.queue();
+        let mut conn = self.conn.clone();
+        conn.llen(&queue)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &queue, "list"))
+    }
+
+    /// The next `n` entries to be taken, next first (the queue is FIFO:
+    /// LPUSH at the head, taken from the tail).
+    pub async fn peek_queue(&self, n: usize) -> Result<Vec<String>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let queue = self.keys.queue();
+        let mut conn = self.conn.clone();
+        let mut entries: Vec<String> = conn
+            .lrange(&queue, -(n as isize), -1)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Entries in the dead-letter list, newest first.
+    pub async fn dead_entries(&self, n: usize) -> Result<Vec<String>> {
+        let dead = self.keys.dead();
+        let mut conn = self.conn.clone();
+        conn.lrange(&dead, 0, n as isize - 1)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &dead, "list"))
+    }
+
+    // ----- health ---------------------------------------------------------
+
+    /// Writes a health record that expires after `ttl` unless rewritten.
+    pub async fn set_health(&self, health: &Health, ttl: Duration) -> Result<()> {
+        let key = self.keys.health(&health.name);
+        let mut conn = self.conn.clone();
+        let json = serde_json::to_string(health).expect("Health always serializes");
+        let _: () = conn
+            .pset_ex(&key, json, ttl.as_millis().max(1) as u64)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads one health record; `None` when it expired (= dead).
+    pub async fn get_health(&self, name: &str) -> Result<Option<Health>> {
+        let key = self.keys.health(name);
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .get(&key)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &key, "string"))?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw).map_err(|e| BlackboardError::MalformedHealth {
+                key: key.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Removes a health record (a clean shutdown says goodbye at once).
+    pub async fn remove_health(&self, name: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: u64 = conn.del(self.keys.health(name)).await?;
+        Ok(())
+    }
+
+    /// Every live health record. Records that cannot be read are skipped
+    /// with a warning, so one bad key does not hide the others.
+    pub async fn list_health(&self) -> Result<Vec<Health>> {
+        let keys = self.scan_keys(&self.keys.health_pattern()).await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            // MGET answers nil for a key of another type, so one bad key
+            // cannot fail the whole read.
+            let values: Vec<Option<String>> =
+                redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
+            for (key, value) in chunk.iter().zip(values) {
+                let Some(raw) = value else { continue };
+                match serde_json::from_str::<Health>(&raw) {
+                    Ok(h) => out.push(h),
+                    Err(e) => tracing::warn!(key = %key, "skipping unreadable health record: {e}"),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Whether at least one healthy worker serves `layer`.
+    pub async fn layer_has_live_worker(&self, layer: &str) -> Result<bool> {
+        Ok(self
+            .list_health()
+            .await?
+            .iter()
+            .any(|h| h.role == "worker" && h.healthy && h.layer.as_deref() == Some(layer)))
+    }
+
+    // ----- helpers --------------------------------------------------------
+
+    /// Every key matching `pattern`, by SCAN (never KEYS).
+    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            out.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Deletes every key under the prefix (tests and `kitbash bench` clean up
+    /// with this). Returns how many were deleted.
+    pub async fn delete_all(&self) -> Result<u64> {
+        let keys = self.scan_keys(&self.keys.all_pattern()).await?;
+        let mut conn = self.conn.clone();
+        let mut deleted = 0;
+        for chunk in keys.chunks(500) {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await?;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,172 @@
+//! Connections to Redis.
+//!
+//! Two kinds, for two kinds of command:
+//!
+//! - [`Connector::shared`]: one auto-reconnecting multiplexed connection
+//!   (`ConnectionManager`) for every ordinary command of a process. Cheap to
+//!   clone; many tasks pipeline over it.
+//! - [`Connector::blocking`]: a dedicated connection for one blocking loop
+//!   (BLMOVE, BLPOP, XREAD BLOCK). Its response timeout is the block time plus
+//!   the ordinary response timeout: since redis 1.0 an async connection's
+//!   default response timeout is 500 ms, and a blocking call on the shared
+//!   connection would both time out and stall every other caller behind it.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RedisSettings, redact_url};
+
+/// Errors raised while opening connections.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL or credentials cannot make a connection description.
+    #[error("invalid Redis address {url}: {source}")]
+    InvalidAddress {
+        /// The URL, password redacted.
+        url: String,
+        /// What the driver said.
+        source: redis::RedisError,
+    },
+    /// Redis did not answer.
+    #[error("cannot connect to Redis at {url}: {source}")]
+    Unreachable {
+        /// The URL, password redacted.
+        url: String,
+        /// What the driver said.
+        source: redis::RedisError,
+    },
+    /// Shutdown was requested while waiting for Redis.
+    #[error("stopped while waiting for Redis at {url}")]
+    Cancelled {
+        /// The URL, password redacted.
+        url: String,
+    },
+}
+
+/// Opens connections described by [`RedisSettings`].
+#[derive(Clone)]
+pub struct Connector {
+    client: Client,
+    settings: RedisSettings,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("url", &self.settings.redacted_url())
+            .finish()
+    }
+}
+
+static CRYPTO: Once = Once::new();
+
+/// rustls needs one process-wide crypto provider before the first TLS handshake.
+fn install_crypto_provider() {
+    CRYPTO.call_once(|| {
+        // Fails only when another provider is installed already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Connector {
+    /// Describes the connection; does not connect.
+    pub fn new(settings: &RedisSettings) -> Result<Self, ConnectError> {
+        let url = settings.effective_url();
+        let invalid = |source| ConnectError::InvalidAddress {
+            url: redact_url(&url),
+            source,
+        };
+        if url.starts_with("rediss://") {
+            install_crypto_provider();
+        }
+        let mut info = url.as_str().into_connection_info().map_err(invalid)?;
+        let mut redis_info = info.redis_settings().clone();
+        if let Some(user) = &settings.username {
+            redis_info = redis_info.set_username(user);
+        }
+        if let Some(password) = &settings.password {
+            redis_info = redis_info.set_password(password.expose());
+        }
+        info = info.set_redis_settings(redis_info);
+        let client = Client::open(info).map_err(invalid)?;
+        Ok(Self {
+            client,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The URL, password redacted, for messages.
+    pub fn url(&self) -> String {
+        self.settings.redacted_url()
+    }
+
+    /// The underlying client, for one-off connections.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn manager_config(&self, response_timeout: Duration) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout()))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(self.settings.retry_max_delay_ms))
+    }
+
+    /// The shared auto-reconnecting connection for ordinary commands.
+    /// Fails at once when Redis does not answer; see [`Self::shared_with_retry`].
+    pub async fn shared(&self) -> Result<ConnectionManager, ConnectError> {
+        let config = self.manager_config(self.settings.response_timeout());
+        ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                url: self.url(),
+                source,
+            })
+    }
+
+    /// A dedicated auto-reconnecting connection for blocking commands that
+    /// block for at most `block`.
+    pub async fn blocking(&self, block: Duration) -> Result<ConnectionManager, ConnectError> {
+        let config = self.manager_config(block + self.settings.response_timeout());
+        ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                url: self.url(),
+                source,
+            })
+    }
+
+    /// [`Self::shared`], retried with exponential backoff (capped at
+    /// `redis.retry_max_delay_ms`) until Redis answers or `cancel` fires.
+    /// Logs one line per failed attempt naming the address and the cause.
+    pub async fn shared_with_retry(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<ConnectionManager, ConnectError> {
+        let mut delay = Duration::from_millis(100);
+        let max = Duration::from_millis(self.settings.retry_max_delay_ms);
+        loop {
+            match self.shared().await {
+                Ok(conn) => return Ok(conn),
+                Err(err) => {
+                    tracing::warn!(
+                        url = %self.url(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
+                    );
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url: self.url() }),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(max);
+        }
+    }
+}

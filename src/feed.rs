@@ -1,0 +1,397 @@
+//! The diagnostic feed: one stream entry per decision, at
+//! `<p>:diagnostic:feed`, capped with `XADD MAXLEN ~`.
+//!
+//! Fields are flat strings so `redis-cli XREAD BLOCK 0 STREAMS … $` shows them
+//! readably: `event`, `ts` (RFC 3339), `query_id`, and where they apply
+//! `layer`, `confidence`, `latency_ms`, `worker`, `reason`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use redis::Value;
+
+use crate::blackboard::{Blackboard, BlackboardError, Result};
+use crate::state::{now_rfc3339, parse_timestamp};
+
+macro_rules! event_kinds {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every event name of DESIGN.md.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind { $(#[doc = $name] $variant,)* }
+
+        impl EventKind {
+            /// Every kind, in DESIGN.md's order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
+
+            /// The name written in the `event` field.
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventKind::$variant => $name,)* }
+            }
+        }
+
+        impl FromStr for EventKind {
+            type Err = UnknownEvent;
+            fn from_str(s: &str) -> std::result::Result<Self, UnknownEvent> {
+                match s { $($name => Ok(EventKind::$variant),)* _ => Err(UnknownEvent(s.to_string())) }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    QueryCreated => "query_created",
+    QueryStarted => "query_started",
+    LayerAttempt => "layer_attempt",
+    LayerHit => "layer_hit",
+    LayerMiss => "layer_miss",
+    LayerTimeout => "layer_timeout",
+    LayerError => "layer_error",
+    LayerSkipped => "layer_skipped",
+    Escalation => "escalation",
+    QueryCompleted => "query_completed",
+    QueryFailed => "query_failed",
+    QueryRecovered => "query_recovered",
+    QueryDead => "query_dead",
+    LateReply => "late_reply",
+    WorkerHealth => "worker_health",
+    GrainCrystallized => "grain_crystallized",
+}
+
+/// An event name that is not in DESIGN.md.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "unknown event {0:?}; known: query_created, query_started, layer_attempt, layer_hit, layer_miss, layer_timeout, layer_error, layer_skipped, escalation, query_completed, query_failed, query_recovered, query_dead, late_reply, worker_health, grain_crystallized"
+)]
+pub struct UnknownEvent(pub String);
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One decision to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The query concerned, if any.
+    pub query_id: Option<String>,
+    /// The layer concerned, if any.
+    pub layer: Option<String>,
+    /// A confidence, where one applies.
+    pub confidence: Option<f64>,
+    /// A latency in milliseconds, where one applies.
+    pub latency_ms: Option<f64>,
+    /// The worker concerned, if any.
+    pub worker: Option<String>,
+    /// Why (skips, errors, failures, recoveries).
+    pub reason: Option<String>,
+}
+
+impl Event {
+    /// An event about `query_id`.
+    pub fn new(kind: EventKind, query_id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            query_id: Some(query_id.into()),
+            layer: None,
+            confidence: None,
+            latency_ms: None,
+            worker: None,
+            reason: None,
+        }
+    }
+
+    /// An event about no query in particular (worker health, late replies).
+    pub fn global(kind: EventKind) -> Self {
+        Self {
+            query_id: None,
+            ..Self::new(kind, "")
+        }
+    }
+
+    /// Sets the layer.
+    pub fn layer(mut self, layer: impl Into<String>) -> Self {
+        self.layer = Some(layer.into());
+        self
+    }
+
+    /// Sets the confidence.
+    pub fn confidence(mut self, c: f64) -> Self {
+        self.confidence = Some(c);
+        self
+    }
+
+    /// Sets the latency.
+    pub fn latency_ms(mut self, ms: f64) -> Self {
+        self.latency_ms = Some(ms);
+        self
+    }
+
+    /// Sets the worker.
+    pub fn worker(mut self, w: impl Into<String>) -> Self {
+        self.worker = Some(w.into());
+        self
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+
+    /// The flat field list written to the stream.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![
+            ("event", self.kind.as_str().to_string()),
+            ("ts", now_rfc3339()),
+        ];
+        if let Some(q) = &self.query_id {
+            f.push(("query_id", q.clone()));
+        }
+        if let Some(l) = &self.layer {
+            f.push(("layer", l.clone()));
+        }
+        if let Some(c) = self.confidence {
+            f.push(("confidence", format!("{c:.4}")));
+        }
+        if let Some(ms) = self.latency_ms {
+            f.push(("latency_ms", format!("{ms:.3}")));
+        }
+        if let Some(w) = &self.worker {
+            f.push(("worker", w.clone()));
+        }
+        if let Some(r) = &self.reason {
+            f.push(("reason", r.clone()));
+        }
+        f
+    }
+}
+
+/// One entry read back from the feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEntry {
+    /// Stream id (`<ms>-<seq>`).
+    pub id: String,
+    /// Its fields.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl FeedEntry {
+    /// A field's value.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.fields.get(field).map(String::as_str)
+    }
+
+    /// The `event` field.
+    pub fn event(&self) -> Option<&str> {
+        self.get("event")
+    }
+
+    /// The `ts` field, parsed; falls back to the stream id's milliseconds.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        self.get("ts").and_then(parse_timestamp).or_else(|| {
+            let ms: i64 = self.id.split('-').next()?.parse().ok()?;
+            DateTime::from_timestamp_millis(ms)
+        })
+    }
+}
+
+/// Parses an XRANGE/XREVRANGE reply, skipping entries that are not flat
+/// string maps (someone else's XADD) rather than failing the read.
+fn parse_entries(value: Value) -> Vec<FeedEntry> {
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut parts) = item else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        let fields_v = parts.pop().expect("two parts");
+        let id_v = parts.pop().expect("two parts");
+        let Ok(id) = redis::from_redis_value::<String>(id_v) else {
+            continue;
+        };
+        let Ok(pairs) = redis::from_redis_value::<Vec<String>>(fields_v) else {
+            continue;
+        };
+        let mut fields = BTreeMap::new();
+        for pair in pairs.chunks_exact(2) {
+            fields.insert(pair[0].clone(), pair[1].clone());
+        }
+        out.push(FeedEntry { id, fields });
+    }
+    out
+}
+
+impl Blackboard {
+    /// Appends the XADD for `event` to `pipe`, so callers can record many
+    /// decisions in one round trip.
+    pub fn add_event_to(&self, pipe: &mut redis::Pipeline, event: &Event) {
+        let cmd = pipe
+            .cmd("XADD")
+            .arg(self.keys.feed())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.limits.feed_max_len)
+            .arg("*");
+        for (k, v) in event.fields() {
+            cmd.arg(k).arg(v);
+        }
+        cmd.ignore();
+    }
+
+    /// Records one event.
+    pub async fn emit(&self, event: &Event) -> Result<()> {
+        let mut pipe = redis::pipe();
+        self.add_event_to(&mut pipe, event);
+        let mut conn = self.conn.clone();
+        let feed = self.keys.feed();
+        let _: () = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &feed, "stream"))?;
+        Ok(())
+    }
+
+    async fn xrange(
+        &self,
+        cmd: &str,
+        from: &str,
+        to: &str,
+        count: usize,
+    ) -> Result<Vec<FeedEntry>> {
+        let feed = self.keys.feed();
+        let mut conn = self.conn.clone();
+        let v: Value = redis::cmd(cmd)
+            .arg(&feed)
+            .arg(from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &feed, "stream"))?;
+        Ok(parse_entries(v))
+    }
+
+    /// The `count` most recent events, oldest first.
+    pub async fn recent_events(&self, count: usize) -> Result<Vec<FeedEntry>> {
+        let mut v = self.xrange("XREVRANGE", "+", "-", count).await?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Up to `count` of the most recent events matching `keep`, looking at
+    /// no more than the `scan` most recent entries; oldest first.
+    async fn recent_matching(
+        &self,
+        count: usize,
+        scan: usize,
+        keep: impl Fn(&FeedEntry) -> bool,
+    ) -> Result<Vec<FeedEntry>> {
+        let mut out = Vec::new();
+        let mut to = "+".to_string();
+        let mut seen = 0;
+        while seen < scan && out.len() < count {
+            let page = (scan - seen).min(1000);
+            let batch = self.xrange("XREVRANGE", &to, "-", page).await?;
+            if batch.is_empty() {
+                break;
+            }
+            seen += batch.len();
+            to = format!("({}", batch.last().expect("non-empty").id);
+            out.extend(batch.into_iter().filter(&keep).take(count - out.len()));
+        }
+        out.truncate(count);
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Recent events of one kind (see [`Self::recent_matching`] for `scan`).
+    pub async fn events_by_kind(
+        &self,
+        kind: EventKind,
+        count: usize,
+        scan: usize,
+    ) -> Result<Vec<FeedEntry>> {
+        self.recent_matching(count, scan, |e| e.event() == Some(kind.as_str()))
+            .await
+    }
+
+    /// Recent events about one layer.
+    pub async fn events_by_layer(
+        &self,
+        layer: &str,
+        count: usize,
+        scan: usize,
+    ) -> Result<Vec<FeedEntry>> {
+        self.recent_matching(count, scan, |e| e.get("layer") == Some(layer))
+            .await
+    }
+
+    /// One query's events, in order. Reads only the part of the feed written
+    /// during the query's life (from its state's `created_at` to its
+    /// `completed_at`, or now, widened by `feed.timeline_slack_ms` for clock
+    /// skew between hosts), never the whole feed. When the state has expired
+    /// it looks at the most recent `fallback_scan` entries instead.
+    pub async fn timeline(&self, query_id: &str, fallback_scan: usize) -> Result<Vec<FeedEntry>> {
+        let state = match self.get_state(query_id).await {
+            Ok(s) => s,
+            Err(BlackboardError::MalformedState { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let slack = self.limits.timeline_slack_ms as i64;
+        let window = state.as_ref().and_then(|s| {
+            let from = s.created()?.timestamp_millis() - slack;
+            let to = s
+                .completed()
+                .map(|t| t.timestamp_millis() + slack)
+                .unwrap_or_else(|| Utc::now().timestamp_millis() + slack);
+            Some((from.max(0), to))
+        });
+        let Some((from, to)) = window else {
+            return self
+                .recent_matching(usize::MAX, fallback_scan, |e| {
+                    e.get("query_id") == Some(query_id)
+                })
+                .await;
+        };
+        let mut out = Vec::new();
+        let mut start = from.to_string();
+        loop {
+            let batch = self.xrange("XRANGE", &start, &to.to_string(), 1000).await?;
+            let n = batch.len();
+            if let Some(last) = batch.last() {
+                start = format!("({}", last.id);
+            }
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| e.get("query_id") == Some(query_id)),
+            );
+            if n < 1000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of entries in the feed.
+    pub async fn feed_len(&self) -> Result<u64> {
+        let feed = self.keys.feed();
+        let mut conn = self.conn.clone();
+        redis::cmd("XLEN")
+            .arg(&feed)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &feed, "stream"))
+    }
+}

@@ -1,0 +1,44 @@
+//! Kitbash answers natural-language queries from the cheapest layer that is
+//! confident enough, with Redis as the only meeting point of its processes.
+//!
+//! The contract (key names, value shapes, worker protocol, event names,
+//! configuration precedence) is `DESIGN.md`; this crate implements it.
+//!
+//! # Map of the modules
+//!
+//! - [`config`]: the one settings tree; defaults → `kitbash_config.yaml` →
+//!   `.env` → environment, with the source of every value.
+//! - [`keys`]: every Redis key name, built from the prefix. Nothing else
+//!   formats a key.
+//! - [`connection`]: the shared auto-reconnecting connection, dedicated
+//!   connections for blocking commands, and start-up retry.
+//! - [`state`]: a query's record (`queries:state:<id>`), in the Python
+//!   original's field names.
+//! - [`blackboard`]: the typed async handle on Redis: states (atomic
+//!   updates), the queue, health.
+//! - [`grains`]: layer0's crystallised facts.
+//! - [`feed`]: the diagnostic stream: writing events, reading them back,
+//!   one query's timeline.
+//! - [`metrics`]: latency samples with percentiles, per-layer counters, and
+//!   the maintenance that keeps every structure bounded.
+//! - [`telemetry`]: log set-up.
+//! - [`cli`]: the `kitbash` command line; one file per command.
+
+pub mod blackboard;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod feed;
+pub mod grains;
+pub mod keys;
+pub mod metrics;
+pub mod state;
+pub mod telemetry;
+
+pub use blackboard::{Blackboard, BlackboardError, Health, Limits};
+pub use config::{LoadedConfig, Settings};
+pub use connection::Connector;
+pub use feed::{Event, EventKind, FeedEntry};
+pub use grains::Grain;
+pub use keys::Keys;
+pub use state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus};

@@ -1,0 +1,388 @@
+//! Latency samples (`<p>:metrics:<name>`), per-layer counters
+//! (`<p>:stats:<layer>`), and the maintenance that keeps every structure
+//! bounded.
+//!
+//! A sample is one sorted-set member scored by its unix-ms time. The member
+//! is `<value>|<writer><seq>`: unique per sample, so two samples with the
+//! same value are two members (the Python original used the value as the
+//! member and silently lost repeats).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::blackboard::{Blackboard, BlackboardError, Result};
+use crate::state::Outcome;
+
+/// Distinguishes this process's members from other writers'.
+static WRITER: LazyLock<String> =
+    LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string());
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The metric holding one layer's latencies, in ms.
+pub fn layer_latency_metric(layer: &str) -> String {
+    format!("latency:{layer}")
+}
+
+/// The metric holding end-to-end query latencies, in ms.
+pub const QUERY_LATENCY_METRIC: &str = "latency:query";
+
+/// One sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// When, in unix milliseconds.
+    pub ts_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// Summary of a window of samples.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Summary {
+    /// Number of samples.
+    pub count: usize,
+    /// Mean value.
+    pub mean: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// The value at quantile `q` of sorted `values` (nearest rank).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Summary {
+    /// Summarises `values` (any order).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        Self {
+            count: v.len(),
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            min: v[0],
+            max: v[v.len() - 1],
+            p50: quantile(&v, 0.50),
+            p95: quantile(&v, 0.95),
+            p99: quantile(&v, 0.99),
+        }
+    }
+}
+
+/// The O(1) counters of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct LayerCounters {
+    /// Attempts, skips excluded.
+    pub attempts: u64,
+    /// Confident answers.
+    pub hits: u64,
+    /// Answers below threshold.
+    pub misses: u64,
+    /// No reply in time.
+    pub timeouts: u64,
+    /// Failures.
+    pub errors: u64,
+    /// Not tried (disabled, no live worker).
+    pub skips: u64,
+    /// Sum of attempt latencies, in microseconds.
+    pub latency_sum_us: u64,
+}
+
+/// What `kitbash stats` shows for one layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerStats {
+    /// Layer name.
+    pub layer: String,
+    /// Counters since the stats were last reset.
+    pub counters: LayerCounters,
+    /// hits / attempts (0 when no attempt).
+    pub hit_rate: f64,
+    /// Mean attempt latency over all attempts, in ms.
+    pub mean_latency_ms: f64,
+    /// Latency percentiles over the metric window.
+    pub window: Summary,
+}
+
+impl Blackboard {
+    /// Appends the commands recording one sample of `metric` to `pipe`:
+    /// ZADD, then the age and count trims and a TTL, so the set stays bounded
+    /// even when nothing else maintains it.
+    pub fn add_sample_to(&self, pipe: &mut redis::Pipeline, metric: &str, value: f64, ts_ms: i64) {
+        let key = self.keys.metric(metric);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let member = format!("{value}|{}{seq}", *WRITER);
+        let retention_ms = (self.limits.metric_retention_s * 1000) as i64;
+        pipe.zadd(&key, member, ts_ms)
+            .ignore()
+            .zrembyscore(&key, "-inf", format!("({}", ts_ms - retention_ms))
+            .ignore()
+            .zremrangebyrank(&key, 0, -(self.limits.metric_max_samples as isize) - 1)
+            .ignore()
+            .pexpire(&key, retention_ms)
+            .ignore();
+    }
+
+    /// Records one sample of `metric`, stamped now.
+    pub async fn record_metric(&self, metric: &str, value: f64) -> Result<()> {
+        let mut pipe = redis::pipe();
+        self.add_sample_to(
+            &mut pipe,
+            metric,
+            value,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        let mut conn = self.conn.clone();
+        let key = self.keys.metric(metric);
+        let _: () = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
+        Ok(())
+    }
+
+    /// Samples of `metric` from the last `window`, oldest first. Members that
+    /// are not `<value>|…` (written by something else) are skipped.
+    pub async fn metric_window(&self, metric: &str, window: Duration) -> Result<Vec<Sample>> {
+        let key = self.keys.metric(metric);
+        let now = chrono::Utc::now().timestamp_millis();
+        let from = now - window.as_millis() as i64;
+        let mut conn = self.conn.clone();
+        let raw: Vec<(String, f64)> = conn
+            .zrangebyscore_withscores(&key, from, "+inf")
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(member, score)| {
+                let value = member.split('|').next()?.parse::<f64>().ok()?;
+                Some(Sample {
+                    ts_ms: score as i64,
+                    value,
+                })
+            })
+            .collect())
+    }
+
+    /// Count, mean and percentiles of `metric` over the last `window`.
+    pub async fn metric_summary(&self, metric: &str, window: Duration) -> Result<Summary> {
+        let samples = self.metric_window(metric, window).await?;
+        Ok(Summary::of(samples.iter().map(|s| s.value)))
+    }
+
+    /// Appends the counter increments of one attempt at `layer` to `pipe`.
+    pub fn add_attempt_to(
+        &self,
+        pipe: &mut redis::Pipeline,
+        layer: &str,
+        outcome: Outcome,
+        latency_ms: f64,
+    ) {
+        let key = self.keys.stats(layer);
+        let field = match outcome {
+            Outcome::Hit => "hits",
+            Outcome::Miss => "misses",
+            Outcome::Timeout => "timeouts",
+            Outcome::Error => "errors",
+            Outcome::Skipped => "skips",
+        };
+        if outcome != Outcome::Skipped {
+            pipe.hincr(&key, "attempts", 1).ignore();
+            pipe.hincr(&key, "latency_sum_us", (latency_ms * 1000.0).round() as i64)
+                .ignore();
+        }
+        pipe.hincr(&key, field, 1).ignore();
+    }
+
+    /// Records one attempt at `layer` in its counters and latency metric.
+    pub async fn record_attempt(
+        &self,
+        layer: &str,
+        outcome: Outcome,
+        latency_ms: f64,
+    ) -> Result<()> {
+        let mut pipe = redis::pipe();
+        self.add_attempt_to(&mut pipe, layer, outcome, latency_ms);
+        if outcome != Outcome::Skipped {
+            self.add_sample_to(
+                &mut pipe,
+                &layer_latency_metric(layer),
+                latency_ms,
+                chrono::Utc::now().timestamp_millis(),
+            );
+        }
+        let mut conn = self.conn.clone();
+        let key = self.keys.stats(layer);
+        let _: () = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &key, "hash"))?;
+        Ok(())
+    }
+
+    /// The counters of `layer` (zeros when it was never tried).
+    pub async fn layer_counters(&self, layer: &str) -> Result<LayerCounters> {
+        let key = self.keys.stats(layer);
+        let mut conn = self.conn.clone();
+        let h: HashMap<String, String> = conn
+            .hgetall(&key)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &key, "hash"))?;
+        let get = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(LayerCounters {
+            attempts: get("attempts"),
+            hits: get("hits"),
+            misses: get("misses"),
+            timeouts: get("timeouts"),
+            errors: get("errors"),
+            skips: get("skips"),
+            latency_sum_us: get("latency_sum_us"),
+        })
+    }
+
+    /// Counters, hit rate, mean latency and windowed percentiles of `layer`.
+    pub async fn layer_stats(&self, layer: &str, window: Duration) -> Result<LayerStats> {
+        let counters = self.layer_counters(layer).await?;
+        let window = self
+            .metric_summary(&layer_latency_metric(layer), window)
+            .await?;
+        let (hit_rate, mean_latency_ms) = if counters.attempts == 0 {
+            (0.0, 0.0)
+        } else {
+            (
+                counters.hits as f64 / counters.attempts as f64,
+                counters.latency_sum_us as f64 / 1000.0 / counters.attempts as f64,
+            )
+        };
+        Ok(LayerStats {
+            layer: layer.to_string(),
+            counters,
+            hit_rate,
+            mean_latency_ms,
+            window,
+        })
+    }
+
+    /// Clears the counters of `layer`.
+    pub async fn reset_layer_stats(&self, layer: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: u64 = conn.del(self.keys.stats(layer)).await?;
+        Ok(())
+    }
+
+    /// Bounds everything Kitbash writes: trims the feed to its cap, every
+    /// metric to its age and count caps, and gives states written without a
+    /// TTL (by other clients) the configured one. The writers bound their
+    /// own keys as they go; this catches what they could not.
+    pub async fn maintain(&self) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let mut conn = self.conn.clone();
+        let feed = self.keys.feed();
+        report.feed_trimmed = redis::cmd("XTRIM")
+            .arg(&feed)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.limits.feed_max_len)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &feed, "stream"))?;
+
+        let now = chrono::Utc::now().timestamp_millis();
+        let retention_ms = (self.limits.metric_retention_s * 1000) as i64;
+        for key in self.scan_keys(&self.keys.metric_pattern()).await? {
+            let res: redis::RedisResult<(u64, u64)> = redis::pipe()
+                .zrembyscore(&key, "-inf", format!("({}", now - retention_ms))
+                .zremrangebyrank(&key, 0, -(self.limits.metric_max_samples as isize) - 1)
+                .pexpire(&key, retention_ms)
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+            match res {
+                Ok((by_age, by_count)) => report.samples_trimmed += by_age + by_count,
+                Err(e) if crate::blackboard::is_wrong_type(&e) => {
+                    tracing::warn!(key = %key, "not a sorted set; left alone")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        for chunk in self
+            .scan_keys(&self.keys.state_pattern())
+            .await?
+            .chunks(500)
+        {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.ttl(key);
+            }
+            let ttls: Vec<i64> = pipe.query_async(&mut conn).await?;
+            let mut fix = redis::pipe();
+            let mut n = 0;
+            for (key, ttl) in chunk.iter().zip(ttls) {
+                if ttl == -1 {
+                    fix.expire(key, self.limits.state_ttl_s as i64).ignore();
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                let _: () = fix.query_async(&mut conn).await?;
+                report.states_given_ttl += n;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What [`Blackboard::maintain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct MaintenanceReport {
+    /// Feed entries removed.
+    pub feed_trimmed: u64,
+    /// Metric samples removed (too old or over the cap).
+    pub samples_trimmed: u64,
+    /// States that had no TTL and got one.
+    pub states_given_ttl: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.95), 95.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[7.0], 0.99), 7.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn summary_of_values() {
+        let s = Summary::of([3.0, 1.0, 2.0, f64::NAN]);
+        assert_eq!(s.count, 3);
+        assert_eq!(s.min, 1.0);
+        assert_eq!(s.max, 3.0);
+        assert_eq!(s.mean, 2.0);
+        assert_eq!(s.p50, 2.0);
+    }
+}
