@@ -1,0 +1,248 @@
+//! Test harness: a private `redis-server` per test context, on a free port,
+//! killed when the context is dropped (the redis-rs `redis-test` idea).
+//!
+//! Set `KITBASH_TEST_REDIS_URL` to run against an existing server instead;
+//! every context still gets its own key prefix, and deletes what it wrote
+//! when dropped, so tests run in parallel and leave nothing behind.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kitbash::config::Settings;
+use kitbash::{Blackboard, Connector, Keys, Limits};
+
+/// A redis-server this test owns, or the external one named by
+/// `KITBASH_TEST_REDIS_URL`.
+pub struct TestRedis {
+    child: Option<Child>,
+    /// `redis://127.0.0.1:<port>/0`
+    pub url: String,
+    /// Port of a private server.
+    pub port: u16,
+    dir: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_server_binary() -> PathBuf {
+    std::env::var_os("REDIS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+impl TestRedis {
+    /// Starts a private server (or uses the external one).
+    pub fn start() -> Self {
+        if let Ok(url) = std::env::var("KITBASH_TEST_REDIS_URL") {
+            return Self {
+                child: None,
+                url,
+                port: 0,
+                dir: None,
+            };
+        }
+        Self::start_private(&[])
+    }
+
+    /// Starts a private server with extra `redis-server` arguments.
+    pub fn start_private(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(redis_server_binary())
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .args(["--dir", dir.path().to_str().unwrap()])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH (apt-get install redis-server), or set KITBASH_TEST_REDIS_URL");
+            let url = format!("redis://127.0.0.1:{port}/0");
+            if wait_for_ping(&url, &mut child) {
+                return Self {
+                    child: Some(child),
+                    url,
+                    port,
+                    dir: Some(dir),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start a private redis-server after 5 tries");
+    }
+
+    /// Whether this is a server the harness started.
+    pub fn is_private(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills a private server (to test behaviour while Redis is down).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a private server again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("a private server")
+            .path()
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new(redis_server_binary())
+                .args(["--port", &self.port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .args(["--dir", dir.to_str().unwrap()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server");
+            if wait_for_ping(&self.url, &mut child) {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn wait_for_ping(url: &str, child: &mut Child) -> bool {
+    let client = redis::Client::open(url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false; // exited: the port was taken
+        }
+        if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+            match redis::cmd("PING").query::<String>(&mut c) {
+                Ok(_) => return true,
+                // A server that wants a password is up, too.
+                Err(e) if e.code() == Some("NOAUTH") => return true,
+                Err(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One test's world: a Redis, a unique key prefix, and settings naming both.
+pub struct TestContext {
+    /// The server.
+    pub redis: TestRedis,
+    /// This test's key prefix.
+    pub prefix: String,
+    /// Settings pointing at the server and prefix.
+    pub settings: Settings,
+}
+
+impl TestContext {
+    /// A fresh context.
+    pub fn new() -> Self {
+        let redis = TestRedis::start();
+        let prefix = format!(
+            "kbtest-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut settings = Settings::default();
+        settings.redis.url = Some(redis.url.clone());
+        settings.redis.key_prefix = prefix.clone();
+        Self {
+            redis,
+            prefix,
+            settings,
+        }
+    }
+
+    /// The key schema of this context.
+    pub fn keys(&self) -> Keys {
+        Keys::new(self.prefix.clone())
+    }
+
+    /// A connector for this context's settings.
+    pub fn connector(&self) -> Connector {
+        Connector::new(&self.settings.redis).unwrap()
+    }
+
+    /// A Blackboard over a fresh shared connection.
+    pub async fn blackboard(&self) -> Blackboard {
+        let conn = self.connector().shared().await.unwrap();
+        Blackboard::new(conn, self.keys(), Limits::from(&self.settings))
+    }
+
+    /// A plain synchronous connection, for inspecting Redis in asserts.
+    pub fn raw(&self) -> redis::Connection {
+        redis::Client::open(self.redis.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Every key under this context's prefix, sorted.
+    pub fn keys_left(&self) -> Vec<String> {
+        let mut conn = self.raw();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for TestContext {
+    fn drop(&mut self) {
+        if self.redis.is_private() {
+            return; // the server dies with everything in it
+        }
+        // Shared server: delete what this test wrote.
+        if let Ok(client) = redis::Client::open(self.redis.url.as_str())
+            && let Ok(mut conn) = client.get_connection()
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query(&mut conn)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<u64> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+use std::time::Duration;
+
+use kitbash::config::RedisSettings;
+use kitbash::{Connector, connection::ConnectError};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{TestContext, TestRedis};
+
+/// A blocking call longer than the response timeout works on a dedicated
+/// blocking connection and fails on the shared one: that is why they differ.
+#[tokio::test]
+async fn blocking_connection_outlives_the_response_timeout() {
+    let mut ctx = TestContext::new();
+    ctx.settings.redis.response_timeout_ms = 200;
+    let connector = ctx.connector();
+    let key = ctx.keys().queue();
+
+    let mut blocking = connector.blocking(Duration::from_secs(1)).await.unwrap();
+    let got: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg(&key)
+        .arg(0.6)
+        .query_async(&mut blocking)
+        .await
+        .unwrap();
+    assert!(got.is_none());
+
+    let mut shared = connector.shared().await.unwrap();
+    let err = redis::cmd("BLPOP")
+        .arg(&key)
+        .arg(0.6)
+        .query_async::<Option<(String, String)>>(&mut shared)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+}
+
+#[tokio::test]
+async fn waits_for_redis_that_is_down_at_start() {
+    let mut server = TestRedis::start_private(&[]);
+    if !server.is_private() {
+        return;
+    }
+    let port = server.port;
+    server.kill();
+    let settings = RedisSettings {
+        url: Some(format!("redis://127.0.0.1:{port}/0")),
+        retry_max_delay_ms: 200,
+        connect_timeout_ms: 200,
+        ..Default::default()
+    };
+    let connector = Connector::new(&settings).unwrap();
+    assert!(matches!(
+        connector.shared().await,
+        Err(ConnectError::Unreachable { .. })
+    ));
+
+    let cancel = CancellationToken::new();
+    let waiting = tokio::spawn({
+        let connector = connector.clone();
+        let cancel = cancel.clone();
+        async move { connector.shared_with_retry(&cancel).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "keeps retrying while Redis is down");
+    server.restart();
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("connects once Redis is up")
+        .unwrap()
+        .unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+
+    // The shared connection reconnects by itself after a restart.
+    server.restart();
+    let mut ok = false;
+    for _ in 0..50 {
+        if redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "reconnected after restart");
+}
+
+#[tokio::test]
+async fn cancelling_the_wait_returns_cancelled() {
+    let settings = RedisSettings {
+        url: Some("redis://127.0.0.1:1/0".into()),
+        retry_max_delay_ms: 100,
+        connect_timeout_ms: 100,
+        ..Default::default()
+    };
+    let connector = Connector::new(&settings).unwrap();
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c2.cancel();
+    });
+    let r = connector.shared_with_retry(&cancel).await;
+    assert!(matches!(r, Err(ConnectError::Cancelled { .. })));
+}
+
+#[tokio::test]
+async fn credentials_from_settings_are_used_and_never_shown() {
+    let server = TestRedis::start_private(&["--requirepass", "s3cret-pw"]);
+    let mut settings = RedisSettings {
+        url: Some(server.url.clone()),
+        ..Default::default()
+    };
+    let msg = match Connector::new(&settings).unwrap().shared().await {
+        Err(e) => e.to_string(),
+        Ok(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .unwrap_err()
+            .to_string(),
+    };
+    assert!(msg.contains("NOAUTH") || msg.contains("auth"), "{msg}");
+    assert!(!msg.contains("s3cret-pw"));
+    settings.password = Some(kitbash::config::Secret::new("s3cret-pw"));
+    let connector = Connector::new(&settings).unwrap();
+    assert!(!format!("{connector:?}").contains("s3cret-pw"));
+    let mut conn = connector.shared().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+
+    // A password in the URL works too, and is redacted in messages.
+    let with_url = RedisSettings {
+        url: Some(format!("redis://:s3cret-pw@127.0.0.1:{}/0", server.port)),
+        ..Default::default()
+    };
+    let c = Connector::new(&with_url).unwrap();
+    assert!(!c.url().contains("s3cret-pw"));
+    let mut conn = c.shared().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+}

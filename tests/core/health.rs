@@ -1,0 +1,45 @@
+use std::time::Duration;
+
+use kitbash::Health;
+
+use crate::common::TestContext;
+
+#[tokio::test]
+async fn set_get_list_expire_remove() {
+    let ctx = TestContext::new();
+    let bb = ctx.blackboard().await;
+    let mut w = Health::new("cartridge-1", "worker");
+    w.kind = Some("cartridge".into());
+    w.layer = Some("layer2".into());
+    w.counters.insert("jobs_done".into(), serde_json::json!(3));
+    bb.set_health(&w, Duration::from_secs(30)).await.unwrap();
+    let d = Health::new("daemon-a", "daemon");
+    bb.set_health(&d, Duration::from_millis(150)).await.unwrap();
+
+    assert_eq!(bb.get_health("cartridge-1").await.unwrap().unwrap(), w);
+    let names: Vec<_> = bb
+        .list_health()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    assert_eq!(names, ["cartridge-1", "daemon-a"]);
+    assert!(bb.layer_has_live_worker("layer2").await.unwrap());
+    assert!(!bb.layer_has_live_worker("layer1").await.unwrap());
+
+    // Absent = dead: the daemon's short TTL runs out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(bb.get_health("daemon-a").await.unwrap().is_none());
+    assert_eq!(bb.list_health().await.unwrap().len(), 1);
+
+    // An unhealthy worker does not count as live.
+    w.healthy = false;
+    w.reason = Some("backend down".into());
+    bb.set_health(&w, Duration::from_secs(30)).await.unwrap();
+    assert!(!bb.layer_has_live_worker("layer2").await.unwrap());
+
+    bb.remove_health("cartridge-1").await.unwrap();
+    assert!(bb.list_health().await.unwrap().is_empty());
+    assert!(ctx.keys_left().is_empty());
+}

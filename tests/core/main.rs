@@ -1,0 +1,14 @@
+//! Integration tests of the core library against a real redis-server.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_data;
+mod config;
+mod connection;
+mod feed;
+mod grains;
+mod health;
+mod metrics;
+mod queue;
+mod states;
