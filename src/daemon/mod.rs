@@ -1,0 +1,4 @@
+//! The orchestrator daemon (`kitbash serve`).
+
+pub mod prom;
+pub mod status;
