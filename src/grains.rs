@@ -1,17 +1,155 @@
 //! Grains: facts crystallised in Redis, answered by layer0.
 //!
 //! A grain is a hash at `<p>:grains:<fact_id>` with the fields `question`,
-//! `answer`, `confidence`, `source`, `created_at`, `updated_at` and `hits`.
-//! The set `<p>:grains:index:all` holds every fact id, so counting is O(1)
-//! and listing is an SSCAN, never a KEYS.
+//! `answer`, `confidence`, `source`, `created_at`, `updated_at`, `hits` and
+//! `match_key`. The set `<p>:grains:index:all` holds every fact id, so
+//! counting is O(1) and listing is an SSCAN, never a KEYS.
+//!
+//! # The question index
+//!
+//! `<p>:grains:index:questions` is a hash from a question's match key
+//! ([`crate::matching::normalize`]) to a compact JSON copy of what layer0
+//! answers with: `{"fact_id","question","answer","confidence","source"}`.
+//! A lookup is therefore one HGET: one round trip and about a microsecond of
+//! Redis CPU, with no key built inside Redis (a lookup that read the index
+//! and then the grain hash would have to derive the second key inside a
+//! script, which Redis Cluster cannot route). The copy is kept consistent by
+//! the only two writers, [`Blackboard::store_grain`] and
+//! [`Blackboard::delete_grain`], each one Lua script over the grain hash,
+//! the index and the id set. Edit grains through them (`kitbash grains
+//! load --replace`), not with `HSET` in `redis-cli`, or the index goes stale.
+//!
+//! The grain hash remembers its own match key (`match_key`), so deleting or
+//! re-storing it removes exactly its old index entry without normalising
+//! the old question again, and a change of the normalisation rules cannot
+//! leave entries behind.
+//!
+//! Two grains whose questions normalise to the same key cannot both be
+//! answered: the one stored later takes the index entry. [`StoredGrain`]
+//! names the grain that lost it (and `store_grain` logs a warning); that
+//! grain stays stored and listed but layer0 no longer finds it until it is
+//! stored again. Deleting the winner does not bring the loser back.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::blackboard::{Blackboard, BlackboardError, Result};
+use crate::matching::{MatchKey, normalize};
 use crate::state::now_rfc3339;
+
+/// Name of the question index under `<p>:grains:index:`.
+const QUESTION_INDEX: &str = "questions";
+
+/// Fact ids starting with this would name an index key (`<p>:grains:index:*`).
+const RESERVED_ID_PREFIX: &str = "index:";
+
+/// `check_types` fails a script on a wrong-typed key before anything is
+/// written (a Lua error does not undo earlier writes); `owner` reads the fact
+/// id of an index entry.
+/// Shared by both scripts; spliced in at their `-- @helpers` line.
+const HELPERS_LUA: &str = r#"
+local function check_types(wanted)
+  for i, want in ipairs(wanted) do
+    local t = redis.call('TYPE', KEYS[i]).ok
+    if want ~= '' and t ~= 'none' and t ~= want then
+      return redis.error_reply('WRONGTYPE key ' .. i .. ' holds a ' .. t .. ', expected a ' .. want)
+    end
+  end
+  return nil
+end
+-- The fact id an index entry belongs to; false when the entry is not JSON.
+local function owner(entry)
+  local ok, v = pcall(cjson.decode, entry)
+  if ok and type(v) == 'table' and type(v.fact_id) == 'string' then
+    return v.fact_id
+  end
+  return false
+end
+"#;
+
+/// Stores one grain and keeps the question index consistent, atomically.
+const STORE_GRAIN_LUA: &str = r#"-- Store one grain and keep the question index consistent, atomically.
+-- KEYS[1]: the grain hash (<p>:grains:<fact_id>)
+-- KEYS[2]: the question index (<p>:grains:index:questions), match key -> entry JSON
+-- KEYS[3]: the set of every fact id (<p>:grains:index:all)
+-- ARGV[1]: fact_id
+-- ARGV[2]: match key ('' when the question has no content word: not indexed)
+-- ARGV[3]: the index entry (JSON)
+-- ARGV[4..7]: question, answer, confidence, source ('' for none)
+-- ARGV[8]: now (updated_at); ARGV[9]: created_at and ARGV[10]: hits, used when new
+-- ARGV[11]: 'replace' overwrites an existing grain, 'keep' leaves it as it is
+-- Returns {status, displaced}: status 'stored' or 'kept'; displaced is the
+-- fact id whose index entry this grain took over ('' when none).
+-- @helpers
+local err = check_types({'hash', 'hash', 'set'})
+if err then return err end
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if exists and ARGV[11] == 'keep' then
+  return {'kept', ''}
+end
+-- The old entry goes when the question changed, unless another grain took it.
+local old_key = redis.call('HGET', KEYS[1], 'match_key')
+if old_key and old_key ~= '' and old_key ~= ARGV[2] then
+  local entry = redis.call('HGET', KEYS[2], old_key)
+  if entry then
+    local o = owner(entry)
+    if o == ARGV[1] or o == false then
+      redis.call('HDEL', KEYS[2], old_key)
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'question', ARGV[4], 'answer', ARGV[5], 'confidence', ARGV[6],
+  'source', ARGV[7], 'updated_at', ARGV[8], 'match_key', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[9])
+redis.call('HSETNX', KEYS[1], 'hits', ARGV[10])
+local displaced = ''
+if ARGV[2] ~= '' then
+  local current = redis.call('HGET', KEYS[2], ARGV[2])
+  if current then
+    local o = owner(current)
+    if o and o ~= ARGV[1] then displaced = o end
+  end
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+return {'stored', displaced}
+"#;
+
+/// Deletes one grain and its index entry, atomically.
+const DELETE_GRAIN_LUA: &str = r#"-- Delete one grain and its index entry, atomically.
+-- KEYS[1]: the grain hash (<p>:grains:<fact_id>); any type is deleted
+-- KEYS[2]: the question index (<p>:grains:index:questions)
+-- KEYS[3]: the set of every fact id (<p>:grains:index:all)
+-- ARGV[1]: fact_id
+-- Returns 1 when a grain was deleted, 0 when there was none. The index
+-- entry under the grain's match_key goes too, unless another grain owns it.
+-- @helpers
+local err = check_types({'', 'hash', 'set'})
+if err then return err end
+if redis.call('TYPE', KEYS[1]).ok == 'hash' then
+  local key = redis.call('HGET', KEYS[1], 'match_key')
+  if key and key ~= '' then
+    local entry = redis.call('HGET', KEYS[2], key)
+    if entry then
+      local o = owner(entry)
+      if o == ARGV[1] or o == false then
+        redis.call('HDEL', KEYS[2], key)
+      end
+    end
+  end
+end
+local n = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return n
+"#;
+
+static STORE_GRAIN: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(&STORE_GRAIN_LUA.replace("-- @helpers\n", HELPERS_LUA)));
+static DELETE_GRAIN: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(&DELETE_GRAIN_LUA.replace("-- @helpers\n", HELPERS_LUA)));
 
 /// One crystallised fact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,41 +236,270 @@ impl Grain {
     }
 }
 
+/// What layer0 answers with: a copy of a grain's answer, kept in the
+/// question index so that a lookup is one HGET.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrainMatch {
+    /// The grain's id.
+    pub fact_id: String,
+    /// The grain's question (as stored, not normalised).
+    pub question: String,
+    /// The answer.
+    pub answer: String,
+    /// The grain's confidence in [0, 1]; the daemon answers at layer0 when
+    /// it reaches `layers.layer0.min_confidence`.
+    pub confidence: f64,
+    /// Where the fact came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl GrainMatch {
+    fn of(grain: &Grain) -> Self {
+        Self {
+            fact_id: grain.fact_id.clone(),
+            question: grain.question.clone(),
+            answer: grain.answer.clone(),
+            confidence: grain.confidence,
+            source: grain.source.clone().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// What to do when a grain with the same fact id is stored already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IfExists {
+    /// Overwrite it (keeping its `created_at` and `hits`).
+    #[default]
+    Replace,
+    /// Leave it as it is and report [`StoreStatus::Kept`].
+    Keep,
+}
+
+/// Whether a store wrote the grain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStatus {
+    /// The grain was written and indexed.
+    Stored,
+    /// A grain with this id existed and [`IfExists::Keep`] left it alone.
+    Kept,
+}
+
+/// The result of storing one grain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGrain {
+    /// The grain's id.
+    pub fact_id: String,
+    /// Its question's match key; empty when the question has no content
+    /// word, in which case the grain is stored but layer0 never finds it.
+    pub match_key: MatchKey,
+    /// Whether it was written.
+    pub status: StoreStatus,
+    /// Another grain whose question had the same match key and which lost
+    /// the index entry to this one (see the module documentation).
+    pub displaced: Option<String>,
+}
+
 impl Blackboard {
-    /// Stores (or replaces) a grain and indexes it. Keeps `created_at` and
-    /// `hits` of a grain stored before under the same id.
-    pub async fn store_grain(&self, grain: &Grain) -> Result<()> {
-        let key = self.keys.grain(&grain.fact_id);
-        let now = now_rfc3339();
+    /// Stores (or replaces) a grain and indexes its question, in one Lua
+    /// script: the grain hash, the question index entry (the old one goes
+    /// when the question changed) and the id set change together. Keeps
+    /// `created_at` and `hits` of a grain stored before under the same id.
+    ///
+    /// When another grain's question has the same match key, this grain
+    /// takes the index entry; the result names the displaced grain and a
+    /// warning is logged. Fails with [`BlackboardError::MalformedGrain`] for
+    /// an empty or reserved (`index:…`) fact id or a confidence outside
+    /// [0, 1], and writes nothing then.
+    pub async fn store_grain(&self, grain: &Grain) -> Result<StoredGrain> {
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("question", grain.question.as_str()),
-                    ("answer", grain.answer.as_str()),
-                    ("confidence", &grain.confidence.to_string()),
-                    ("source", grain.source.as_deref().unwrap_or("")),
-                    ("updated_at", &now),
-                ],
-            )
-            .ignore()
-            .hset_nx(
-                &key,
-                "created_at",
-                grain.created_at.as_deref().unwrap_or(&now),
-            )
-            .ignore()
-            .hset_nx(&key, "hits", grain.hits)
-            .ignore()
-            .sadd(self.keys.grain_ids(), &grain.fact_id)
-            .ignore();
-        let _: () = pipe
-            .query_async(&mut conn)
+        let (invocation, match_key) = self.store_invocation(grain, IfExists::Replace)?;
+        let reply: (String, String) = invocation
+            .invoke_async(&mut conn)
             .await
-            .map_err(|e| BlackboardError::on_key(e, &key, "hash"))?;
-        Ok(())
+            .map_err(|e| self.script_error(e, &grain.fact_id))?;
+        let stored = stored_grain(grain, match_key, reply);
+        if let Some(other) = &stored.displaced {
+            tracing::warn!(
+                fact_id = %stored.fact_id,
+                displaced = %other,
+                match_key = %stored.match_key,
+                "grain took over the layer0 index entry of another grain with the same normalised question"
+            );
+        }
+        Ok(stored)
+    }
+
+    /// Stores many grains, pipelined in batches (one round trip per 500
+    /// grains), each one atomically as in [`Self::store_grain`]. Returns one
+    /// result per grain, in order; the outer error is a failed connection.
+    /// Collisions are reported in the results, not logged.
+    pub async fn store_grains(
+        &self,
+        grains: &[Grain],
+        if_exists: IfExists,
+    ) -> Result<Vec<Result<StoredGrain>>> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::with_capacity(grains.len());
+        for chunk in grains.chunks(500) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            pipe.load_script(&STORE_GRAIN).ignore();
+            // Grains refused before sending keep their error here.
+            let mut prepared = Vec::with_capacity(chunk.len());
+            for grain in chunk {
+                match self.store_invocation(grain, if_exists) {
+                    Ok((invocation, key)) => {
+                        pipe.invoke_script(&invocation);
+                        prepared.push(Ok(key));
+                    }
+                    Err(e) => prepared.push(Err(e)),
+                }
+            }
+            let mut replies = if pipe.len() > 1 {
+                pipe.query_async::<Vec<redis::RedisResult<(String, String)>>>(&mut conn)
+                    .await?
+                    .into_iter()
+            } else {
+                Vec::new().into_iter()
+            };
+            for (grain, prepared) in chunk.iter().zip(prepared) {
+                out.push(prepared.and_then(|key| {
+                    let reply = replies.next().ok_or_else(|| {
+                        BlackboardError::Redis(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "pipeline answered fewer replies than commands",
+                        )))
+                    })?;
+                    reply
+                        .map(|reply| stored_grain(grain, key, reply))
+                        .map_err(|e| self.script_error(e, &grain.fact_id))
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    fn store_invocation(
+        &self,
+        grain: &Grain,
+        if_exists: IfExists,
+    ) -> Result<(redis::ScriptInvocation<'static>, MatchKey)> {
+        let key = self.keys.grain(&grain.fact_id);
+        let bad = |reason: String| BlackboardError::MalformedGrain {
+            key: key.clone(),
+            reason,
+        };
+        if grain.fact_id.is_empty() {
+            return Err(bad("the fact id is empty; give the grain an id".into()));
+        }
+        if grain.fact_id.starts_with(RESERVED_ID_PREFIX) {
+            return Err(bad(format!(
+                "fact id {:?} starts with {RESERVED_ID_PREFIX:?}, which is reserved for the grain indexes; choose another id",
+                grain.fact_id
+            )));
+        }
+        if !(0.0..=1.0).contains(&grain.confidence) {
+            return Err(bad(format!(
+                "confidence {} is not a number in [0, 1]",
+                grain.confidence
+            )));
+        }
+        let match_key = normalize(&grain.question);
+        let entry =
+            serde_json::to_string(&GrainMatch::of(grain)).expect("a GrainMatch always serializes");
+        let now = now_rfc3339();
+        let mut invocation = STORE_GRAIN.prepare_invoke();
+        invocation
+            .key(&key)
+            .key(self.keys.grain_index(QUESTION_INDEX))
+            .key(self.keys.grain_ids())
+            .arg(&grain.fact_id)
+            .arg(match_key.as_str())
+            .arg(entry)
+            .arg(&grain.question)
+            .arg(&grain.answer)
+            .arg(grain.confidence.to_string())
+            .arg(grain.source.as_deref().unwrap_or(""))
+            .arg(&now)
+            .arg(grain.created_at.as_deref().unwrap_or(&now))
+            .arg(grain.hits)
+            .arg(match if_exists {
+                IfExists::Replace => "replace",
+                IfExists::Keep => "keep",
+            });
+        Ok((invocation, match_key))
+    }
+
+    /// Maps a script's error: a wrong-typed key names the key.
+    fn script_error(&self, err: redis::RedisError, fact_id: &str) -> BlackboardError {
+        if !crate::blackboard::is_wrong_type(&err) {
+            return BlackboardError::Redis(err);
+        }
+        let text = err.to_string();
+        let (key, expected) = if text.contains("key 2 holds") {
+            (self.keys.grain_index(QUESTION_INDEX), "hash")
+        } else if text.contains("key 3 holds") {
+            (self.keys.grain_ids(), "set")
+        } else {
+            (self.keys.grain(fact_id), "hash")
+        };
+        BlackboardError::WrongType { key, expected }
+    }
+
+    /// Finds the grain layer0 would answer `text` with: the grain whose
+    /// question has the same match key ([`crate::matching::normalize`]).
+    /// One round trip (one HGET); none at all when `text` has no content
+    /// word. `None` is a miss (confidence 0). A hit carries the grain's own
+    /// confidence, which the caller compares with its threshold.
+    ///
+    /// An index entry that is not the JSON Kitbash writes is
+    /// [`BlackboardError::MalformedGrain`] naming the index and the match key.
+    pub async fn lookup_grain(&self, text: &str) -> Result<Option<GrainMatch>> {
+        self.lookup_match_key(&normalize(text)).await
+    }
+
+    /// [`Self::lookup_grain`] for a match key computed already.
+    pub async fn lookup_match_key(&self, match_key: &MatchKey) -> Result<Option<GrainMatch>> {
+        if match_key.is_empty() {
+            return Ok(None);
+        }
+        let index = self.keys.grain_index(QUESTION_INDEX);
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .hget(&index, match_key.as_str())
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &index, "hash"))?;
+        let Some(raw) = raw else { return Ok(None) };
+        let bad = |reason: String| BlackboardError::MalformedGrain {
+            key: index.clone(),
+            reason: format!(
+                "the entry for match key {:?} {reason}; store the grain again (kitbash grains load --replace) or delete the entry",
+                match_key.as_str()
+            ),
+        };
+        let m: GrainMatch =
+            serde_json::from_str(&raw).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
+        if !(0.0..=1.0).contains(&m.confidence) {
+            return Err(bad(format!(
+                "has confidence {}, not a number in [0, 1]",
+                m.confidence
+            )));
+        }
+        if m.fact_id.is_empty() {
+            return Err(bad("has an empty fact_id".into()));
+        }
+        Ok(Some(m))
+    }
+
+    /// Appends "one more hit" for a grain to `pipe` (an HINCRBY whose reply
+    /// is ignored), so the daemon counts layer0 hits in its finishing
+    /// pipeline instead of a round trip of its own. Should the grain be
+    /// deleted between the lookup and the pipeline, this leaves a hash with
+    /// only `hits` under its key; it is in no index, so nothing reads it, and
+    /// a later store of the same id keeps that count.
+    pub fn add_grain_hit_to(&self, pipe: &mut redis::Pipeline, fact_id: &str) {
+        pipe.hincr(self.keys.grain(fact_id), "hits", 1).ignore();
     }
 
     /// Reads one grain; `None` when there is none.
@@ -149,15 +516,19 @@ impl Blackboard {
         Grain::from_hash(&key, fact_id, h).map(Some)
     }
 
-    /// Deletes a grain and its index entries; returns whether there was one.
+    /// Deletes a grain and its question index entry (unless another grain
+    /// took that entry over), in one Lua script; returns whether there was
+    /// a grain. A key of another type under the grain's name is deleted too.
     pub async fn delete_grain(&self, fact_id: &str) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let (deleted, _): (u64, u64) = redis::pipe()
-            .atomic()
-            .del(self.keys.grain(fact_id))
-            .srem(self.keys.grain_ids(), fact_id)
-            .query_async(&mut conn)
-            .await?;
+        let deleted: u64 = DELETE_GRAIN
+            .key(self.keys.grain(fact_id))
+            .key(self.keys.grain_index(QUESTION_INDEX))
+            .key(self.keys.grain_ids())
+            .arg(fact_id)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.script_error(e, fact_id))?;
         Ok(deleted > 0)
     }
 
@@ -259,5 +630,19 @@ impl Blackboard {
         conn.hincr(&key, "hits", 1)
             .await
             .map_err(|e| BlackboardError::on_key(e, &key, "hash"))
+    }
+}
+
+fn stored_grain(grain: &Grain, match_key: MatchKey, reply: (String, String)) -> StoredGrain {
+    let (status, displaced) = reply;
+    StoredGrain {
+        fact_id: grain.fact_id.clone(),
+        match_key,
+        status: if status == "kept" {
+            StoreStatus::Kept
+        } else {
+            StoreStatus::Stored
+        },
+        displaced: Some(displaced).filter(|d| !d.is_empty()),
     }
 }
