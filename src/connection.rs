@@ -130,6 +130,44 @@ impl Connector {
             })
     }
 
+    /// The shared connection, created without connecting: the first command
+    /// connects. Lets a process serve its health endpoint before Redis is up.
+    pub fn shared_lazy(&self) -> Result<ConnectionManager, ConnectError> {
+        let config = self.manager_config(self.settings.response_timeout());
+        ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|source| {
+            ConnectError::InvalidAddress {
+                url: self.url(),
+                source,
+            }
+        })
+    }
+
+    /// PINGs over `conn` until Redis answers, with the same backoff and log
+    /// lines as [`Self::shared_with_retry`], or until `cancel` fires.
+    pub async fn wait_until_up(
+        &self,
+        conn: &mut ConnectionManager,
+        cancel: &CancellationToken,
+    ) -> Result<(), ConnectError> {
+        let mut delay = Duration::from_millis(100);
+        let max = Duration::from_millis(self.settings.retry_max_delay_ms);
+        loop {
+            match redis::cmd("PING").query_async::<String>(conn).await {
+                Ok(_) => return Ok(()),
+                Err(err) => tracing::warn!(
+                    url = %self.url(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
+                ),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url: self.url() }),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(max);
+        }
+    }
+
     /// A dedicated auto-reconnecting connection for blocking commands that
     /// block for at most `block`.
     pub async fn blocking(&self, block: Duration) -> Result<ConnectionManager, ConnectError> {

@@ -89,6 +89,9 @@ pub struct Event {
     pub worker: Option<String>,
     /// Why (skips, errors, failures, recoveries).
     pub reason: Option<String>,
+    /// When it happened (RFC 3339), taken when the event is made, so events
+    /// written later in one batch keep their own times.
+    pub ts: String,
 }
 
 impl Event {
@@ -102,6 +105,7 @@ impl Event {
             latency_ms: None,
             worker: None,
             reason: None,
+            ts: now_rfc3339(),
         }
     }
 

@@ -17,10 +17,16 @@
 //! - [`blackboard`]: the typed async handle on Redis: states (atomic
 //!   updates), the queue, health.
 //! - [`grains`]: layer0's crystallised facts.
+//! - [`matching`]: layer0's question normal form (the match key), and
+//!   [`grains_file`], the JSONL/YAML grains files `kitbash grains load` reads.
 //! - [`feed`]: the diagnostic stream: writing events, reading them back,
 //!   one query's timeline.
 //! - [`metrics`]: latency samples with percentiles, per-layer counters, and
 //!   the maintenance that keeps every structure bounded.
+//! - [`protocol`]: the worker protocol's job and reply shapes.
+//! - [`daemon`]: `kitbash serve`: taking, the cascade, replies, recovery,
+//!   shutdown.
+//! - [`http`]: the daemon's health and Prometheus endpoints.
 //! - [`telemetry`]: log set-up.
 //! - [`cli`]: the `kitbash` command line; one file per command.
 
@@ -31,10 +37,12 @@ pub mod connection;
 pub mod daemon;
 pub mod feed;
 pub mod grains;
+pub mod grains_file;
 pub mod http;
 pub mod keys;
 pub mod matching;
 pub mod metrics;
+pub mod protocol;
 pub mod state;
 pub mod telemetry;
 

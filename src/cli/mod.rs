@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod grains;
+pub mod serve;
+pub mod signals;
 
 /// Kitbash: answers queries from the cheapest confident layer.
 #[derive(Debug, Parser)]
@@ -26,11 +29,17 @@ pub struct Cli {
 pub enum Command {
     /// Print the effective configuration, secrets redacted, with the source of each value.
     Config(config::ConfigArgs),
+    /// Manage layer0 grains: load, list, get, rm, count.
+    Grains(grains::GrainsArgs),
+    /// Run the orchestrator daemon until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Config(args) => config::run(cli.config, args),
+        Command::Grains(args) => grains::run(cli.config, args),
+        Command::Serve(args) => serve::run(cli.config, args),
     }
 }

@@ -1,4 +1,442 @@
 //! The orchestrator daemon (`kitbash serve`).
+//!
+//! One daemon instance runs these tasks, all stopped by one
+//! `CancellationToken` (see [`Daemon::run`]):
+//!
+//! - the taking loop: moves queue entries into this instance's processing
+//!   list (a batch up to the free capacity in one round trip, or one
+//!   blocking `BLMOVE` when the queue is empty) and starts a task per query;
+//! - the reply reader (`replies.rs`): one blocking connection that hands
+//!   worker replies to the queries waiting for them;
+//! - the worker directory: which layers have a live worker, refreshed in the
+//!   background so no query waits on a layer nobody serves;
+//! - the heartbeat: `<p>:health:<instance>` with a TTL;
+//! - recovery (`recovery.rs`): returns the processing lists of dead daemons
+//!   to the queue;
+//! - the HTTP endpoint (`crate::http`).
 
+mod cascade;
+pub mod intake;
 pub mod prom;
+mod recovery;
+mod replies;
 pub mod status;
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use cascade::DEAD_LIST_CAP;
+use cascade::Shared;
+use replies::{Pending, WorkerDirectory};
+use status::DaemonStatus;
+
+use crate::blackboard::{Blackboard, Health};
+use crate::config::Settings;
+use crate::connection::{ConnectError, Connector};
+
+static TAKE_BATCH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../scripts/take_batch.lua")));
+pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../scripts/return_all.lua")));
+
+/// How long one blocking take waits before looking at shutdown and capacity again.
+const BLOCK_FOR: Duration = Duration::from_secs(1);
+/// Most entries taken in one batch.
+const MAX_BATCH: usize = 512;
+
+/// Errors that stop a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Redis could not be reached before shutdown was requested.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The HTTP endpoint could not listen.
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A daemon instance, configured and not yet running.
+pub struct Daemon {
+    settings: Arc<Settings>,
+    instance: String,
+    status: Arc<DaemonStatus>,
+}
+
+/// A generated instance id: `<host>-<8 hex>`.
+pub fn generate_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kitbash".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+impl Daemon {
+    /// A daemon for `settings`; its instance id is `orchestrator.instance_id`
+    /// or a generated one.
+    pub fn new(settings: Settings) -> Self {
+        let instance = settings
+            .orchestrator
+            .instance_id
+            .clone()
+            .unwrap_or_else(generate_instance_id);
+        Self {
+            status: Arc::new(DaemonStatus::new(instance.clone())),
+            settings: Arc::new(settings),
+            instance,
+        }
+    }
+
+    /// This daemon's instance id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The live status (for tests and the HTTP endpoint).
+    pub fn status(&self) -> Arc<DaemonStatus> {
+        self.status.clone()
+    }
+
+    /// Binds the HTTP endpoint (when enabled) and runs until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let listener = if self.settings.http.enabled {
+            let addr = self.settings.http.listen;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Listen { addr, source })?,
+            )
+        } else {
+            None
+        };
+        self.run_with_listener(listener, shutdown).await
+    }
+
+    /// Runs until `shutdown` fires, serving HTTP on `listener` if given.
+    ///
+    /// On shutdown: stops taking, gives in-flight queries
+    /// `orchestrator.shutdown_grace_s` to finish, returns what is left to the
+    /// queue, removes its health key and returns.
+    pub async fn run_with_listener(
+        self,
+        listener: Option<tokio::net::TcpListener>,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let settings = self.settings.clone();
+        let status = self.status.clone();
+        let instance = self.instance.clone();
+        let connector = Connector::new(&settings.redis)?;
+        let background = CancellationToken::new();
+        let background_http = background.clone();
+        let tracker = TaskTracker::new();
+
+        let layers: Vec<_> = settings
+            .layers
+            .iter()
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+
+        tracing::info!(instance = %instance, redis = %connector.url(), "starting daemon");
+        // The HTTP endpoint answers from the start: liveness at once,
+        // readiness (503) until Redis answers and the loop runs.
+        let mut conn = connector.shared_lazy()?;
+        let bb = Blackboard::from_settings(conn.clone(), &settings);
+        if let Some(listener) = listener {
+            let state = crate::http::HttpState {
+                status: status.clone(),
+                blackboard: bb.clone(),
+                layers: layers.clone(),
+            };
+            tracker.spawn(async move {
+                if let Err(e) = crate::http::serve(listener, state, background_http).await {
+                    tracing::error!("HTTP endpoint stopped: {e}");
+                }
+            });
+        }
+        if let Err(e) = connector.wait_until_up(&mut conn, &shutdown).await {
+            background.cancel();
+            tracker.close();
+            tracker.wait().await;
+            return Err(e.into());
+        }
+        status.set_redis_ok(true);
+
+        let sh = Arc::new(Shared {
+            bb: bb.clone(),
+            processing_key: bb.keys().processing(&instance),
+            reply_key: bb.keys().replies(&instance),
+            pending: Pending::default(),
+            workers: WorkerDirectory::default(),
+            status: status.clone(),
+            layers,
+            settings: settings.clone(),
+        });
+
+        // A previous life of this instance id may have left entries behind.
+        recovery::return_own(&bb, &sh.processing_key).await;
+
+        let _ = sh.workers.refresh(&bb).await;
+        tracker.spawn(heartbeat(
+            bb.clone(),
+            settings.clone(),
+            status.clone(),
+            background.clone(),
+        ));
+        tracker.spawn(sh.workers.clone().run(
+            bb.clone(),
+            Duration::from_millis(250),
+            background.clone(),
+        ));
+        tracker.spawn(recovery::run(
+            bb.clone(),
+            instance.clone(),
+            settings.orchestrator.max_attempts,
+            Duration::from_secs(settings.orchestrator.recovery_interval_s),
+            sh.clone(),
+            background.clone(),
+        ));
+        let reply_conn = connector.blocking(BLOCK_FOR).await?;
+        tracker.spawn(replies::read_replies(
+            bb.clone(),
+            reply_conn,
+            instance.clone(),
+            sh.pending.clone(),
+            status.clone(),
+            background.clone(),
+        ));
+
+        let take_conn = connector.blocking(BLOCK_FOR).await?;
+        let abort = CancellationToken::new();
+        let queries = TaskTracker::new();
+        status.set_loop_running(true);
+        take_loop(&sh, take_conn, &queries, &abort, &shutdown).await;
+        status.set_loop_running(false);
+
+        // Drain: in-flight queries get the grace period, then are aborted
+        // and their entries returned to the queue.
+        queries.close();
+        let grace = Duration::from_secs(settings.orchestrator.shutdown_grace_s);
+        tracing::info!(
+            in_flight = status.in_flight(),
+            grace_s = grace.as_secs(),
+            "stopping: finishing in-flight queries"
+        );
+        if tokio::time::timeout(grace, queries.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = status.in_flight(),
+                "grace period over; returning unfinished queries to the queue"
+            );
+            abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), queries.wait()).await;
+        }
+        let returned = recovery::return_own(&bb, &sh.processing_key).await;
+        if returned > 0 {
+            tracing::info!(returned, "returned unfinished queries to the queue");
+        }
+        background.cancel();
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        if let Err(e) = bb.remove_health(&instance).await {
+            tracing::debug!("cannot remove the health key: {e}");
+        }
+        tracing::info!(instance = %instance, "daemon stopped");
+        Ok(())
+    }
+}
+
+/// Takes entries while capacity allows, until `shutdown` fires.
+async fn take_loop(
+    sh: &Arc<Shared>,
+    mut block_conn: redis::aio::ConnectionManager,
+    queries: &TaskTracker,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) {
+    let capacity = Arc::new(Semaphore::new(sh.settings.orchestrator.max_in_flight));
+    let queue = sh.bb.keys().queue();
+    let mut conn = sh.bb.connection();
+    let mut failing = false;
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = capacity.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_BATCH {
+            match capacity.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let batch: redis::RedisResult<Vec<Vec<u8>>> = TAKE_BATCH
+            .key(&queue)
+            .key(&sh.processing_key)
+            .arg(permits.len())
+            .invoke_async(&mut conn)
+            .await;
+        let mut entries = match batch {
+            Ok(e) => e,
+            Err(e) => {
+                redis_trouble(sh, &mut failing, &e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if entries.is_empty() {
+            let mut cmd = redis::cmd("BLMOVE");
+            cmd.arg(&queue)
+                .arg(&sh.processing_key)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(BLOCK_FOR.as_secs_f64());
+            let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block_conn);
+            let got = tokio::select! {
+                // A BLMOVE cut short may still move an entry; it is then in
+                // the processing list, which shutdown returns to the queue.
+                _ = shutdown.cancelled() => return,
+                r = blocked => r,
+            };
+            match got {
+                Ok(Some(e)) => entries.push(e),
+                Ok(None) => {
+                    redis_fine(sh, &mut failing);
+                    continue;
+                }
+                Err(e) => {
+                    redis_trouble(sh, &mut failing, &e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            }
+        }
+        redis_fine(sh, &mut failing);
+        permits.truncate(entries.len());
+
+        // Read the states of id entries for the whole batch in one round trip.
+        let preloaded = preload_states(sh, &entries).await;
+        for ((entry, pre), permit) in entries.into_iter().zip(preloaded).zip(permits) {
+            let sh = sh.clone();
+            let abort = abort.clone();
+            sh.status.begin_query();
+            queries.spawn(async move {
+                cascade::handle_entry(&sh, entry, pre, &abort).await;
+                sh.status.end_query();
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn redis_trouble(sh: &Shared, failing: &mut bool, e: &redis::RedisError) {
+    sh.status.set_redis_ok(false);
+    if !*failing {
+        tracing::error!("cannot take queries: Redis: {e}; retrying every second until it answers");
+        *failing = true;
+    }
+}
+
+fn redis_fine(sh: &Shared, failing: &mut bool) {
+    sh.status.set_redis_ok(true);
+    if *failing {
+        tracing::info!("Redis answers again; taking queries");
+        *failing = false;
+    }
+}
+
+/// For each entry, the state read for it when it looks like an id
+/// (`Some(raw)`), or `None` to let the task decide.
+async fn preload_states(sh: &Shared, entries: &[Vec<u8>]) -> Vec<Option<Option<String>>> {
+    let ids: Vec<(usize, String)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match intake::classify(e, usize::MAX) {
+            intake::EntryKind::Id(id) => Some((i, id)),
+            _ => None,
+        })
+        .collect();
+    let mut out = vec![None; entries.len()];
+    if ids.is_empty() {
+        return out;
+    }
+    let mut pipe = redis::pipe();
+    for (_, id) in &ids {
+        pipe.cmd("GET").arg(sh.bb.keys().state(id));
+    }
+    let mut conn = sh.bb.connection();
+    // A wrong-typed key fails the pipeline: then every task reads its own.
+    if let Ok(values) = pipe.query_async::<Vec<Value>>(&mut conn).await {
+        for ((i, _), v) in ids.into_iter().zip(values) {
+            out[i] = match v {
+                Value::Nil => Some(None),
+                other => redis::from_redis_value::<String>(other).ok().map(Some),
+            };
+        }
+    }
+    out
+}
+
+/// Writes this daemon's health key every `heartbeat_interval_ms`.
+async fn heartbeat(
+    bb: Blackboard,
+    settings: Arc<Settings>,
+    status: Arc<DaemonStatus>,
+    cancel: CancellationToken,
+) {
+    let every = Duration::from_millis(settings.orchestrator.heartbeat_interval_ms);
+    let ttl = Duration::from_secs(settings.orchestrator.health_ttl_s);
+    let mut health = Health::new(status.instance.clone(), "daemon");
+    health.started_at = status.started_at.clone();
+    let mut failing = false;
+    loop {
+        health.updated_at = crate::state::now_rfc3339();
+        health
+            .counters
+            .insert("in_flight".into(), status.in_flight().into());
+        match bb.set_health(&health, ttl).await {
+            Ok(()) => {
+                status.set_redis_ok(true);
+                if failing {
+                    tracing::info!("heartbeat: Redis answers again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                status.set_redis_ok(false);
+                if !failing {
+                    tracing::error!("heartbeat: cannot write the health key: {e}");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

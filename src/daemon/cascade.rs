@@ -1,0 +1,592 @@
+//! One query's walk: intake, the cascade of layers, and finishing.
+//!
+//! Decisions are buffered and written in as few round trips as possible: a
+//! query answered at layer0 costs one lookup and one finishing step; a
+//! worker layer adds one step that writes the buffered events, the state so
+//! far and the job together.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+
+use super::intake::{self, EntryKind, Intake};
+use super::replies::{Pending, WorkerDirectory};
+use super::status::DaemonStatus;
+use crate::blackboard::{Blackboard, is_wrong_type};
+use crate::config::{LayerKind, LayerSettings, Settings};
+use crate::feed::{Event, EventKind};
+use crate::metrics::{QUERY_LATENCY_METRIC, layer_latency_metric};
+use crate::protocol::{Job, ReplyOutcome};
+use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_rfc3339};
+
+pub(super) static FINISH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../scripts/finish.lua")));
+
+/// Most records kept in the dead list; the oldest go first.
+pub const DEAD_LIST_CAP: isize = 10_000;
+
+/// What every query task of one daemon shares.
+pub(super) struct Shared {
+    pub bb: Blackboard,
+    pub settings: Arc<Settings>,
+    pub layers: Vec<(String, LayerSettings)>,
+    pub processing_key: String,
+    pub reply_key: String,
+    pub pending: Pending,
+    pub workers: WorkerDirectory,
+    pub status: Arc<DaemonStatus>,
+}
+
+/// A query on its way down the cascade.
+struct Run {
+    state: QueryState,
+    entry: Vec<u8>,
+    events: Vec<Event>,
+    /// Counters, samples and grain hits, written with the finishing step.
+    extra: redis::Pipeline,
+    started: Instant,
+}
+
+/// Handles one taken entry to its end. `preloaded` is the state read for an
+/// id entry in the taking batch (`None`: not read yet). Returns early, leaving
+/// the entry in the processing list, when `abort` fires.
+pub(super) async fn handle_entry(
+    sh: &Shared,
+    entry: Vec<u8>,
+    preloaded: Option<Option<String>>,
+    abort: &CancellationToken,
+) {
+    let started = Instant::now();
+    let max = sh.settings.orchestrator.max_query_bytes;
+    let intake = match intake::classify(&entry, max) {
+        EntryKind::Decided(i) => i,
+        EntryKind::Id(id) => {
+            let raw = match preloaded {
+                Some(raw) => raw,
+                None => match read_state(sh, &id).await {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        // Leave it in the processing list: it is returned
+                        // to the queue on shutdown or recovered if we die.
+                        tracing::warn!(query_id = %id, "cannot read the state: {e}; will retry");
+                        retry_later(sh, &entry).await;
+                        return;
+                    }
+                },
+            };
+            intake::from_stored(&id, raw.as_deref(), max)
+        }
+        EntryKind::JsonWithId { state } => match read_state(sh, &state.query_id).await {
+            Ok(Some(raw)) => intake::from_stored(&state.query_id, Some(&raw), max),
+            Ok(None) => intake::check_text(state, true, max),
+            Err(e) => {
+                tracing::warn!(query_id = %state.query_id, "cannot read the state: {e}; will retry");
+                retry_later(sh, &entry).await;
+                return;
+            }
+        },
+    };
+
+    match intake {
+        Intake::Dead { reason } => dead_letter(sh, &entry, &reason).await,
+        Intake::AlreadyDone { query_id } => {
+            tracing::debug!(query_id = %query_id, "already terminal; dropping the duplicate entry");
+            let mut conn = sh.bb.connection();
+            let _: redis::RedisResult<i64> = conn.lrem(&sh.processing_key, 1, &entry).await;
+        }
+        Intake::Fail { mut state, reason } => {
+            tracing::info!(query_id = %state.query_id, "query failed: {reason}");
+            state.completed_at = Some(now_rfc3339());
+            let mut run = Run::new(state, entry, started);
+            run.events
+                .push(Event::new(EventKind::QueryFailed, &run.state.query_id).reason(reason));
+            finish(sh, run, abort).await;
+        }
+        Intake::Run { state, created } => {
+            let mut run = Run::new(state, entry, started);
+            if created && !adopt_json_entry(sh, &mut run).await {
+                return;
+            }
+            cascade(sh, &mut run, abort).await;
+            if abort.is_cancelled() {
+                return;
+            }
+            finish(sh, run, abort).await;
+        }
+    }
+}
+
+impl Run {
+    fn new(state: QueryState, entry: Vec<u8>, started: Instant) -> Self {
+        Self {
+            state,
+            entry,
+            events: Vec::with_capacity(8),
+            extra: redis::pipe(),
+            started,
+        }
+    }
+}
+
+async fn read_state(sh: &Shared, id: &str) -> Result<Option<String>, crate::BlackboardError> {
+    match sh.bb.get_state_raw(id).await {
+        Err(crate::BlackboardError::WrongType { .. }) => Ok(Some(String::new())),
+        other => other,
+    }
+}
+
+/// Puts an entry that could not be read back at the queue's tail after a
+/// pause, so a Redis hiccup does not lose it nor spin on it.
+async fn retry_later(sh: &Shared, entry: &[u8]) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = sh.bb.connection();
+    let res: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .lrem(&sh.processing_key, 1, entry)
+        .ignore()
+        .rpush(sh.bb.keys().queue(), entry)
+        .ignore()
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = res {
+        tracing::warn!("cannot return an entry to the queue: {e}; it stays in the processing list");
+    }
+}
+
+/// A JSON entry becomes a state plus an id entry, atomically, so a daemon
+/// that dies now leaves a recoverable id, not a second query.
+async fn adopt_json_entry(sh: &Shared, run: &mut Run) -> bool {
+    let id = run.state.query_id.clone();
+    let json = serde_json::to_string(&run.state).expect("state serializes");
+    let mut conn = sh.bb.connection();
+    let res: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(sh.bb.keys().state(&id))
+        .arg(json)
+        .arg("NX")
+        .arg("EX")
+        .arg(sh.settings.orchestrator.state_ttl_s)
+        .ignore()
+        .lrem(&sh.processing_key, 1, &run.entry)
+        .ignore()
+        .lpush(&sh.processing_key, &id)
+        .ignore()
+        .query_async(&mut conn)
+        .await;
+    match res {
+        Ok(()) => {
+            run.entry = id.into_bytes();
+            run.events
+                .push(Event::new(EventKind::QueryCreated, &run.state.query_id));
+            true
+        }
+        Err(e) => {
+            tracing::warn!(query_id = %id, "cannot create the state of a JSON entry: {e}; will retry");
+            retry_later(sh, &run.entry).await;
+            false
+        }
+    }
+}
+
+/// Walks the layers until one is confident enough.
+async fn cascade(sh: &Shared, run: &mut Run, abort: &CancellationToken) {
+    run.state.status = QueryStatus::Processing;
+    run.state.started_at = Some(now_rfc3339());
+    run.events
+        .push(Event::new(EventKind::QueryStarted, &run.state.query_id));
+    let enabled: Vec<&(String, LayerSettings)> =
+        sh.layers.iter().filter(|(_, l)| l.enabled).collect();
+    let mut best: Option<Answer> = None;
+    for (i, (name, layer)) in enabled.iter().enumerate() {
+        if abort.is_cancelled() {
+            return;
+        }
+        let attempt = match layer.kind {
+            LayerKind::Grain => grain_attempt(sh, run, name, layer).await,
+            LayerKind::Worker => worker_attempt(sh, run, name, layer, abort).await,
+        };
+        let hit = attempt.outcome == Outcome::Hit;
+        if let Some(answer) = attempt.answer
+            && best
+                .as_ref()
+                .is_none_or(|b| answer.confidence > b.confidence)
+        {
+            best = Some(answer);
+        }
+        let qid = run.state.query_id.clone();
+        let mut ev = Event::new(outcome_event(attempt.outcome), &qid).layer(name.as_str());
+        if attempt.outcome != Outcome::Skipped {
+            ev = ev.latency_ms(attempt.latency_ms);
+        }
+        if let Some(c) = attempt.confidence {
+            ev = ev.confidence(c);
+        }
+        if let Some(w) = &attempt.worker {
+            ev = ev.worker(w.as_str());
+        }
+        if let Some(r) = &attempt.reason {
+            ev = ev.reason(r.as_str());
+        }
+        run.events.push(ev);
+        sh.bb
+            .add_attempt_to(&mut run.extra, name, attempt.outcome, attempt.latency_ms);
+        if attempt.outcome != Outcome::Skipped {
+            sh.bb.add_sample_to(
+                &mut run.extra,
+                &layer_latency_metric(name),
+                attempt.latency_ms,
+                chrono::Utc::now().timestamp_millis(),
+            );
+        }
+        sh.status
+            .prom
+            .layer_attempt(name, attempt.outcome, attempt.latency_ms);
+        run.state.layer_attempts.push(LayerAttempt {
+            layer: name.clone(),
+            outcome: attempt.outcome,
+            confidence: attempt.confidence,
+            latency_ms: round3(attempt.latency_ms),
+            worker: attempt.worker,
+            reason: attempt.reason,
+        });
+        if hit {
+            run.state.status = QueryStatus::Answered;
+            run.state.answer = best;
+            run.state.completed_at = Some(now_rfc3339());
+            return;
+        }
+        if let Some((next, _)) = enabled.get(i + 1) {
+            run.events.push(
+                Event::new(EventKind::Escalation, &qid)
+                    .layer(name.as_str())
+                    .reason(format!("{} → {next}", attempt.outcome.as_str())),
+            );
+        }
+    }
+    run.state.status = QueryStatus::Unanswered;
+    run.state.answer = best;
+    run.state.completed_at = Some(now_rfc3339());
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn outcome_event(o: Outcome) -> EventKind {
+    match o {
+        Outcome::Hit => EventKind::LayerHit,
+        Outcome::Miss => EventKind::LayerMiss,
+        Outcome::Timeout => EventKind::LayerTimeout,
+        Outcome::Error => EventKind::LayerError,
+        Outcome::Skipped => EventKind::LayerSkipped,
+    }
+}
+
+struct Attempt {
+    outcome: Outcome,
+    confidence: Option<f64>,
+    latency_ms: f64,
+    answer: Option<Answer>,
+    worker: Option<String>,
+    reason: Option<String>,
+}
+
+impl Attempt {
+    fn failed(outcome: Outcome, t0: Instant, reason: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            confidence: None,
+            latency_ms: ms_since(t0),
+            answer: None,
+            worker: None,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+fn ms_since(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn grain_attempt(sh: &Shared, run: &mut Run, name: &str, layer: &LayerSettings) -> Attempt {
+    let t0 = Instant::now();
+    let lookup = sh.bb.lookup_grain(&run.state.query_text);
+    match tokio::time::timeout(layer.timeout(), lookup).await {
+        Err(_) => Attempt::failed(
+            Outcome::Timeout,
+            t0,
+            format!("no answer within {} ms", layer.timeout_ms),
+        ),
+        Ok(Err(e)) => Attempt::failed(Outcome::Error, t0, e.to_string()),
+        Ok(Ok(None)) => Attempt {
+            outcome: Outcome::Miss,
+            confidence: Some(0.0),
+            latency_ms: ms_since(t0),
+            answer: None,
+            worker: None,
+            reason: None,
+        },
+        Ok(Ok(Some(m))) => {
+            let hit = m.confidence >= layer.min_confidence;
+            if hit {
+                sh.bb.add_grain_hit_to(&mut run.extra, &m.fact_id);
+            }
+            Attempt {
+                outcome: if hit { Outcome::Hit } else { Outcome::Miss },
+                confidence: Some(m.confidence),
+                latency_ms: ms_since(t0),
+                answer: Some(Answer {
+                    text: m.answer,
+                    layer: name.to_string(),
+                    confidence: m.confidence,
+                    source: Some(format!("grain:{}", m.fact_id)),
+                }),
+                worker: None,
+                reason: None,
+            }
+        }
+    }
+}
+
+async fn worker_attempt(
+    sh: &Shared,
+    run: &mut Run,
+    name: &str,
+    layer: &LayerSettings,
+    abort: &CancellationToken,
+) -> Attempt {
+    let t0 = Instant::now();
+    if !sh.workers.has_live(name) {
+        let kind = layer.worker.map(|w| w.as_str()).unwrap_or("?");
+        return Attempt {
+            outcome: Outcome::Skipped,
+            confidence: None,
+            latency_ms: 0.0,
+            answer: None,
+            worker: None,
+            reason: Some(format!("no live {kind} worker")),
+        };
+    }
+    let qid = run.state.query_id.clone();
+    let job = Job {
+        job_id: uuid::Uuid::new_v4().to_string(),
+        query_id: qid.clone(),
+        layer: name.to_string(),
+        text: run.state.query_text.clone(),
+        deadline_ms: chrono::Utc::now().timestamp_millis() + layer.timeout_ms as i64,
+        reply_to: sh.reply_key.clone(),
+    };
+    let rx = sh.pending.register(&job.job_id, &qid, name);
+
+    // One round trip: the decisions so far, the state so far (a client
+    // reading it sees `processing`), and the job.
+    let mut pipe = redis::pipe();
+    for e in run.events.drain(..) {
+        sh.bb.add_event_to(&mut pipe, &e);
+    }
+    sh.bb.add_event_to(
+        &mut pipe,
+        &Event::new(EventKind::LayerAttempt, &qid).layer(name),
+    );
+    pipe.set_ex(
+        sh.bb.keys().state(&qid),
+        serde_json::to_string(&run.state).expect("state serializes"),
+        sh.settings.orchestrator.state_ttl_s,
+    )
+    .ignore();
+    pipe.lpush(
+        sh.bb.keys().jobs(name),
+        serde_json::to_string(&job).expect("job serializes"),
+    )
+    .ignore();
+    let mut conn = sh.bb.connection();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        sh.pending.forget(&job.job_id);
+        return Attempt::failed(
+            Outcome::Error,
+            t0,
+            format!("cannot hand the job to workers: {e}"),
+        );
+    }
+
+    let waited = tokio::select! {
+        r = tokio::time::timeout(layer.timeout(), rx) => r,
+        _ = abort.cancelled() => {
+            sh.pending.forget(&job.job_id);
+            return Attempt::failed(Outcome::Error, t0, "daemon shutting down");
+        }
+    };
+    let reply = match waited {
+        Err(_) => {
+            sh.pending.forget(&job.job_id);
+            return Attempt::failed(
+                Outcome::Timeout,
+                t0,
+                format!("no reply within {} ms", layer.timeout_ms),
+            );
+        }
+        Ok(Err(_)) => return Attempt::failed(Outcome::Error, t0, "reply channel closed"),
+        Ok(Ok(reply)) => reply,
+    };
+    let latency_ms = ms_since(t0);
+    if let Err(why) = reply.validate() {
+        return Attempt {
+            worker: Some(reply.worker),
+            ..Attempt::failed(Outcome::Error, t0, format!("invalid reply: {why}"))
+        };
+    }
+    let confidence = reply.confidence.unwrap_or(0.0);
+    let answer = reply.answer.filter(|a| !a.is_empty()).map(|text| Answer {
+        text,
+        layer: name.to_string(),
+        confidence,
+        source: reply.source.clone(),
+    });
+    let (outcome, reason) = match reply.outcome {
+        ReplyOutcome::Hit if confidence >= layer.min_confidence => (Outcome::Hit, None),
+        ReplyOutcome::Hit => (
+            Outcome::Miss,
+            Some(format!(
+                "confidence {confidence:.3} below {}",
+                layer.min_confidence
+            )),
+        ),
+        ReplyOutcome::Miss => (Outcome::Miss, None),
+        ReplyOutcome::Error => (
+            Outcome::Error,
+            Some(reply.error.unwrap_or_else(|| "worker error".into())),
+        ),
+    };
+    Attempt {
+        outcome,
+        confidence: reply.confidence,
+        latency_ms,
+        answer: if outcome == Outcome::Error {
+            None
+        } else {
+            answer
+        },
+        worker: Some(reply.worker),
+        reason,
+    }
+}
+
+/// Writes the terminal state and everything recorded, in one round trip,
+/// exactly once (see `finish.lua`). Retries while Redis is away, until
+/// `abort` fires; the entry stays in the processing list meanwhile.
+async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
+    let qid = run.state.query_id.clone();
+    let status = run.state.status.clone();
+    let latency_ms = ms_since(run.started);
+    match status {
+        QueryStatus::Failed => {}
+        _ => {
+            let mut e = Event::new(EventKind::QueryCompleted, &qid)
+                .latency_ms(latency_ms)
+                .reason(status.as_str());
+            if let Some(a) = &run.state.answer {
+                e = e.layer(a.layer.as_str()).confidence(a.confidence);
+            }
+            run.events.push(e);
+        }
+    }
+    sh.bb.add_sample_to(
+        &mut run.extra,
+        QUERY_LATENCY_METRIC,
+        latency_ms,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let keys = sh.bb.keys();
+    let o = &sh.settings.orchestrator;
+    let mut inv = FINISH.prepare_invoke();
+    inv.key(keys.state(&qid))
+        .key(&sh.processing_key)
+        .key(keys.done(&qid))
+        .key(keys.feed())
+        .arg(serde_json::to_string(&run.state).expect("state serializes"))
+        .arg(&run.entry)
+        .arg(o.state_ttl_s)
+        .arg(o.done_ttl_s)
+        .arg(status.as_str())
+        .arg(sh.bb.limits().feed_max_len)
+        .arg(run.events.len());
+    for e in &run.events {
+        let fields = e.fields();
+        inv.arg(fields.len());
+        for (k, v) in fields {
+            inv.arg(k).arg(v);
+        }
+    }
+    let mut conn = sh.bb.connection();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        // The script first (EVALSHA, loaded again on NOSCRIPT), then the
+        // counters: two commands, but the counters only after the outcome.
+        match inv.invoke_async::<i64>(&mut conn).await {
+            Ok(1) => {
+                if let Err(e) = run.extra.query_async::<()>(&mut conn).await {
+                    tracing::warn!(query_id = %qid, "finished, but counters were not written: {e}");
+                }
+                sh.status.prom.query_finished(status.as_str(), latency_ms);
+                tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
+                return;
+            }
+            Ok(_) => {
+                tracing::info!(query_id = %qid, "outcome was written already (duplicate delivery); nothing recorded twice");
+                return;
+            }
+            Err(e) if is_wrong_type(&e) => {
+                tracing::error!(query_id = %qid, "cannot finish: a key has the wrong type: {e}");
+                dead_letter(sh, &run.entry, &format!("cannot write the outcome: {e}")).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(query_id = %qid, "cannot finish yet: {e}; retrying");
+                tokio::select! {
+                    _ = abort.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Moves an entry that cannot become a query to the dead list, with why.
+async fn dead_letter(sh: &Shared, entry: &[u8], reason: &str) {
+    tracing::warn!(entry = %String::from_utf8_lossy(&entry[..entry.len().min(120)]), "dead entry: {reason}");
+    let mut record = serde_json::json!({
+        "entry": String::from_utf8_lossy(entry),
+        "reason": reason,
+        "instance": sh.status.instance,
+        "at": now_rfc3339(),
+    });
+    if std::str::from_utf8(entry).is_err() {
+        record["entry_hex"] =
+            serde_json::Value::String(entry.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    let keys = sh.bb.keys();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .lpush(keys.dead(), record.to_string())
+        .ignore()
+        .ltrim(keys.dead(), 0, DEAD_LIST_CAP - 1)
+        .ignore()
+        .lrem(&sh.processing_key, 1, entry)
+        .ignore();
+    sh.bb.add_event_to(
+        &mut pipe,
+        &Event::global(EventKind::QueryFailed).reason(format!("dead entry: {reason}")),
+    );
+    let mut conn = sh.bb.connection();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        tracing::warn!(
+            "cannot move an entry to the dead list: {e}; it stays in the processing list"
+        );
+    } else {
+        sh.status.prom.query_finished("failed", 0.0);
+    }
+}

@@ -1,0 +1,44 @@
+-- Finishes one query exactly once: writes its terminal state, then takes its
+-- entry off the processing list, signals waiting clients and records the
+-- decisions. When the state is terminal already (another daemon finished a
+-- duplicate delivery), only the entry is removed.
+-- KEYS[1]: the state (<p>:queries:state:<id>)
+-- KEYS[2]: this daemon's processing list
+-- KEYS[3]: the completion signal (<p>:queries:done:<id>)
+-- KEYS[4]: the diagnostic feed
+-- ARGV[1]: the terminal state JSON
+-- ARGV[2]: the processing-list entry
+-- ARGV[3]: state TTL in seconds
+-- ARGV[4]: completion-signal TTL in seconds
+-- ARGV[5]: completion-signal payload (the terminal status)
+-- ARGV[6]: feed MAXLEN (approximate)
+-- ARGV[7]: number of events E; then for each event: its field count F and
+--          F field/value pairs
+-- Returns 1 when the query was finished now, 0 when it was terminal already.
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' then
+    local s = decoded['status']
+    if s == 'answered' or s == 'unanswered' or s == 'failed' then
+      redis.call('LREM', KEYS[2], 1, ARGV[2])
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('LREM', KEYS[2], 1, ARGV[2])
+redis.call('DEL', KEYS[3])
+redis.call('LPUSH', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+local i = 8
+for _ = 1, tonumber(ARGV[7]) do
+  local n = tonumber(ARGV[i])
+  local args = {'XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*'}
+  for j = 1, n * 2 do
+    args[#args + 1] = ARGV[i + j]
+  end
+  redis.call(unpack(args))
+  i = i + 1 + n * 2
+end
+return 1

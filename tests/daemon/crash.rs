@@ -1,0 +1,166 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kitbash::protocol::ReplyOutcome;
+use kitbash::{Grain, QueryState};
+use redis::Commands;
+
+use crate::common::TestContext;
+use crate::support::*;
+
+/// 1,000 queries; the first daemon is dropped mid-run without any shutdown
+/// (its runtime is torn down, its health key left to expire); a second
+/// daemon recovers: every query reaches exactly one terminal state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_dropped_mid_run_loses_nothing_and_answers_nothing_twice() {
+    let mut ctx = TestContext::new();
+    let s = fast(&mut ctx);
+    s.orchestrator.max_in_flight = 64;
+    s.layers.get_mut("layer2").unwrap().timeout_ms = 5_000;
+    for l in ["layer1", "layer4"] {
+        s.layers.get_mut(l).unwrap().enabled = false;
+    }
+    let bb = ctx.blackboard().await;
+    bb.store_grain(&Grain::new("g", "What is the capital of Kenya?", "Nairobi"))
+        .await
+        .unwrap();
+    let worker = TestWorker::start(
+        &ctx,
+        "layer2",
+        Behaviour::Answer {
+            outcome: ReplyOutcome::Hit,
+            answer: "from the worker".into(),
+            confidence: 0.95,
+            delay: Duration::from_millis(15),
+        },
+    )
+    .await;
+
+    let n = 1_000;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        // Half answered at layer0, half by the worker (slow enough that the
+        // first daemon holds many in flight when it dies).
+        let text = if i % 2 == 0 {
+            "What is the capital of Kenya?".to_string()
+        } else {
+            format!("worker question number {i}")
+        };
+        let q = QueryState::with_id(format!("q{i:04}"), text);
+        bb.enqueue(&q).await.unwrap();
+        ids.push(q.query_id);
+    }
+
+    // The first daemon, on a runtime of its own that we can drop.
+    let settings = ctx.settings.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let first = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let d = kitbash::daemon::Daemon::new(settings);
+        let instance = d.instance().to_string();
+        rt.spawn(d.run(tokio_util::sync::CancellationToken::new()));
+        let _ = rx.recv();
+        rt.shutdown_background(); // dropped, no shutdown path
+        instance
+    });
+    let done_count = || {
+        let mut conn = ctx.raw();
+        let mut done = 0;
+        for id in &ids {
+            let s: Option<String> = conn.get(ctx.keys().state(id)).unwrap();
+            if s.is_some_and(|s| s.contains("\"status\":\"answered\"")) {
+                done += 1;
+            }
+        }
+        done
+    };
+    assert!(
+        eventually(30.0, || async { done_count() >= 200 }).await,
+        "first daemon made progress"
+    );
+    tx.send(()).unwrap();
+    let first_instance = first.join().unwrap();
+    let held: u64 = ctx
+        .raw()
+        .llen(ctx.keys().processing(&first_instance))
+        .unwrap();
+    let done_before = done_count();
+    assert!(
+        done_before < n,
+        "the first daemon died before finishing everything"
+    );
+
+    let second = RunningDaemon::start(&ctx.settings);
+    for id in &ids {
+        wait_done(&ctx, &bb, id, 60.0).await;
+    }
+    // Exactly one terminal outcome per query, and one completion event.
+    let counts = event_counts(&bb).await;
+    let mut statuses = HashSet::new();
+    for id in &ids {
+        let s = bb.get_state(id).await.unwrap().unwrap();
+        statuses.insert(s.status.to_string());
+        assert!(s.status.is_terminal(), "{id}: {s:?}");
+        let completed = counts
+            .get(&("query_completed".to_string(), id.clone()))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(completed, 1, "{id} completed {completed} times");
+    }
+    assert_eq!(statuses, HashSet::from(["answered".to_string()]));
+    let recovered = bb
+        .events_by_kind(kitbash::EventKind::QueryRecovered, 10_000, 1_000_000)
+        .await
+        .unwrap()
+        .len() as u64;
+    // (`held` was read while the dropped daemon's last commands could still
+    // be landing, so it is only approximately what recovery found.)
+    assert!(recovered > 0, "the dead daemon's queries were recovered");
+    let left: u64 = ctx
+        .raw()
+        .llen(ctx.keys().processing(&first_instance))
+        .unwrap();
+    assert_eq!(left, 0);
+    println!(
+        "dropped daemon held {held} queries with {done_before}/{n} done; {recovered} recovered"
+    );
+    second.stop().await;
+    worker.stop().await;
+}
+
+/// A query whose daemons keep dying is failed after max_attempts.
+#[tokio::test]
+async fn a_query_recovered_too_often_goes_to_the_dead_list() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx).orchestrator.max_attempts = 2;
+    let bb = ctx.blackboard().await;
+    let keys = ctx.keys();
+    let mut q = QueryState::with_id("unlucky", "What is love?");
+    q.recoveries = 1;
+    bb.create_state(&q).await.unwrap();
+    // A dead daemon (no health key) held it.
+    let _: () = ctx
+        .raw()
+        .lpush(keys.processing("ghost-daemon"), "unlucky")
+        .unwrap();
+    let d = RunningDaemon::start(&ctx.settings);
+    let s = wait_done(&ctx, &bb, "unlucky", 10.0).await;
+    assert_eq!(s.status, kitbash::QueryStatus::Failed);
+    assert!(s.error.unwrap().contains("max_attempts"));
+    assert_eq!(s.recoveries, 2);
+    let dead = bb.dead_entries(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].contains("unlucky"));
+    let ev = bb
+        .events_by_kind(kitbash::EventKind::QueryDead, 10, 1000)
+        .await
+        .unwrap();
+    assert_eq!(ev.len(), 1);
+    let left: u64 = ctx.raw().llen(keys.processing("ghost-daemon")).unwrap();
+    assert_eq!(left, 0);
+    d.stop().await;
+}

@@ -1,0 +1,12 @@
+//! The daemon against a real redis-server, with test workers speaking the
+//! worker protocol of DESIGN.md.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod support;
+
+mod bad_entries;
+mod cascade;
+mod crash;
+mod shutdown;
