@@ -14,8 +14,10 @@ pub fn init(settings: &LoggingSettings) {
         .unwrap_or_else(|| {
             EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"))
         });
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder.json().try_init(),

@@ -9,4 +9,5 @@ mod support;
 mod bad_entries;
 mod cascade;
 mod crash;
+mod http_live;
 mod shutdown;
