@@ -322,3 +322,68 @@ async fn redis_cli_json_entries_and_python_states_are_served() {
     }
     d.stop().await;
 }
+
+#[tokio::test]
+async fn late_and_forged_replies_are_recorded_and_dropped() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx).layers.get_mut("layer2").unwrap().timeout_ms = 200;
+    let bb = ctx.blackboard().await;
+    let late = TestWorker::start(
+        &ctx,
+        "layer2",
+        Behaviour::Answer {
+            outcome: ReplyOutcome::Hit,
+            answer: "too late".into(),
+            confidence: 0.99,
+            delay: Duration::from_millis(600),
+        },
+    )
+    .await;
+    let d = RunningDaemon::start(&ctx.settings);
+    let q = QueryState::new("What is the capital of Uganda?");
+    bb.enqueue(&q).await.unwrap();
+    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    assert_eq!(s.status, QueryStatus::Unanswered);
+    assert_eq!(s.layer_attempts[2].outcome, Outcome::Timeout);
+
+    // A reply forged by another process for a job nobody asked for.
+    let forged = serde_json::json!({
+        "job_id": "made-up", "query_id": q.query_id, "layer": "layer2", "worker": "mallory",
+        "outcome": "hit", "answer": "forged", "confidence": 1.0
+    });
+    let _: () = ctx
+        .raw()
+        .lpush(ctx.keys().replies(&d.instance), forged.to_string())
+        .unwrap();
+    let _: () = ctx
+        .raw()
+        .lpush(ctx.keys().replies(&d.instance), "{garbage")
+        .unwrap();
+
+    assert!(
+        eventually(10.0, || async {
+            bb.events_by_kind(kitbash::EventKind::LateReply, 10, 10_000)
+                .await
+                .unwrap()
+                .len()
+                == 3
+        })
+        .await,
+        "the late reply, the forged one and the garbage are each recorded"
+    );
+    let ev = bb
+        .events_by_kind(kitbash::EventKind::LateReply, 10, 10_000)
+        .await
+        .unwrap();
+    assert!(ev.iter().any(|e| e.get("worker") == Some("mallory")));
+    assert!(
+        ev.iter()
+            .any(|e| e.get("reason").is_some_and(|r| r.contains("malformed")))
+    );
+    // The outcome written before stays.
+    let after = bb.get_state(&q.query_id).await.unwrap().unwrap();
+    assert_eq!(after.status, QueryStatus::Unanswered);
+    assert_ne!(after.answer.map(|a| a.text), Some("forged".to_string()));
+    d.stop().await;
+    late.stop().await;
+}
