@@ -327,6 +327,9 @@ pub enum WorkerKind {
     Cartridge,
     /// KoboldCpp or an OpenAI-compatible server.
     Llm,
+    /// Answers every job at once with its own text (for tests and for
+    /// measuring the protocol's own overhead with `kitbash bench`).
+    Echo,
 }
 
 impl WorkerKind {
@@ -336,6 +339,7 @@ impl WorkerKind {
             WorkerKind::Bitnet => "bitnet",
             WorkerKind::Cartridge => "cartridge",
             WorkerKind::Llm => "llm",
+            WorkerKind::Echo => "echo",
         }
     }
 }
@@ -390,6 +394,12 @@ pub struct WorkersSettings {
     pub heartbeat_interval_ms: u64,
     /// Seconds a worker's health key lives without a heartbeat.
     pub health_ttl_s: u64,
+    /// Seconds given to jobs in progress on SIGTERM/SIGINT; unfinished jobs
+    /// go back to the layer's job list.
+    pub shutdown_grace_s: u64,
+    /// Confidence the echo worker reports.
+    #[serde(deserialize_with = "exact_f64")]
+    pub echo_confidence: f64,
     /// The bitnet worker (layer1).
     pub bitnet: BitnetSettings,
     /// The cartridge worker (layer2).
@@ -403,6 +413,8 @@ impl Default for WorkersSettings {
         Self {
             heartbeat_interval_ms: 1_000,
             health_ttl_s: 5,
+            shutdown_grace_s: 10,
+            echo_confidence: 1.0,
             bitnet: BitnetSettings::default(),
             cartridge: CartridgeSettings::default(),
             llm: LlmSettings::default(),
@@ -1013,6 +1025,13 @@ fn validate(s: &Settings) -> Vec<(String, String, String)> {
             ),
             _ => {}
         }
+    }
+    if !(0.0..=1.0).contains(&s.workers.echo_confidence) {
+        bad(
+            "workers.echo_confidence",
+            s.workers.echo_confidence.to_string(),
+            "must be between 0 and 1",
+        );
     }
     if !(0.0..=1.0).contains(&s.workers.llm.fixed_confidence) {
         bad(

@@ -27,6 +27,8 @@
 //! - [`daemon`]: `kitbash serve`: taking, the cascade, replies, recovery,
 //!   shutdown.
 //! - [`http`]: the daemon's health and Prometheus endpoints.
+//! - [`worker`]: `kitbash worker <kind>`: one runtime (taking jobs,
+//!   deadlines, replies, heartbeats, shutdown) and a backend per kind.
 //! - [`telemetry`]: log set-up.
 //! - [`cli`]: the `kitbash` command line; one file per command.
 
@@ -45,6 +47,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod state;
 pub mod telemetry;
+pub mod worker;
 
 pub use blackboard::{Blackboard, BlackboardError, Health, Limits};
 pub use config::{LoadedConfig, Settings};

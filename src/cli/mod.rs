@@ -10,6 +10,7 @@ pub mod config;
 pub mod grains;
 pub mod serve;
 pub mod signals;
+pub mod worker;
 
 /// Kitbash: answers queries from the cheapest confident layer.
 #[derive(Debug, Parser)]
@@ -33,6 +34,8 @@ pub enum Command {
     Grains(grains::GrainsArgs),
     /// Run the orchestrator daemon until SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// Run a worker for one layer: bitnet, cartridge, llm (or echo, for tests).
+    Worker(worker::WorkerArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(args) => config::run(cli.config, args),
         Command::Grains(args) => grains::run(cli.config, args),
         Command::Serve(args) => serve::run(cli.config, args),
+        Command::Worker(args) => worker::run(cli.config, args),
     }
 }
