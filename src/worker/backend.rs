@@ -58,3 +58,22 @@ pub trait Backend: Send + Sync + 'static {
         async { Ok(()) }
     }
 }
+
+/// A shared backend is a backend: tests and callers keep a handle on it.
+impl<B: Backend> Backend for std::sync::Arc<B> {
+    fn answer(
+        &self,
+        text: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Option<BackendAnswer>, BackendError>> + Send {
+        (**self).answer(text, deadline)
+    }
+
+    fn check(&self) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).check()
+    }
+
+    fn reload(&self) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).reload()
+    }
+}
