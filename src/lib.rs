@@ -30,10 +30,12 @@
 //! - [`worker`]: `kitbash worker <kind>`: one runtime (taking jobs,
 //!   deadlines, replies, heartbeats, shutdown) and a backend per kind.
 //! - [`telemetry`]: log set-up.
+//! - [`client`]: enqueue, wait for the outcome (`kitbash query`, the REPL).
 //! - [`cli`]: the `kitbash` command line; one file per command.
 
 pub mod blackboard;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod daemon;

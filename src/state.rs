@@ -191,9 +191,9 @@ fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
 
-/// Now, as RFC 3339 with milliseconds (`2026-11-21T10:00:00.123Z`).
+/// Now, as RFC 3339 with microseconds (`2026-11-21T10:00:00.123456Z`).
 pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Parses an RFC 3339 timestamp, or a naive ISO 8601 one (as Python's

@@ -6,10 +6,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod common;
 pub mod config;
 pub mod grains;
+pub mod query;
+pub mod repl;
 pub mod serve;
+pub mod show;
 pub mod signals;
+pub mod stats;
+pub mod timeline;
+pub mod up;
 pub mod worker;
 
 /// Kitbash: answers queries from the cheapest confident layer.
@@ -34,6 +41,16 @@ pub enum Command {
     Grains(grains::GrainsArgs),
     /// Run the orchestrator daemon until SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// The whole stack on this machine: Redis (if needed), daemon, workers; Ctrl-C stops all.
+    Up(up::UpArgs),
+    /// Interactive client: ask questions, inspect timelines, stats, health.
+    Repl(repl::ReplArgs),
+    /// Ask one question (or one a line from stdin) and print the answer.
+    Query(query::QueryArgs),
+    /// Show one query's events with relative times.
+    Timeline(timeline::TimelineArgs),
+    /// Show per-layer counters and latency percentiles.
+    Stats(stats::StatsArgs),
     /// Run a worker for one layer: bitnet, cartridge, llm (or echo, for tests).
     Worker(worker::WorkerArgs),
 }
@@ -44,6 +61,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(args) => config::run(cli.config, args),
         Command::Grains(args) => grains::run(cli.config, args),
         Command::Serve(args) => serve::run(cli.config, args),
+        Command::Query(args) => query::run(cli.config, args),
+        Command::Repl(args) => repl::run(cli.config, args),
+        Command::Up(args) => up::run(cli.config, args),
+        Command::Timeline(args) => timeline::run(cli.config, args),
+        Command::Stats(args) => stats::run(cli.config, args),
         Command::Worker(args) => worker::run(cli.config, args),
     }
 }

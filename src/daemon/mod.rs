@@ -16,6 +16,7 @@
 //! - the HTTP endpoint (`crate::http`).
 
 mod cascade;
+pub mod direct;
 pub mod intake;
 pub mod prom;
 mod recovery;
@@ -45,7 +46,7 @@ pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../scripts/return_all.lua")));
 
 /// How long one blocking take waits before looking at shutdown and capacity again.
-const BLOCK_FOR: Duration = Duration::from_secs(1);
+pub(crate) const BLOCK_FOR: Duration = Duration::from_secs(1);
 /// Most entries taken in one batch.
 const MAX_BATCH: usize = 512;
 

@@ -1,0 +1,50 @@
+//! Set-up shared by the commands: configuration, logs, runtime, connection.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::blackboard::Blackboard;
+use crate::config::Settings;
+use crate::connection::Connector;
+
+/// Loads the configuration and sets up logs; prints the error and returns
+/// exit code 2 when the configuration is invalid.
+pub fn settings(file: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    match crate::config::load(file) {
+        Ok(l) => {
+            crate::telemetry::init(&l.settings.logging);
+            Ok(l.settings)
+        }
+        Err(e) => {
+            eprintln!("kitbash: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// A multi-threaded runtime, or exit code 2.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("kitbash: cannot start the async runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// A Blackboard over one connection, or a message naming the address.
+pub async fn blackboard(settings: &Settings) -> Result<Blackboard, ExitCode> {
+    let connector = Connector::new(&settings.redis).map_err(|e| {
+        eprintln!("kitbash: {e}");
+        ExitCode::from(2)
+    })?;
+    let conn = connector.shared().await.map_err(|e| {
+        eprintln!("kitbash: {e}; is redis-server running and is redis.url right?");
+        ExitCode::from(2)
+    })?;
+    Ok(Blackboard::from_settings(conn, settings))
+}
+
+/// Whether to colour stdout.
+pub fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}

@@ -1,0 +1,132 @@
+//! Direct mode: the cascade run in the caller's process, against the same
+//! Redis and workers, without a daemon (the REPL's `:direct`).
+//!
+//! A direct runner is a small daemon instance that never takes from the
+//! queue: it has its own instance id, heartbeat, reply list and reply
+//! reader, so workers answer it and a live daemon recovers what it held if
+//! the process dies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::cascade::{self, Shared};
+use super::replies::{Pending, WorkerDirectory};
+use super::status::DaemonStatus;
+use super::{BLOCK_FOR, DaemonError, heartbeat, replies};
+use crate::blackboard::{Blackboard, BlackboardError};
+use crate::config::Settings;
+use crate::connection::Connector;
+use crate::state::QueryState;
+
+/// Runs queries through the cascade in this process.
+pub struct DirectRunner {
+    sh: Arc<Shared>,
+    background: CancellationToken,
+    tracker: TaskTracker,
+    never: CancellationToken,
+}
+
+impl DirectRunner {
+    /// Connects and starts the reply reader, worker directory and heartbeat.
+    pub async fn start(settings: Settings) -> Result<Self, DaemonError> {
+        let settings = Arc::new(settings);
+        let instance = format!("direct-{}", super::generate_instance_id());
+        let status = Arc::new(DaemonStatus::new(instance.clone()));
+        let connector = Connector::new(&settings.redis)?;
+        let conn = connector.shared().await?;
+        let bb = Blackboard::from_settings(conn, &settings);
+        status.set_redis_ok(true);
+        let sh = Arc::new(Shared {
+            bb: bb.clone(),
+            processing_key: bb.keys().processing(&instance),
+            reply_key: bb.keys().replies(&instance),
+            pending: Pending::default(),
+            workers: WorkerDirectory::default(),
+            status: status.clone(),
+            layers: settings
+                .layers
+                .iter()
+                .map(|(n, l)| (n.clone(), l.clone()))
+                .collect(),
+            settings: settings.clone(),
+        });
+        let background = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let _ = sh.workers.refresh(&bb).await;
+        tracker.spawn(heartbeat(
+            bb.clone(),
+            settings.clone(),
+            status.clone(),
+            background.clone(),
+        ));
+        tracker.spawn(sh.workers.clone().run(
+            bb.clone(),
+            Duration::from_millis(250),
+            background.clone(),
+        ));
+        let reply_conn = connector.blocking(BLOCK_FOR).await?;
+        tracker.spawn(replies::read_replies(
+            bb.clone(),
+            reply_conn,
+            instance,
+            sh.pending.clone(),
+            status,
+            background.clone(),
+        ));
+        Ok(Self {
+            sh,
+            background,
+            tracker,
+            never: CancellationToken::new(),
+        })
+    }
+
+    /// The Blackboard it uses.
+    pub fn blackboard(&self) -> &Blackboard {
+        &self.sh.bb
+    }
+
+    /// Runs `text` through the cascade; the outcome is recorded exactly as
+    /// a daemon records it (state, feed, counters, completion signal).
+    pub async fn ask(&self, text: &str) -> Result<QueryState, BlackboardError> {
+        let mut q = QueryState::new(text);
+        q.metadata = serde_json::json!({"client": "repl", "mode": "direct"});
+        let raw = serde_json::to_string(&q).expect("state serializes");
+        let mut conn = self.sh.bb.connection();
+        let _: () = redis::pipe()
+            .atomic()
+            .set_ex(
+                self.sh.bb.keys().state(&q.query_id),
+                &raw,
+                self.sh.settings.orchestrator.state_ttl_s,
+            )
+            .ignore()
+            .lpush(&self.sh.processing_key, &q.query_id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        self.sh.status.begin_query();
+        cascade::handle_entry(
+            &self.sh,
+            q.query_id.clone().into_bytes(),
+            Some(Some(raw)),
+            &self.never,
+        )
+        .await;
+        self.sh.status.end_query();
+        let _: redis::RedisResult<i64> = conn.del(self.sh.bb.keys().done(&q.query_id)).await;
+        Ok(self.sh.bb.get_state(&q.query_id).await?.unwrap_or(q))
+    }
+
+    /// Stops the background tasks and says goodbye.
+    pub async fn stop(self) {
+        self.background.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        let _ = self.sh.bb.remove_health(&self.sh.status.instance).await;
+    }
+}
