@@ -31,8 +31,10 @@
 //!   deadlines, replies, heartbeats, shutdown) and a backend per kind.
 //! - [`telemetry`]: log set-up.
 //! - [`client`]: enqueue, wait for the outcome (`kitbash query`, the REPL).
+//! - [`bench`]: `kitbash bench`, the load generator and report.
 //! - [`cli`]: the `kitbash` command line; one file per command.
 
+pub mod bench;
 pub mod blackboard;
 pub mod cli;
 pub mod client;

@@ -246,7 +246,7 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
         .local_addr()
         .unwrap()
         .port();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_kitbash"))
+    let up = Command::new(env!("CARGO_BIN_EXE_kitbash"))
         .arg("up")
         .env_remove("KITBASH_CONFIG")
         .env("KITBASH_REDIS__URL", format!("redis://127.0.0.1:{port}/0"))

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod common;
 pub mod config;
 pub mod grains;
@@ -51,6 +52,8 @@ pub enum Command {
     Timeline(timeline::TimelineArgs),
     /// Show per-layer counters and latency percentiles.
     Stats(stats::StatsArgs),
+    /// Load generator and report against the running deployment.
+    Bench(bench::BenchArgs),
     /// Run a worker for one layer: bitnet, cartridge, llm (or echo, for tests).
     Worker(worker::WorkerArgs),
 }
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Query(args) => query::run(cli.config, args),
         Command::Repl(args) => repl::run(cli.config, args),
         Command::Up(args) => up::run(cli.config, args),
+        Command::Bench(args) => bench::run(cli.config, args),
         Command::Timeline(args) => timeline::run(cli.config, args),
         Command::Stats(args) => stats::run(cli.config, args),
         Command::Worker(args) => worker::run(cli.config, args),

@@ -1,0 +1,477 @@
+//! `kitbash bench`: a load generator and report, run against a live
+//! deployment (one or more `kitbash serve`, and workers for worker mixes).
+//!
+//! It writes queries the way any client does (state + LPUSH), then reads
+//! the outcomes back from the states. Latency is enqueue → terminal state
+//! (`completed_at` minus the time the query was *meant* to be sent: in paced
+//! mode a stalled sender does not hide a stall, the coordinated-omission
+//! trap). Redis commands and CPU per query come from `INFO commandstats` and
+//! `INFO cpu` deltas; daemon CPU and peak RSS from `/proc/<pid>` of the
+//! daemons whose health records name a pid on this machine. Everything the
+//! bench wrote (states, completion signals, its grains) is deleted at the
+//! end.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::blackboard::{Blackboard, BlackboardError};
+use crate::grains::{Grain, IfExists};
+use crate::metrics::quantile;
+use crate::state::{QueryState, QueryStatus, parse_timestamp};
+
+/// How queries are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Push all N at once, then drain.
+    Backlog,
+    /// Open loop at `rate` per second.
+    Paced,
+}
+
+/// Options of one bench run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Backlog or paced.
+    pub mode: Mode,
+    /// Queries to send.
+    pub n: usize,
+    /// Queries per second (paced mode).
+    pub rate: f64,
+    /// Fraction of queries that a bench grain answers at layer0; the rest
+    /// match no grain and escalate to the worker layers.
+    pub layer0_ratio: f64,
+    /// Distinct bench grains to load (and ask about).
+    pub grains: usize,
+    /// Longest wait for the outcomes after the last send.
+    pub drain_timeout: Duration,
+}
+
+/// Percentiles of one latency population, in ms.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: usize,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(mut v: Vec<f64>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        Self {
+            count: v.len(),
+            p50: quantile(&v, 0.5),
+            p95: quantile(&v, 0.95),
+            p99: quantile(&v, 0.99),
+            p999: quantile(&v, 0.999),
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+/// What a bench run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The mode.
+    pub mode: Mode,
+    /// Queries sent.
+    pub sent: usize,
+    /// Queries that reached a terminal state in time.
+    pub completed: usize,
+    /// Of those: answered, unanswered, failed.
+    pub by_status: HashMap<String, usize>,
+    /// Queries per second written into Redis.
+    pub enqueue_rate: f64,
+    /// Queries per second completed, first send to last completion.
+    pub throughput: f64,
+    /// Enqueue (intended send) → terminal state.
+    pub end_to_end_ms: Latency,
+    /// Per-layer attempt latency.
+    pub layer_ms: HashMap<String, Latency>,
+    /// Redis commands per completed query (all clients: daemon, workers, bench).
+    pub redis_commands_per_query: f64,
+    /// Redis CPU microseconds per completed query.
+    pub redis_cpu_us_per_query: f64,
+    /// Daemon CPU milliseconds per 1,000 queries (daemons on this machine).
+    pub daemon_cpu_ms_per_1k: Option<f64>,
+    /// Largest peak RSS among those daemons, in MB.
+    pub daemon_peak_rss_mb: Option<f64>,
+    /// Daemons seen (with a pid readable here).
+    pub daemons: Vec<String>,
+}
+
+/// Errors of a bench run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Redis failed.
+    #[error(transparent)]
+    Blackboard(#[from] BlackboardError),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Nothing serves the queue.
+    #[error(
+        "no live daemon (no kitbash:health record with role daemon); start `kitbash serve` first"
+    )]
+    NoDaemon,
+}
+
+struct RedisCounters {
+    calls: u64,
+    cpu_us: f64,
+}
+
+async fn redis_counters(conn: &mut ConnectionManager) -> Result<RedisCounters, redis::RedisError> {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    let calls = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| {
+            l.split(',')
+                .find_map(|kv| kv.split_once("calls=").map(|(_, v)| v))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum();
+    let cpu: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let field = |name: &str| -> f64 {
+        cpu.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(RedisCounters {
+        calls,
+        cpu_us: (field("used_cpu_sys:") + field("used_cpu_user:")) * 1e6,
+    })
+}
+
+/// CPU time (ms) and peak RSS (kB) of a local process, from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let hz = 100.0; // USER_HZ on Linux
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())?;
+    Some((ticks * 1000.0 / hz, hwm_kb))
+}
+
+fn bench_question(i: usize) -> String {
+    format!("bench question {i} alpha")
+}
+
+/// Runs one bench against the deployment behind `bb`.
+pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let health = bb.list_health().await?;
+    let daemons: Vec<_> = health.iter().filter(|h| h.role == "daemon").collect();
+    if daemons.is_empty() {
+        return Err(BenchError::NoDaemon);
+    }
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let grains: Vec<Grain> = (0..opts.grains.max(1))
+        .map(|i| {
+            let mut g = Grain::new(
+                format!("bench-{run_id}-{i}"),
+                bench_question(i),
+                format!("answer {i}"),
+            );
+            g.source = Some("kitbash bench".into());
+            g
+        })
+        .collect();
+    if opts.layer0_ratio > 0.0 {
+        bb.store_grains(&grains, IfExists::Replace).await?;
+    }
+
+    let ids: Vec<String> = (0..opts.n).map(|i| format!("bench-{run_id}-{i}")).collect();
+    let texts: Vec<String> = (0..opts.n)
+        .map(|i| {
+            // Deterministic mix: query i is a layer0 hit when the running
+            // share of hits is below the ratio.
+            let hits_before = (i as f64 * opts.layer0_ratio).floor();
+            let hits_after = ((i + 1) as f64 * opts.layer0_ratio).floor();
+            if hits_after > hits_before {
+                bench_question(i % grains.len())
+            } else {
+                format!("bench escalation {i} {run_id} omega")
+            }
+        })
+        .collect();
+
+    let mut conn = bb.connection();
+    let pids: Vec<(String, u32)> = daemons.iter().map(|h| (h.name.clone(), h.pid)).collect();
+    let proc_before: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
+    let before = redis_counters(&mut conn).await?;
+    let keys = bb.keys().clone();
+    let ttl = bb.limits().state_ttl_s;
+
+    let start = Instant::now();
+    let start_wall = Utc::now();
+    let mut intended: Vec<DateTime<Utc>> = Vec::with_capacity(opts.n);
+    match opts.mode {
+        Mode::Backlog => {
+            for chunk in (0..opts.n).collect::<Vec<_>>().chunks(1000) {
+                let mut pipe = redis::pipe();
+                let now = Utc::now();
+                for &i in chunk {
+                    let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
+                    q.metadata = serde_json::json!({"client": "kitbash bench"});
+                    pipe.set_ex(
+                        keys.state(&ids[i]),
+                        serde_json::to_string(&q).expect("state"),
+                        ttl,
+                    )
+                    .ignore()
+                    .lpush(keys.queue(), &ids[i])
+                    .ignore();
+                    intended.push(now);
+                }
+                let _: () = pipe.query_async(&mut conn).await?;
+            }
+        }
+        Mode::Paced => {
+            let every = Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
+            let t0 = tokio::time::Instant::now();
+            let mut inflight = tokio::task::JoinSet::new();
+            for i in 0..opts.n {
+                let due = t0 + every * i as u32;
+                tokio::time::sleep_until(due).await;
+                let when =
+                    start_wall + chrono::Duration::from_std(every * i as u32).unwrap_or_default();
+                intended.push(when);
+                let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
+                q.metadata = serde_json::json!({"client": "kitbash bench"});
+                let mut c = conn.clone();
+                let (state_key, queue) = (keys.state(&ids[i]), keys.queue());
+                inflight.spawn(async move {
+                    redis::pipe()
+                        .set_ex(state_key, serde_json::to_string(&q).expect("state"), ttl)
+                        .ignore()
+                        .lpush(queue, q.query_id)
+                        .ignore()
+                        .query_async::<()>(&mut c)
+                        .await
+                });
+                while let Some(r) = inflight.try_join_next() {
+                    r.expect("send task")?;
+                }
+            }
+            while let Some(r) = inflight.join_next().await {
+                r.expect("send task")?;
+            }
+        }
+    }
+    let sent_s = start.elapsed().as_secs_f64();
+
+    // Drain cheaply, so the bench's own reads barely show in the Redis
+    // figures: wait for the queue to empty and the last query sent to
+    // finish, then read every state once (and again only the unfinished).
+    let deadline = Instant::now() + opts.drain_timeout;
+    let queue = keys.queue();
+    while Instant::now() < deadline {
+        let len: u64 = redis::cmd("LLEN")
+            .arg(&queue)
+            .query_async(&mut conn)
+            .await?;
+        if len == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if let Some(last) = ids.last() {
+        while Instant::now() < deadline {
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(keys.state(last))
+                .query_async(&mut conn)
+                .await?;
+            if raw
+                .and_then(|r| serde_json::from_str::<QueryState>(&r).ok())
+                .is_some_and(|s| s.status.is_terminal())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut outcomes: Vec<Option<QueryState>> = vec![None; opts.n];
+    let mut pending: Vec<usize> = (0..opts.n).collect();
+    while !pending.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for chunk in pending.chunks(2000) {
+            let mut pipe = redis::pipe();
+            for &i in chunk {
+                pipe.get(keys.state(&ids[i]));
+            }
+            let raws: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            for (&i, raw) in chunk.iter().zip(raws) {
+                match raw.and_then(|r| serde_json::from_str::<QueryState>(&r).ok()) {
+                    Some(s) if s.status.is_terminal() => outcomes[i] = Some(s),
+                    _ => still.push(i),
+                }
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let after = redis_counters(&mut conn).await?;
+    let proc_after: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
+
+    let mut e2e = Vec::with_capacity(opts.n);
+    let mut per_layer: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut by_status: HashMap<String, usize> = HashMap::new();
+    let mut last_done: Option<DateTime<Utc>> = None;
+    for (i, s) in outcomes.iter().enumerate() {
+        let Some(s) = s else { continue };
+        *by_status.entry(s.status.to_string()).or_default() += 1;
+        if let Some(done) = s.completed_at.as_deref().and_then(parse_timestamp) {
+            e2e.push((done - intended[i]).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            last_done = Some(last_done.map_or(done, |l: DateTime<Utc>| l.max(done)));
+        }
+        if s.status != QueryStatus::Failed {
+            for a in &s.layer_attempts {
+                if a.outcome != crate::state::Outcome::Skipped {
+                    per_layer
+                        .entry(a.layer.clone())
+                        .or_default()
+                        .push(a.latency_ms);
+                }
+            }
+        }
+    }
+    let completed = e2e.len();
+    let span_s = last_done
+        .map(|l| (l - start_wall).num_microseconds().unwrap_or(0) as f64 / 1e6)
+        .unwrap_or(f64::INFINITY);
+    let per_q = |x: f64| {
+        if completed == 0 {
+            0.0
+        } else {
+            x / completed as f64
+        }
+    };
+    let (mut cpu_ms, mut rss) = (0.0, 0.0f64);
+    let mut seen = Vec::new();
+    for ((name, _), (b, a)) in pids.iter().zip(proc_before.iter().zip(&proc_after)) {
+        if let (Some(b), Some(a)) = (b, a) {
+            cpu_ms += a.0 - b.0;
+            rss = rss.max(a.1 / 1024.0);
+            seen.push(name.clone());
+        }
+    }
+
+    // Clean up what the bench wrote.
+    for chunk in ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.del(keys.state(id))
+                .ignore()
+                .del(keys.done(id))
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+    }
+    if opts.layer0_ratio > 0.0 {
+        for g in &grains {
+            bb.delete_grain(&g.fact_id).await?;
+        }
+    }
+
+    Ok(BenchReport {
+        mode: opts.mode,
+        sent: opts.n,
+        completed,
+        by_status,
+        enqueue_rate: opts.n as f64 / sent_s.max(1e-9),
+        throughput: completed as f64 / span_s.max(1e-9),
+        end_to_end_ms: Latency::of(e2e),
+        layer_ms: per_layer
+            .into_iter()
+            .map(|(k, v)| (k, Latency::of(v)))
+            .collect(),
+        redis_commands_per_query: per_q((after.calls - before.calls) as f64),
+        redis_cpu_us_per_query: per_q(after.cpu_us - before.cpu_us),
+        daemon_cpu_ms_per_1k: (!seen.is_empty()).then(|| per_q(cpu_ms) * 1000.0),
+        daemon_peak_rss_mb: (!seen.is_empty()).then_some(rss),
+        daemons: seen,
+    })
+}
+
+impl BenchReport {
+    /// The human table.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let _ = writeln!(o, "mode                 {:?}", self.mode);
+        let _ = writeln!(
+            o,
+            "queries              {} sent, {} completed {:?}",
+            self.sent, self.completed, self.by_status
+        );
+        let _ = writeln!(o, "enqueue rate         {:.0} /s", self.enqueue_rate);
+        let _ = writeln!(o, "throughput           {:.0} /s", self.throughput);
+        let l = &self.end_to_end_ms;
+        let _ = writeln!(
+            o,
+            "end-to-end ms        p50 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            l.p50, l.p95, l.p99, l.p999, l.max
+        );
+        let mut layers: Vec<_> = self.layer_ms.iter().collect();
+        layers.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, l) in layers {
+            let _ = writeln!(
+                o,
+                "{name:<8} ms          p50 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} attempts)",
+                l.p50, l.p95, l.p99, l.p999, l.max, l.count
+            );
+        }
+        let _ = writeln!(
+            o,
+            "redis commands/query {:.1}",
+            self.redis_commands_per_query
+        );
+        let _ = writeln!(o, "redis CPU µs/query   {:.1}", self.redis_cpu_us_per_query);
+        match (self.daemon_cpu_ms_per_1k, self.daemon_peak_rss_mb) {
+            (Some(c), Some(r)) => {
+                let _ = writeln!(o, "daemon CPU           {c:.1} ms per 1,000 queries");
+                let _ = writeln!(
+                    o,
+                    "daemon peak RSS      {r:.1} MB ({})",
+                    self.daemons.join(", ")
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "daemon CPU/RSS       (no daemon process on this machine)"
+                );
+            }
+        }
+        o.trim_end().to_string()
+    }
+}

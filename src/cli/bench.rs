@@ -1,0 +1,115 @@
+//! `kitbash bench`: load generator and report against a running deployment.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::common;
+use crate::bench::{self, BenchOptions, Mode};
+
+/// How queries are sent.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Push all queries at once, then drain.
+    Backlog,
+    /// Send at a fixed rate (open loop).
+    Paced,
+}
+
+/// Arguments of `kitbash bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Backlog (push N, drain) or paced (fixed rate).
+    #[arg(long, value_enum, default_value = "backlog")]
+    pub mode: ModeArg,
+    /// Queries to send.
+    #[arg(long, short = 'n', default_value_t = 20_000)]
+    pub n: usize,
+    /// Queries per second, paced mode.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Mix: `layer0` (all grain hits), `worker` (all escalate past layer0),
+    /// or a layer0 share such as `0.8`.
+    #[arg(long, default_value = "layer0")]
+    pub mix: String,
+    /// Bench grains to load.
+    #[arg(long, default_value_t = 1_000)]
+    pub grains: usize,
+    /// Seconds to wait for the last outcomes.
+    #[arg(long, default_value_t = 120.0)]
+    pub drain_timeout: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the bench and prints the report.
+pub fn run(file: Option<PathBuf>, args: BenchArgs) -> ExitCode {
+    let settings = match common::settings(file) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let ratio = match args.mix.as_str() {
+        "layer0" => 1.0,
+        "worker" => 0.0,
+        r => match r.parse::<f64>() {
+            Ok(x) if (0.0..=1.0).contains(&x) => x,
+            _ => {
+                eprintln!(
+                    "kitbash bench: --mix must be layer0, worker or a share in [0, 1], got {r:?}"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let rt = match common::runtime() {
+        Ok(rt) => rt,
+        Err(c) => return c,
+    };
+    rt.block_on(async move {
+        let mut settings = settings;
+        // The bench's own writes must never be refused by backpressure.
+        settings.orchestrator.max_queue_len = u64::MAX;
+        let bb = match common::blackboard(&settings).await {
+            Ok(b) => b,
+            Err(c) => return c,
+        };
+        let opts = BenchOptions {
+            mode: match args.mode {
+                ModeArg::Backlog => Mode::Backlog,
+                ModeArg::Paced => Mode::Paced,
+            },
+            n: args.n,
+            rate: args.rate,
+            layer0_ratio: ratio,
+            grains: args.grains,
+            drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+        };
+        match bench::run(&bb, &opts).await {
+            Ok(report) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("report serializes")
+                    );
+                } else {
+                    println!("{}", report.table());
+                }
+                if report.completed < report.sent {
+                    eprintln!(
+                        "kitbash bench: only {} of {} queries finished within {} s",
+                        report.completed, report.sent, args.drain_timeout
+                    );
+                    return ExitCode::from(1);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kitbash bench: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}
