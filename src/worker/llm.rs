@@ -1,30 +1,995 @@
-//! PLACEHOLDER: a helper implements this module.
+//! The llm backend (layer4): a large LLM behind KoboldCpp or any
+//! OpenAI-compatible server, chosen by `workers.llm.backend`.
+//!
+//! # KoboldCpp (`backend: kobold`)
+//!
+//! - Answer: `POST /api/v1/generate` with `{"prompt", "max_length",
+//!   "temperature": 0, "logprobs": true, "genkey"}`; the text is
+//!   `results[0].text`.
+//! - Log-probabilities: KoboldCpp versions that have them return them in
+//!   the same answer (`results[0].logprobs.content`, OpenAI's per-token
+//!   shape) when asked with `"logprobs": true`; when the answer does not
+//!   carry them, `POST /api/extra/last_logprobs` with our `genkey` (so that
+//!   another client's generation is never read as ours) returns
+//!   `{"logprobs": {"content": […]}}`. Support is learned once: from
+//!   `GET /api/extra/version` (`{"result":"KoboldCpp","version":"1.x"}`)
+//!   at the first health check, and for certain from a 404 on
+//!   `last_logprobs`. Without log-probabilities the answer gets
+//!   `workers.llm.fixed_confidence`.
+//! - KoboldCpp records probabilities *after* its samplers, and its greedy
+//!   mode (temperature 0) keeps a single candidate: every token then reports
+//!   probability 1, which says nothing. Such numbers are recognised
+//!   ([`TokenLogprobs::is_informative`]) and `fixed_confidence` is used.
+//! - Health: `GET /api/v1/model` answers 200.
+//! - `workers.llm.api_key`, when set, is sent as `Authorization: Bearer`
+//!   here too: it is how KoboldCpp's `--password` is given.
+//!
+//! # OpenAI-compatible (`backend: openai`)
+//!
+//! - Answer: `POST /v1/chat/completions` with `{"model", "messages":
+//!   [{"role":"user","content": prompt}], "max_tokens", "temperature": 0,
+//!   "logprobs": true, "top_logprobs": 2}`; the text is
+//!   `choices[0].message.content`, the log-probabilities
+//!   `choices[0].logprobs.content[i].logprob` (and `top_logprobs` for the
+//!   top-2 margin). No log-probabilities (`"logprobs": null`, or a server
+//!   that rejects the parameter with a 400 naming it, after which it is no
+//!   longer sent) means `fixed_confidence`.
+//! - `workers.llm.api_key` goes in `Authorization: Bearer <key>` and
+//!   nowhere else: not in `Debug`/`Display` of the backend, not in errors
+//!   (server messages are scrubbed of it), not in logs.
+//! - Without `workers.llm.model`, the first model `GET /v1/models` lists is
+//!   used (llama.cpp's and KoboldCpp's OpenAI endpoints ignore the field;
+//!   vLLM and OpenAI need it).
+//! - Health: `GET /v1/models` (with the key) answers 200.
+//!
+//! # Both
+//!
+//! The confidence is computed by [`super::logprobs`]. Every request's
+//! timeout is the smaller of `request_timeout_ms` and the time left before
+//! the job's deadline. A busy server (HTTP 503 or 429) is asked again after
+//! 50 ms, 100 ms, 200 ms, … (at most 2 s, or its `Retry-After`) while the
+//! deadline allows, then the job fails with [`BackendError::Busy`]. A
+//! refused connection or a request timeout is [`BackendError::Unreachable`]
+//! (a timeout cut short by the job's deadline is [`BackendError::Deadline`]);
+//! an answer that is not the documented shape (not JSON, HTML, missing
+//! fields) is [`BackendError::BadResponse`].
+//!
+//! The HTTP plumbing (timeouts, retries, error classification, secret
+//! scrubbing) lives in the private `http` submodule, shared with the bitnet
+//! backend.
 
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::backend::{Backend, BackendAnswer, BackendError};
-use crate::config::LlmSettings;
+use super::logprobs::TokenLogprobs;
+use crate::config::{LlmBackend as Protocol, LlmSettings};
 
-/// Client of KoboldCpp or an OpenAI-compatible server.
-pub struct LlmBackend {}
+/// Shared HTTP client plumbing for the model-server backends.
+pub(super) mod http {
+    use std::fmt;
+    use std::time::Duration;
+
+    use reqwest::StatusCode;
+    use serde_json::Value;
+    use tokio::time::Instant;
+
+    use crate::config::Secret;
+    use crate::worker::backend::BackendError;
+
+    /// First wait after a busy answer; doubled each time.
+    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    /// Longest wait between two attempts.
+    const MAX_BACKOFF: Duration = Duration::from_secs(2);
+    /// How much of a server's text an error message quotes.
+    const QUOTE_CHARS: usize = 120;
+
+    /// One answered HTTP request.
+    #[derive(Debug)]
+    pub(crate) struct Reply {
+        /// The status code.
+        pub status: StatusCode,
+        /// The `Content-Type`, if any.
+        pub content_type: Option<String>,
+        /// The whole body.
+        pub body: Vec<u8>,
+        retry_after: Option<Duration>,
+    }
+
+    impl Reply {
+        /// The body as JSON, or `BadResponse` naming `what` and quoting the
+        /// start of the body.
+        pub fn json(&self, client: &HttpClient, what: &str) -> Result<Value, BackendError> {
+            serde_json::from_slice(&self.body).map_err(|_| {
+                BackendError::BadResponse(format!(
+                    "{what} is not JSON ({}): {}",
+                    self.content_type.as_deref().unwrap_or("no content type"),
+                    client.quote(&self.body)
+                ))
+            })
+        }
+
+        /// The server's own explanation of an error status, scrubbed of the
+        /// secret: `error.message` (OpenAI, llama.cpp), `detail.msg`
+        /// (KoboldCpp), `error` as a string, or the start of the body.
+        pub fn message(&self, client: &HttpClient) -> String {
+            let from_json = serde_json::from_slice::<Value>(&self.body)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/error/message")
+                        .or_else(|| v.pointer("/detail/msg"))
+                        .or_else(|| v.get("error").filter(|e| e.is_string()))
+                        .or_else(|| v.get("message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
+            match from_json {
+                Some(m) => client.quote(m.as_bytes()),
+                None if self.body.is_empty() => "(empty body)".to_string(),
+                None => client.quote(&self.body),
+            }
+        }
+    }
+
+    /// Why a request got no HTTP answer.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(crate) enum Failure {
+        /// The connection was refused or could not be made.
+        Connect(String),
+        /// No answer within the timeout.
+        Timeout,
+        /// Anything else on the way (reset, bad HTTP).
+        Other(String),
+    }
+
+    /// A client for one server: base URL, timeout, optional bearer token.
+    pub(crate) struct HttpClient {
+        client: reqwest::Client,
+        setting: String,
+        base: String,
+        shown: String,
+        request_timeout: Duration,
+        bearer: Option<Secret>,
+    }
+
+    impl fmt::Debug for HttpClient {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("HttpClient")
+                .field("url", &self.shown)
+                .field("request_timeout", &self.request_timeout)
+                .field("bearer", &self.bearer.as_ref().map(|_| "***"))
+                .finish()
+        }
+    }
+
+    /// `url` with any `user:password@` replaced by `***@`, for messages.
+    pub(crate) fn redact_url(url: &str) -> String {
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                match rest[..end].rfind('@') {
+                    Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                    None => url.to_string(),
+                }
+            }
+            None => url.to_string(),
+        }
+    }
+
+    /// The innermost cause of a transport error (`Connection refused (os
+    /// error 111)`), without the URL reqwest puts on the outside.
+    fn root_cause(e: &reqwest::Error) -> String {
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        cause.to_string()
+    }
+
+    impl HttpClient {
+        /// A client for `url`; `setting` names the configuration section in
+        /// messages (`workers.llm`).
+        pub fn new(
+            url: &str,
+            request_timeout_ms: u64,
+            bearer: Option<Secret>,
+            setting: &str,
+        ) -> Result<Self, String> {
+            let shown = redact_url(url.trim_end_matches('/'));
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| format!("{setting}.url {shown:?} is not a URL: {e}"))?;
+            match parsed.scheme() {
+                "http" | "https" => {}
+                other => {
+                    return Err(format!(
+                        "{setting}.url {shown:?}: scheme {other:?} is not supported; use http:// or https://"
+                    ));
+                }
+            }
+            if request_timeout_ms == 0 {
+                return Err(format!(
+                    "{setting}.request_timeout_ms must be above 0 (milliseconds allowed for one request)"
+                ));
+            }
+            let client = reqwest::Client::builder()
+                .user_agent(concat!("kitbash/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("cannot set up the HTTP client for {shown}: {e}"))?;
+            Ok(Self {
+                client,
+                setting: setting.to_string(),
+                base: url.trim_end_matches('/').to_string(),
+                shown,
+                request_timeout: Duration::from_millis(request_timeout_ms),
+                bearer: bearer.filter(|s| !s.expose().is_empty()),
+            })
+        }
+
+        /// The base URL as messages show it (no credentials).
+        pub fn shown(&self) -> &str {
+            &self.shown
+        }
+
+        /// The configured timeout of one request.
+        pub fn request_timeout(&self) -> Duration {
+            self.request_timeout
+        }
+
+        /// Replaces the secret in `text` by `***`.
+        pub fn scrub(&self, text: &str) -> String {
+            match &self.bearer {
+                Some(secret) => text.replace(secret.expose(), "***"),
+                None => text.to_string(),
+            }
+        }
+
+        /// A short, printable, scrubbed quote of a server's text.
+        pub fn quote(&self, body: &[u8]) -> String {
+            let text = String::from_utf8_lossy(body);
+            let text = self.scrub(&text);
+            let mut out: String = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(QUOTE_CHARS)
+                .collect();
+            if text.chars().count() > QUOTE_CHARS {
+                out.push('…');
+            }
+            out
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("{}{path}", self.base)
+        }
+
+        async fn send(
+            &self,
+            req: reqwest::RequestBuilder,
+            timeout: Duration,
+        ) -> Result<Reply, Failure> {
+            let req = match &self.bearer {
+                Some(secret) => req.bearer_auth(secret.expose()),
+                None => req,
+            };
+            let classify = |e: reqwest::Error| {
+                if e.is_timeout() {
+                    Failure::Timeout
+                } else if e.is_connect() {
+                    Failure::Connect(root_cause(&e))
+                } else {
+                    Failure::Other(root_cause(&e))
+                }
+            };
+            let resp = req.timeout(timeout).send().await.map_err(classify)?;
+            let status = resp.status();
+            let header = |name: reqwest::header::HeaderName| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let content_type = header(reqwest::header::CONTENT_TYPE);
+            let retry_after = header(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = resp.bytes().await.map_err(classify)?.to_vec();
+            Ok(Reply {
+                status,
+                content_type,
+                body,
+                retry_after,
+            })
+        }
+
+        /// `GET path` once, within `timeout`.
+        pub async fn get(&self, path: &str, timeout: Duration) -> Result<Reply, Failure> {
+            self.send(self.client.get(self.url(path)), timeout).await
+        }
+
+        /// `POST path` once with a JSON body, within `timeout`.
+        pub async fn post_once(
+            &self,
+            path: &str,
+            body: &Value,
+            timeout: Duration,
+        ) -> Result<Reply, Failure> {
+            self.send(self.client.post(self.url(path)).json(body), timeout)
+                .await
+        }
+
+        /// A `check()` reason for a request that got no answer.
+        pub fn check_failure(&self, path: &str, f: &Failure, timeout: Duration) -> String {
+            match f {
+                Failure::Connect(cause) => {
+                    format!("server unreachable at {}: {cause}", self.shown)
+                }
+                Failure::Timeout => format!(
+                    "no answer from {}{path} within {} ms",
+                    self.shown,
+                    timeout.as_millis()
+                ),
+                Failure::Other(cause) => {
+                    format!("{}{path}: {}", self.shown, self.scrub(cause))
+                }
+            }
+        }
+
+        /// The timeout of one request started now: the configured one, or
+        /// less when the deadline comes first (`true`: the deadline bounds
+        /// it). `None` when the deadline has passed.
+        pub fn timeout_before(&self, deadline: Instant) -> Option<(Duration, bool)> {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                None
+            } else if left < self.request_timeout {
+                Some((left, true))
+            } else {
+                Some((self.request_timeout, false))
+            }
+        }
+
+        /// The [`BackendError`] for a request that got no answer.
+        pub fn answer_failure(&self, path: &str, f: Failure, deadline_bound: bool) -> BackendError {
+            match f {
+                Failure::Timeout if deadline_bound => BackendError::Deadline,
+                Failure::Timeout => BackendError::Unreachable(format!(
+                    "no answer from {}{path} within {} ms (request_timeout_ms)",
+                    self.shown,
+                    self.request_timeout.as_millis()
+                )),
+                Failure::Connect(cause) => {
+                    BackendError::Unreachable(format!("cannot connect to {}: {cause}", self.shown))
+                }
+                Failure::Other(cause) => BackendError::Unreachable(format!(
+                    "{}{path}: {}",
+                    self.shown,
+                    self.scrub(&cause)
+                )),
+            }
+        }
+
+        /// `POST path` with a JSON body before `deadline`. A busy server
+        /// (503, 429) is asked again with exponential backoff from 50 ms
+        /// while the deadline allows, then `Busy`. Any other status is
+        /// returned for the caller to judge.
+        pub async fn post_json(
+            &self,
+            path: &str,
+            body: &Value,
+            deadline: Instant,
+        ) -> Result<Reply, BackendError> {
+            let mut backoff = FIRST_BACKOFF;
+            let mut busy: Option<(u32, String)> = None;
+            loop {
+                let Some((timeout, deadline_bound)) = self.timeout_before(deadline) else {
+                    return Err(match busy {
+                        Some((n, why)) => self.busy(path, n, &why),
+                        None => BackendError::Deadline,
+                    });
+                };
+                let reply = self
+                    .post_once(path, body, timeout)
+                    .await
+                    .map_err(|f| self.answer_failure(path, f, deadline_bound))?;
+                if reply.status != StatusCode::SERVICE_UNAVAILABLE
+                    && reply.status != StatusCode::TOO_MANY_REQUESTS
+                {
+                    return Ok(reply);
+                }
+                let why = format!("HTTP {}: {}", reply.status.as_u16(), reply.message(self));
+                let attempts = busy.as_ref().map_or(1, |(n, _)| n + 1);
+                let wait = reply
+                    .retry_after
+                    .map_or(backoff, |r| r.min(MAX_BACKOFF).max(backoff));
+                if Instant::now() + wait >= deadline {
+                    return Err(self.busy(path, attempts, &why));
+                }
+                tracing::debug!(url = %self.shown, path, attempts, wait_ms = wait.as_millis() as u64, "server busy; asking again");
+                busy = Some((attempts, why));
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+
+        fn busy(&self, path: &str, attempts: u32, why: &str) -> BackendError {
+            BackendError::Busy(format!(
+                "{}{path} answered {why} ({attempts} attempts)",
+                self.shown
+            ))
+        }
+
+        /// The [`BackendError`] for an answer with an unexpected status.
+        pub fn status_error(&self, path: &str, reply: &Reply, hint: &str) -> BackendError {
+            let code = reply.status.as_u16();
+            let hint = match code {
+                401 | 403 => self.credentials_hint(),
+                404 => hint.to_string(),
+                _ => String::new(),
+            };
+            BackendError::Other(format!(
+                "{}{path} answered HTTP {code}: {}{hint}",
+                self.shown,
+                reply.message(self)
+            ))
+        }
+
+        /// What to check when the server refuses a request (401, 403).
+        pub fn credentials_hint(&self) -> String {
+            match &self.bearer {
+                Some(_) => format!(
+                    " (the server refused the credentials: check {}.api_key)",
+                    self.setting
+                ),
+                None => " (the server wants credentials, and none are configured)".to_string(),
+            }
+        }
+    }
+}
+
+use http::HttpClient;
+
+/// KoboldCpp releases from this one on have `/api/extra/last_logprobs`
+/// (approximately: a 404 on it is what settles the question).
+const KOBOLD_LOGPROBS_SINCE: (u32, u32) = (1, 67);
+/// Longest a health check waits for the server.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What we know about a KoboldCpp server's log-probabilities.
+const LP_UNKNOWN: u8 = 0;
+/// They come back in the generate answer.
+const LP_INLINE: u8 = 1;
+/// They come from `/api/extra/last_logprobs`.
+const LP_ENDPOINT: u8 = 2;
+/// The server has none.
+const LP_NONE: u8 = 3;
+
+/// Per-protocol state.
+enum Kind {
+    Kobold {
+        /// One of the `LP_*` values.
+        logprobs: AtomicU8,
+        /// `/api/extra/version` was read (or is not there).
+        version_known: AtomicBool,
+        /// The model name `/api/v1/model` gave.
+        model: Mutex<Option<String>>,
+    },
+    OpenAi {
+        /// The model `/v1/models` listed first, used when none is configured.
+        listed_model: Mutex<Option<String>>,
+        /// The server rejected `logprobs`; they are no longer asked for.
+        no_logprobs: AtomicBool,
+    },
+}
+
+/// Client of KoboldCpp or an OpenAI-compatible server. Its `Debug` and
+/// `Display` never show the API key.
+pub struct LlmBackend {
+    http: HttpClient,
+    kind: Kind,
+    prompt_template: String,
+    max_tokens: u32,
+    fixed_confidence: f64,
+    model: Option<String>,
+}
+
+impl fmt::Debug for LlmBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmBackend")
+            .field("protocol", &self.protocol_name())
+            .field("url", &self.http.shown())
+            .field("model", &self.model)
+            .field("max_tokens", &self.max_tokens)
+            .field("fixed_confidence", &self.fixed_confidence)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for LlmBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} server at {}",
+            self.protocol_name(),
+            self.http.shown()
+        )
+    }
+}
+
+fn lock<T: Clone>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn store<T>(m: &Mutex<Option<T>>, value: T) {
+    *m.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+}
+
+/// `"1.82.4.yr0-ROCm"` → `(1, 82)`.
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split('.');
+    let major = parts.next()?.trim().parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
 
 impl LlmBackend {
     /// A client for `settings.url` speaking `settings.backend`.
     pub fn new(settings: &LlmSettings) -> Result<Self, String> {
-        let _ = settings;
-        Err("not implemented yet".into())
+        if !settings.prompt_template.contains("{query}") {
+            return Err(
+                "workers.llm.prompt_template has no {query}: the question would never reach the model"
+                    .into(),
+            );
+        }
+        if settings.max_tokens == 0 {
+            return Err("workers.llm.max_tokens must be at least 1".into());
+        }
+        let http = HttpClient::new(
+            &settings.url,
+            settings.request_timeout_ms,
+            settings.api_key.clone(),
+            "workers.llm",
+        )?;
+        let kind = match settings.backend {
+            Protocol::Kobold => Kind::Kobold {
+                logprobs: AtomicU8::new(LP_UNKNOWN),
+                version_known: AtomicBool::new(false),
+                model: Mutex::new(None),
+            },
+            Protocol::Openai => Kind::OpenAi {
+                listed_model: Mutex::new(None),
+                no_logprobs: AtomicBool::new(false),
+            },
+        };
+        Ok(Self {
+            http,
+            kind,
+            prompt_template: settings.prompt_template.clone(),
+            max_tokens: settings.max_tokens,
+            fixed_confidence: settings.fixed_confidence.clamp(0.0, 1.0),
+            model: settings.model.clone().filter(|m| !m.is_empty()),
+        })
+    }
+
+    fn protocol_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Kobold { .. } => "KoboldCpp",
+            Kind::OpenAi { .. } => "OpenAI-compatible",
+        }
+    }
+
+    fn prompt(&self, text: &str) -> String {
+        self.prompt_template.replace("{query}", text)
+    }
+
+    /// The confidence of an answer: from its tokens when they say anything,
+    /// else the configured fixed one.
+    fn confidence_of(&self, tokens: Option<TokenLogprobs>) -> f64 {
+        tokens
+            .filter(TokenLogprobs::is_informative)
+            .and_then(|t| t.confidence())
+            .unwrap_or(self.fixed_confidence)
+    }
+
+    /// Reads KoboldCpp's version once; servers too old for log-probabilities
+    /// are not asked for them.
+    async fn probe_kobold_version(&self, logprobs: &AtomicU8, version_known: &AtomicBool) {
+        if version_known.load(Ordering::Relaxed) || logprobs.load(Ordering::Relaxed) != LP_UNKNOWN {
+            return;
+        }
+        let path = "/api/extra/version";
+        let timeout = self.http.request_timeout().min(CHECK_TIMEOUT);
+        let Ok(reply) = self.http.get(path, timeout).await else {
+            return;
+        };
+        version_known.store(true, Ordering::Relaxed);
+        let value: Option<Value> = serde_json::from_slice(&reply.body).ok();
+        let version = value
+            .as_ref()
+            .filter(|_| reply.status.is_success())
+            .and_then(|v| v.get("version"))
+            .and_then(Value::as_str);
+        match version.and_then(parse_version) {
+            Some(v) if v < KOBOLD_LOGPROBS_SINCE => {
+                tracing::info!(url = %self.http.shown(), version = version.unwrap_or(""), "KoboldCpp too old for log-probabilities; answers get workers.llm.fixed_confidence");
+                logprobs.store(LP_NONE, Ordering::Relaxed);
+            }
+            Some(_) => {
+                tracing::debug!(url = %self.http.shown(), version = version.unwrap_or(""), "KoboldCpp version")
+            }
+            None => {
+                tracing::debug!(url = %self.http.shown(), "no KoboldCpp version at {path}; log-probability support is learned from the answers")
+            }
+        }
+    }
+
+    async fn check_kobold(&self) -> Result<(), String> {
+        let Kind::Kobold {
+            logprobs,
+            version_known,
+            model,
+        } = &self.kind
+        else {
+            unreachable!("kobold check on another protocol");
+        };
+        let path = "/api/v1/model";
+        let timeout = self.http.request_timeout().min(CHECK_TIMEOUT);
+        let reply = self
+            .http
+            .get(path, timeout)
+            .await
+            .map_err(|f| self.http.check_failure(path, &f, timeout))?;
+        if !reply.status.is_success() {
+            return Err(format!(
+                "{}{path} answered HTTP {}: {}",
+                self.http.shown(),
+                reply.status.as_u16(),
+                reply.message(&self.http)
+            ));
+        }
+        if let Some(name) = serde_json::from_slice::<Value>(&reply.body)
+            .ok()
+            .and_then(|v| v.get("result").and_then(Value::as_str).map(str::to_string))
+        {
+            store(model, name);
+        }
+        self.probe_kobold_version(logprobs, version_known).await;
+        Ok(())
+    }
+
+    async fn check_openai(&self) -> Result<(), String> {
+        let Kind::OpenAi { listed_model, .. } = &self.kind else {
+            unreachable!("openai check on another protocol");
+        };
+        let path = "/v1/models";
+        let timeout = self.http.request_timeout().min(CHECK_TIMEOUT);
+        let reply = self
+            .http
+            .get(path, timeout)
+            .await
+            .map_err(|f| self.http.check_failure(path, &f, timeout))?;
+        if !reply.status.is_success() {
+            let hint = match reply.status.as_u16() {
+                401 | 403 => self.http.credentials_hint(),
+                _ => String::new(),
+            };
+            return Err(format!(
+                "{}{path} answered HTTP {}: {}{hint}",
+                self.http.shown(),
+                reply.status.as_u16(),
+                reply.message(&self.http)
+            ));
+        }
+        if self.model.is_none()
+            && let Some(id) = serde_json::from_slice::<Value>(&reply.body)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/data/0/id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+        {
+            store(listed_model, id);
+        }
+        Ok(())
+    }
+
+    async fn answer_kobold(
+        &self,
+        text: &str,
+        deadline: Instant,
+    ) -> Result<Option<BackendAnswer>, BackendError> {
+        let Kind::Kobold {
+            logprobs, model, ..
+        } = &self.kind
+        else {
+            unreachable!("kobold answer on another protocol");
+        };
+        let path = "/api/v1/generate";
+        let genkey = format!("KB{}", uuid::Uuid::new_v4().simple());
+        let body = json!({
+            "prompt": self.prompt(text),
+            "max_length": self.max_tokens,
+            "temperature": 0,
+            "logprobs": true,
+            "genkey": genkey,
+        });
+        let reply = self.http.post_json(path, &body, deadline).await?;
+        if !reply.status.is_success() {
+            return Err(self.http.status_error(
+                path,
+                &reply,
+                " (not a KoboldCpp server? check workers.llm.backend)",
+            ));
+        }
+        let value = reply.json(&self.http, path)?;
+        let result = value.pointer("/results/0").ok_or_else(|| {
+            BackendError::BadResponse(format!(
+                "{path} answer has no results[0]: {}",
+                self.http.quote(value.to_string().as_bytes())
+            ))
+        })?;
+        let answer = result
+            .get("text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                BackendError::BadResponse(format!("{path} answer has no results[0].text string"))
+            })?
+            .trim()
+            .to_string();
+        if answer.is_empty() {
+            return Ok(None);
+        }
+
+        let mut tokens = None;
+        match result.get("logprobs") {
+            Some(lp) if lp.is_object() => {
+                logprobs.store(LP_INLINE, Ordering::Relaxed);
+                tokens = self.kobold_tokens(lp, path);
+            }
+            _ => {
+                let state = logprobs.load(Ordering::Relaxed);
+                if state != LP_NONE && state != LP_INLINE {
+                    tokens = self.kobold_last_logprobs(&genkey, logprobs, deadline).await;
+                }
+            }
+        }
+        Ok(Some(BackendAnswer {
+            text: answer,
+            confidence: self.confidence_of(tokens),
+            source: Some(lock(model).unwrap_or_else(|| "koboldcpp".to_string())),
+        }))
+    }
+
+    /// Reads KoboldCpp's logprobs object (`{"content": […]}`; older ones
+    /// only have `token_logprobs`).
+    fn kobold_tokens(&self, lp: &Value, path: &str) -> Option<TokenLogprobs> {
+        if let Some(content) = lp.get("content").and_then(Value::as_array) {
+            return match TokenLogprobs::from_openai_content(content) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(url = %self.http.shown(), "{path}: unreadable log-probabilities ({e}); using workers.llm.fixed_confidence");
+                    None
+                }
+            };
+        }
+        let list = lp.get("token_logprobs").and_then(Value::as_array)?;
+        let mut t = TokenLogprobs::default();
+        for l in list {
+            t.push(l.as_f64()?, None);
+        }
+        Some(t)
+    }
+
+    /// Asks `/api/extra/last_logprobs` for our generation's tokens.
+    async fn kobold_last_logprobs(
+        &self,
+        genkey: &str,
+        logprobs: &AtomicU8,
+        deadline: Instant,
+    ) -> Option<TokenLogprobs> {
+        let path = "/api/extra/last_logprobs";
+        let (timeout, _) = self.http.timeout_before(deadline)?;
+        let reply = match self
+            .http
+            .post_once(path, &json!({ "genkey": genkey }), timeout)
+            .await
+        {
+            Ok(r) => r,
+            Err(f) => {
+                tracing::debug!(url = %self.http.shown(), "{path}: {f:?}; using workers.llm.fixed_confidence");
+                return None;
+            }
+        };
+        if reply.status == reqwest::StatusCode::NOT_FOUND {
+            tracing::info!(url = %self.http.shown(), "this KoboldCpp has no {path}; answers get workers.llm.fixed_confidence");
+            logprobs.store(LP_NONE, Ordering::Relaxed);
+            return None;
+        }
+        if !reply.status.is_success() {
+            tracing::debug!(url = %self.http.shown(), status = reply.status.as_u16(), "{path} failed; using workers.llm.fixed_confidence");
+            return None;
+        }
+        let value: Value = match serde_json::from_slice(&reply.body) {
+            Ok(v) => v,
+            Err(_) => {
+                tracing::warn!(url = %self.http.shown(), "{path} did not answer JSON; using workers.llm.fixed_confidence");
+                return None;
+            }
+        };
+        // `{"logprobs": null}`: another generation ran since ours.
+        let lp = value.get("logprobs").filter(|v| v.is_object())?;
+        logprobs.store(LP_ENDPOINT, Ordering::Relaxed);
+        self.kobold_tokens(lp, path)
+    }
+
+    async fn answer_openai(
+        &self,
+        text: &str,
+        deadline: Instant,
+    ) -> Result<Option<BackendAnswer>, BackendError> {
+        let Kind::OpenAi {
+            listed_model,
+            no_logprobs,
+        } = &self.kind
+        else {
+            unreachable!("openai answer on another protocol");
+        };
+        let path = "/v1/chat/completions";
+        let model = self.model.clone().or_else(|| lock(listed_model));
+        let mut body = json!({
+            "messages": [{"role": "user", "content": self.prompt(text)}],
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+        });
+        if let Some(m) = &model {
+            body["model"] = json!(m);
+        }
+        let mut asked_logprobs = !no_logprobs.load(Ordering::Relaxed);
+        if asked_logprobs {
+            body["logprobs"] = json!(true);
+            body["top_logprobs"] = json!(2);
+        }
+        let mut reply = self.http.post_json(path, &body, deadline).await?;
+        if asked_logprobs
+            && reply.status == reqwest::StatusCode::BAD_REQUEST
+            && reply.message(&self.http).contains("logprobs")
+        {
+            tracing::info!(url = %self.http.shown(), "the server does not take logprobs; asking without them (answers get workers.llm.fixed_confidence)");
+            no_logprobs.store(true, Ordering::Relaxed);
+            asked_logprobs = false;
+            if let Some(obj) = body.as_object_mut() {
+                obj.remove("logprobs");
+                obj.remove("top_logprobs");
+            }
+            reply = self.http.post_json(path, &body, deadline).await?;
+        }
+        if !reply.status.is_success() {
+            return Err(self.http.status_error(
+                path,
+                &reply,
+                " (not an OpenAI-compatible server? check workers.llm.url and workers.llm.backend)",
+            ));
+        }
+        let value = reply.json(&self.http, path)?;
+        let choice = value.pointer("/choices/0").ok_or_else(|| {
+            BackendError::BadResponse(format!(
+                "{path} answer has no choices[0]: {}",
+                self.http.quote(value.to_string().as_bytes())
+            ))
+        })?;
+        let content = choice.pointer("/message/content").ok_or_else(|| {
+            BackendError::BadResponse(format!("{path} answer has no choices[0].message.content"))
+        })?;
+        let answer = match content {
+            Value::Null => return Ok(None), // a refusal or a tool call
+            Value::String(s) => s.trim().to_string(),
+            _ => {
+                return Err(BackendError::BadResponse(format!(
+                    "{path}: choices[0].message.content is not a string"
+                )));
+            }
+        };
+        if answer.is_empty() {
+            return Ok(None);
+        }
+        let tokens = if asked_logprobs {
+            match choice
+                .pointer("/logprobs/content")
+                .and_then(Value::as_array)
+            {
+                Some(content) => match TokenLogprobs::from_openai_content(content) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::warn!(url = %self.http.shown(), "{path}: unreadable log-probabilities ({e}); using workers.llm.fixed_confidence");
+                        None
+                    }
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
+        let source = value
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .or(model)
+            .unwrap_or_else(|| "openai".to_string());
+        Ok(Some(BackendAnswer {
+            text: answer,
+            confidence: self.confidence_of(tokens),
+            source: Some(source),
+        }))
     }
 }
 
 impl Backend for LlmBackend {
     async fn answer(
         &self,
-        _text: &str,
-        _deadline: Instant,
+        text: &str,
+        deadline: Instant,
     ) -> Result<Option<BackendAnswer>, BackendError> {
-        Err(BackendError::Other("not implemented yet".into()))
+        match self.kind {
+            Kind::Kobold { .. } => self.answer_kobold(text, deadline).await,
+            Kind::OpenAi { .. } => self.answer_openai(text, deadline).await,
+        }
     }
+
     async fn check(&self) -> Result<(), String> {
-        Err("not implemented yet".into())
+        match self.kind {
+            Kind::Kobold { .. } => self.check_kobold().await,
+            Kind::OpenAi { .. } => self.check_openai().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http::redact_url;
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("1.102"), Some((1, 102)));
+        assert_eq!(parse_version("1.82.4.yr0-ROCm"), Some((1, 82)));
+        assert_eq!(parse_version("1.66"), Some((1, 66)));
+        assert_eq!(parse_version("banana"), None);
+        assert!(parse_version("1.66").unwrap() < KOBOLD_LOGPROBS_SINCE);
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(redact_url("http://user:pw@host:1/x"), "http://***@host:1/x");
+        assert_eq!(redact_url("http://host:1/a@b"), "http://host:1/a@b");
+        assert_eq!(redact_url("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut s = LlmSettings::default();
+        assert!(LlmBackend::new(&s).is_ok());
+        s.prompt_template = "no placeholder".into();
+        assert!(LlmBackend::new(&s).unwrap_err().contains("{query}"));
+        let s = LlmSettings {
+            url: "ftp://x".into(),
+            ..Default::default()
+        };
+        assert!(LlmBackend::new(&s).unwrap_err().contains("http"));
+        let s = LlmSettings {
+            request_timeout_ms: 0,
+            ..Default::default()
+        };
+        assert!(LlmBackend::new(&s).is_err());
     }
 }
