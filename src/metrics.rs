@@ -23,6 +23,9 @@ static WRITER: LazyLock<String> =
     LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string());
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// One sample in this many also trims its metric (see [`Blackboard::add_sample_to`]).
+pub const TRIM_EVERY: u64 = 64;
+
 /// The metric holding one layer's latencies, in ms.
 pub fn layer_latency_metric(layer: &str) -> String {
     format!("latency:{layer}")
@@ -123,32 +126,50 @@ pub struct LayerStats {
 }
 
 impl Blackboard {
-    /// Appends the commands recording one sample of `metric` to `pipe`:
-    /// ZADD, then the age and count trims and a TTL, so the set stays bounded
-    /// even when nothing else maintains it.
+    /// Appends the commands recording one sample of `metric` to `pipe`: a
+    /// ZADD, and on one sample in [`TRIM_EVERY`] of this process also the age
+    /// and count trims and a TTL. Between two trims a metric can exceed its
+    /// cap by at most that many samples per writer; [`Self::maintain`] (run
+    /// by every daemon every few seconds) trims every metric too.
     pub fn add_sample_to(&self, pipe: &mut redis::Pipeline, metric: &str, value: f64, ts_ms: i64) {
-        let key = self.keys.metric(metric);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let member = format!("{value}|{}{seq}", *WRITER);
-        let retention_ms = (self.limits.metric_retention_s * 1000) as i64;
-        pipe.zadd(&key, member, ts_ms)
-            .ignore()
-            .zrembyscore(&key, "-inf", format!("({}", ts_ms - retention_ms))
-            .ignore()
-            .zremrangebyrank(&key, 0, -(self.limits.metric_max_samples as isize) - 1)
-            .ignore()
-            .pexpire(&key, retention_ms)
-            .ignore();
+        self.add_sample(pipe, metric, value, ts_ms, seq, seq % TRIM_EVERY == 0);
     }
 
-    /// Records one sample of `metric`, stamped now.
+    fn add_sample(
+        &self,
+        pipe: &mut redis::Pipeline,
+        metric: &str,
+        value: f64,
+        ts_ms: i64,
+        seq: u64,
+        trim: bool,
+    ) {
+        let key = self.keys.metric(metric);
+        let member = format!("{value}|{}{seq}", *WRITER);
+        pipe.zadd(&key, member, ts_ms).ignore();
+        if trim {
+            let retention_ms = (self.limits.metric_retention_s * 1000) as i64;
+            pipe.zrembyscore(&key, "-inf", format!("({}", ts_ms - retention_ms))
+                .ignore()
+                .zremrangebyrank(&key, 0, -(self.limits.metric_max_samples as isize) - 1)
+                .ignore()
+                .pexpire(&key, retention_ms)
+                .ignore();
+        }
+    }
+
+    /// Records one sample of `metric`, stamped now, and trims the metric.
     pub async fn record_metric(&self, metric: &str, value: f64) -> Result<()> {
         let mut pipe = redis::pipe();
-        self.add_sample_to(
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        self.add_sample(
             &mut pipe,
             metric,
             value,
             chrono::Utc::now().timestamp_millis(),
+            seq,
+            true,
         );
         let mut conn = self.conn.clone();
         let key = self.keys.metric(metric);
@@ -222,11 +243,14 @@ impl Blackboard {
         let mut pipe = redis::pipe();
         self.add_attempt_to(&mut pipe, layer, outcome, latency_ms);
         if outcome != Outcome::Skipped {
-            self.add_sample_to(
+            let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+            self.add_sample(
                 &mut pipe,
                 &layer_latency_metric(layer),
                 latency_ms,
                 chrono::Utc::now().timestamp_millis(),
+                seq,
+                true,
             );
         }
         let mut conn = self.conn.clone();
@@ -293,6 +317,14 @@ impl Blackboard {
     /// TTL (by other clients) the configured one. The writers bound their
     /// own keys as they go; this catches what they could not.
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
+        let mut report = self.maintain_streams_and_metrics().await?;
+        report.states_given_ttl = self.give_states_a_ttl().await?;
+        Ok(report)
+    }
+
+    /// The cheap part of [`Self::maintain`], run by every daemon every few
+    /// seconds: the feed's cap, and every metric's age and count caps.
+    pub async fn maintain_streams_and_metrics(&self) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         let mut conn = self.conn.clone();
         let feed = self.keys.feed();
@@ -324,6 +356,14 @@ impl Blackboard {
             }
         }
 
+        Ok(report)
+    }
+
+    /// Gives the configured TTL to states written without one (by other
+    /// clients); returns how many. Scans every state: run it rarely.
+    pub async fn give_states_a_ttl(&self) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let mut given = 0;
         for chunk in self
             .scan_keys(&self.keys.state_pattern())
             .await?
@@ -344,10 +384,10 @@ impl Blackboard {
             }
             if n > 0 {
                 let _: () = fix.query_async(&mut conn).await?;
-                report.states_given_ttl += n;
+                given += n;
             }
         }
-        Ok(report)
+        Ok(given)
     }
 }
 

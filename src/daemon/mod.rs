@@ -218,6 +218,7 @@ impl Daemon {
             sh.clone(),
             background.clone(),
         ));
+        tracker.spawn(maintenance(bb.clone(), background.clone()));
         let reply_conn = connector.blocking(BLOCK_FOR).await?;
         tracker.spawn(replies::read_replies(
             bb.clone(),
@@ -400,6 +401,20 @@ async fn preload_states(sh: &Shared, entries: &[Vec<u8>]) -> Vec<Option<Option<S
         }
     }
     out
+}
+
+/// Keeps the feed and the metrics at their caps, every 10 s (the writers
+/// trim as they go, on a fraction of their writes; this catches the rest).
+async fn maintenance(bb: Blackboard, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        if let Err(e) = bb.maintain_streams_and_metrics().await {
+            tracing::debug!("maintenance pass failed: {e}");
+        }
+    }
 }
 
 /// Writes this daemon's health key every `heartbeat_interval_ms`.

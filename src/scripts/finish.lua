@@ -17,18 +17,18 @@
 -- Returns 1 when the query was finished now, 0 when it was terminal already.
 local current = redis.call('GET', KEYS[1])
 if current then
-  local ok, decoded = pcall(cjson.decode, current)
-  if ok and type(decoded) == 'table' then
-    local s = decoded['status']
-    if s == 'answered' or s == 'unanswered' or s == 'failed' then
-      redis.call('LREM', KEYS[2], 1, ARGV[2])
-      return 0
-    end
+  -- The first "status" key of the document is the top-level one in every
+  -- state a daemon writes (query_id and query_text come first, and a string
+  -- value cannot hold an unescaped quote). Reading it this way costs a
+  -- fraction of a cjson.decode of the whole state.
+  local s = string.match(current, '"status"%s*:%s*"(%a+)"')
+  if s == 'answered' or s == 'unanswered' or s == 'failed' then
+    redis.call('LREM', KEYS[2], 1, ARGV[2])
+    return 0
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('LREM', KEYS[2], 1, ARGV[2])
-redis.call('DEL', KEYS[3])
 redis.call('LPUSH', KEYS[3], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 local i = 8
