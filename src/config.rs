@@ -133,7 +133,7 @@ impl Default for Settings {
                 kind: LayerKind::Worker,
                 enabled: true,
                 timeout_ms: 500,
-                min_confidence: 0.6,
+                min_confidence: 0.55,
                 worker: Some(WorkerKind::Cartridge),
             },
         );

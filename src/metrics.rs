@@ -133,7 +133,14 @@ impl Blackboard {
     /// by every daemon every few seconds) trims every metric too.
     pub fn add_sample_to(&self, pipe: &mut redis::Pipeline, metric: &str, value: f64, ts_ms: i64) {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.add_sample(pipe, metric, value, ts_ms, seq, seq % TRIM_EVERY == 0);
+        self.add_sample(
+            pipe,
+            metric,
+            value,
+            ts_ms,
+            seq,
+            seq.is_multiple_of(TRIM_EVERY),
+        );
     }
 
     fn add_sample(
