@@ -29,7 +29,18 @@ pub fn run(file: Option<PathBuf>, args: ServeArgs) -> ExitCode {
     if let Some(id) = args.instance_id {
         loaded.settings.orchestrator.instance_id = Some(id);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = loaded.settings.orchestrator.worker_threads;
+    let built = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kitbash: cannot start the async runtime: {e}");

@@ -501,42 +501,77 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
     );
     let keys = sh.bb.keys();
     let o = &sh.settings.orchestrator;
-    let mut inv = FINISH.prepare_invoke();
-    inv.key(keys.state(&qid))
-        .key(&sh.processing_key)
-        .key(keys.done(&qid))
-        .key(keys.feed())
-        .arg(serde_json::to_string(&run.state).expect("state serializes"))
-        .arg(&run.entry)
-        .arg(o.state_ttl_s)
-        .arg(o.done_ttl_s)
-        .arg(status.as_str())
-        .arg(sh.bb.limits().feed_max_len)
-        .arg(run.events.len());
+    let script_keys = [
+        keys.state(&qid),
+        sh.processing_key.clone(),
+        keys.done(&qid),
+        keys.feed(),
+    ];
+    let mut args: Vec<Vec<u8>> = vec![
+        serde_json::to_vec(&run.state).expect("state serializes"),
+        run.entry.clone(),
+        o.state_ttl_s.to_string().into_bytes(),
+        o.done_ttl_s.to_string().into_bytes(),
+        status.as_str().as_bytes().to_vec(),
+        sh.bb.limits().feed_max_len.to_string().into_bytes(),
+        run.events.len().to_string().into_bytes(),
+    ];
     for e in &run.events {
         let fields = e.fields();
-        inv.arg(fields.len());
+        args.push(fields.len().to_string().into_bytes());
         for (k, v) in fields {
-            inv.arg(k).arg(v);
+            args.push(k.as_bytes().to_vec());
+            args.push(v.into_bytes());
         }
+    }
+    // One round trip: the script (EVALSHA), then the counters and samples.
+    let mut evalsha = redis::cmd("EVALSHA");
+    evalsha.arg(FINISH.get_hash()).arg(script_keys.len());
+    for k in &script_keys {
+        evalsha.arg(k);
+    }
+    for a in &args {
+        evalsha.arg(a);
+    }
+    let mut pipe = redis::pipe();
+    pipe.add_command(evalsha);
+    for c in run.extra.cmd_iter() {
+        pipe.add_command(c.clone()).ignore();
     }
     let mut conn = sh.bb.connection();
     let mut delay = Duration::from_millis(100);
+    let mut counted = false;
     loop {
-        // The script first (EVALSHA, loaded again on NOSCRIPT), then the
-        // counters: two commands, but the counters only after the outcome.
-        match inv.invoke_async::<i64>(&mut conn).await {
+        let written: redis::RedisResult<i64> = if counted {
+            // The counters went with the first try; only the script is left.
+            let mut inv = FINISH.prepare_invoke();
+            for k in &script_keys {
+                inv.key(k);
+            }
+            for a in &args {
+                inv.arg(a);
+            }
+            inv.invoke_async(&mut conn).await
+        } else {
+            pipe.query_async::<(i64,)>(&mut conn).await.map(|(w,)| w)
+        };
+        match written {
             Ok(1) => {
-                if let Err(e) = run.extra.query_async::<()>(&mut conn).await {
-                    tracing::warn!(query_id = %qid, "finished, but counters were not written: {e}");
-                }
                 sh.status.prom.query_finished(status.as_str(), latency_ms);
                 tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
                 return;
             }
             Ok(_) => {
-                tracing::info!(query_id = %qid, "outcome was written already (duplicate delivery); nothing recorded twice");
+                tracing::info!(query_id = %qid, "outcome was written already (duplicate delivery); the outcome is not written twice");
                 return;
+            }
+            Err(e)
+                if e.code() == Some("NOSCRIPT")
+                    || e.to_string().to_ascii_uppercase().contains("NOSCRIPT") =>
+            {
+                // Redis lost its scripts (restart, SCRIPT FLUSH): the rest of
+                // the pipeline ran; invoke_async loads the script and runs it.
+                counted = true;
             }
             Err(e) if is_wrong_type(&e) => {
                 tracing::error!(query_id = %qid, "cannot finish: a key has the wrong type: {e}");

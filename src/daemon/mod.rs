@@ -195,6 +195,15 @@ impl Daemon {
             settings: settings.clone(),
         });
 
+        // Load the scripts once, so the hot path's EVALSHA rarely meets NOSCRIPT.
+        {
+            let mut c = bb.connection();
+            for script in [&*TAKE_BATCH, &*RETURN_ALL, &*cascade::FINISH] {
+                if let Err(e) = script.load_async(&mut c).await {
+                    tracing::warn!("cannot load a script: {e}");
+                }
+            }
+        }
         // A previous life of this instance id may have left entries behind.
         recovery::return_own(&bb, &sh.processing_key).await;
 
@@ -280,6 +289,11 @@ async fn take_loop(
     let queue = sh.bb.keys().queue();
     let mut conn = sh.bb.connection();
     let mut failing = false;
+    // After a blocking take that waited (the queue was empty), the next take
+    // blocks at once instead of first asking for a batch: at light load that
+    // saves a round trip per query. A take that returned at once suggests a
+    // backlog, and the batch comes first again.
+    let mut idle = false;
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -292,12 +306,16 @@ async fn take_loop(
                 Err(_) => break,
             }
         }
-        let batch: redis::RedisResult<Vec<Vec<u8>>> = TAKE_BATCH
-            .key(&queue)
-            .key(&sh.processing_key)
-            .arg(permits.len())
-            .invoke_async(&mut conn)
-            .await;
+        let batch: redis::RedisResult<Vec<Vec<u8>>> = if idle {
+            Ok(Vec::new())
+        } else {
+            TAKE_BATCH
+                .key(&queue)
+                .key(&sh.processing_key)
+                .arg(permits.len())
+                .invoke_async(&mut conn)
+                .await
+        };
         let mut entries = match batch {
             Ok(e) => e,
             Err(e) => {
@@ -316,6 +334,7 @@ async fn take_loop(
                 .arg("LEFT")
                 .arg(BLOCK_FOR.as_secs_f64());
             let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block_conn);
+            let waited_from = tokio::time::Instant::now();
             let got = tokio::select! {
                 // A BLMOVE cut short may still move an entry; it is then in
                 // the processing list, which shutdown returns to the queue.
@@ -323,8 +342,12 @@ async fn take_loop(
                 r = blocked => r,
             };
             match got {
-                Ok(Some(e)) => entries.push(e),
+                Ok(Some(e)) => {
+                    idle = waited_from.elapsed() > Duration::from_micros(200);
+                    entries.push(e);
+                }
                 Ok(None) => {
+                    idle = true;
                     redis_fine(sh, &mut failing);
                     continue;
                 }
