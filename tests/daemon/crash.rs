@@ -15,7 +15,9 @@ use crate::support::*;
 async fn a_daemon_dropped_mid_run_loses_nothing_and_answers_nothing_twice() {
     let mut ctx = TestContext::new();
     let s = fast(&mut ctx);
-    s.orchestrator.max_in_flight = 64;
+    // Slow enough that the first daemon is still busy when it is dropped,
+    // however fast the machine: 500 worker queries, 16 at a time, 100 ms each.
+    s.orchestrator.max_in_flight = 16;
     s.layers.get_mut("layer2").unwrap().timeout_ms = 5_000;
     for l in ["layer1", "layer4"] {
         s.layers.get_mut(l).unwrap().enabled = false;
@@ -31,7 +33,7 @@ async fn a_daemon_dropped_mid_run_loses_nothing_and_answers_nothing_twice() {
             outcome: ReplyOutcome::Hit,
             answer: "from the worker".into(),
             confidence: 0.95,
-            delay: Duration::from_millis(15),
+            delay: Duration::from_millis(100),
         },
     )
     .await;
