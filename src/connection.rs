@@ -187,24 +187,8 @@ impl Connector {
         &self,
         cancel: &CancellationToken,
     ) -> Result<ConnectionManager, ConnectError> {
-        let mut delay = Duration::from_millis(100);
-        let max = Duration::from_millis(self.settings.retry_max_delay_ms);
-        loop {
-            match self.shared().await {
-                Ok(conn) => return Ok(conn),
-                Err(err) => {
-                    tracing::warn!(
-                        url = %self.url(),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
-                    );
-                }
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url: self.url() }),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(max);
-        }
+        let mut conn = self.shared_lazy()?;
+        self.wait_until_up(&mut conn, cancel).await?;
+        Ok(conn)
     }
 }

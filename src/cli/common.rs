@@ -31,6 +31,12 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
+/// Configuration and a runtime, the start of most commands.
+pub fn setup(file: Option<PathBuf>) -> Result<(Settings, tokio::runtime::Runtime), ExitCode> {
+    let settings = settings(file)?;
+    Ok((settings, runtime()?))
+}
+
 /// A Blackboard over one connection, or a message naming the address.
 pub async fn blackboard(settings: &Settings) -> Result<Blackboard, ExitCode> {
     let connector = Connector::new(&settings.redis).map_err(|e| {

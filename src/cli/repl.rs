@@ -51,12 +51,8 @@ enum Mode {
 
 /// Runs the REPL until `:quit` or end of input.
 pub fn run(file: Option<PathBuf>, args: ReplArgs) -> ExitCode {
-    let settings = match common::settings(file) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let rt = match common::runtime() {
-        Ok(rt) => rt,
+    let (settings, rt) = match common::setup(file) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     rt.block_on(repl(settings, args))

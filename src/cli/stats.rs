@@ -22,12 +22,8 @@ pub struct StatsArgs {
 
 /// Prints one row per configured layer.
 pub fn run(file: Option<PathBuf>, args: StatsArgs) -> ExitCode {
-    let settings = match common::settings(file) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let rt = match common::runtime() {
-        Ok(rt) => rt,
+    let (settings, rt) = match common::setup(file) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     rt.block_on(async move {

@@ -20,12 +20,8 @@ pub struct TimelineArgs {
 
 /// Prints the query's events with times relative to the first.
 pub fn run(file: Option<PathBuf>, args: TimelineArgs) -> ExitCode {
-    let settings = match common::settings(file) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let rt = match common::runtime() {
-        Ok(rt) => rt,
+    let (settings, rt) = match common::setup(file) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     rt.block_on(async move {

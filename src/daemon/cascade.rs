@@ -590,23 +590,30 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
     }
 }
 
-/// Moves an entry that cannot become a query to the dead list, with why.
-async fn dead_letter(sh: &Shared, entry: &[u8], reason: &str) {
-    tracing::warn!(entry = %String::from_utf8_lossy(&entry[..entry.len().min(120)]), "dead entry: {reason}");
+/// The JSON record a dead-list entry is: the entry (and its bytes in hex
+/// when they are not UTF-8), why, which daemon, and when.
+pub(super) fn dead_record(entry: &[u8], reason: &str, instance: &str) -> String {
     let mut record = serde_json::json!({
         "entry": String::from_utf8_lossy(entry),
         "reason": reason,
-        "instance": sh.status.instance,
+        "instance": instance,
         "at": now_rfc3339(),
     });
     if std::str::from_utf8(entry).is_err() {
         record["entry_hex"] =
             serde_json::Value::String(entry.iter().map(|b| format!("{b:02x}")).collect());
     }
+    record.to_string()
+}
+
+/// Moves an entry that cannot become a query to the dead list, with why.
+async fn dead_letter(sh: &Shared, entry: &[u8], reason: &str) {
+    tracing::warn!(entry = %String::from_utf8_lossy(&entry[..entry.len().min(120)]), "dead entry: {reason}");
+    let record = dead_record(entry, reason, &sh.status.instance);
     let keys = sh.bb.keys();
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .lpush(keys.dead(), record.to_string())
+        .lpush(keys.dead(), record)
         .ignore()
         .ltrim(keys.dead(), 0, DEAD_LIST_CAP - 1)
         .ignore()

@@ -146,15 +146,10 @@ async fn recover_list(
                     s.completed_at = Some(now_rfc3339());
                 })
                 .await?;
-            let record = serde_json::json!({
-                "entry": id,
-                "reason": reason,
-                "instance": sh.status.instance,
-                "at": now_rfc3339(),
-            });
+            let record = super::cascade::dead_record(&entry, &reason, &sh.status.instance);
             let mut pipe = redis::pipe();
             pipe.atomic()
-                .lpush(keys.dead(), record.to_string())
+                .lpush(keys.dead(), record)
                 .ignore()
                 .ltrim(keys.dead(), 0, DEAD_LIST_CAP - 1)
                 .ignore()
