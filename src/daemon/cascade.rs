@@ -379,32 +379,40 @@ async fn worker_attempt(
         deadline_ms: chrono::Utc::now().timestamp_millis() + layer.timeout_ms as i64,
         reply_to: sh.reply_key.clone(),
     };
-    let rx = sh.pending.register(&job.job_id, &qid, name);
+    let job_id = job.job_id.clone();
+    let rx = sh.pending.register(&job_id, &qid, name);
 
     // One round trip: the decisions so far, the state so far (a client
-    // reading it sees `processing`), and the job.
-    let mut pipe = redis::pipe();
-    for e in run.events.drain(..) {
-        sh.bb.add_event_to(&mut pipe, &e);
-    }
-    sh.bb.add_event_to(
-        &mut pipe,
-        &Event::new(EventKind::LayerAttempt, &qid).layer(name),
-    );
-    pipe.set_ex(
-        sh.bb.keys().state(&qid),
-        serde_json::to_string(&run.state).expect("state serializes"),
-        sh.settings.orchestrator.state_ttl_s,
-    )
-    .ignore();
-    pipe.lpush(
-        sh.bb.keys().jobs(name),
-        serde_json::to_string(&job).expect("job serializes"),
-    )
-    .ignore();
-    let mut conn = sh.bb.connection();
-    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-        sh.pending.forget(&job.job_id);
+    // reading it sees `processing`), and the job. Built in a block so that
+    // none of it stays in this future's state while it waits for the reply
+    // (with thousands of queries in flight, that is the daemon's memory).
+    let pushed = {
+        let mut pipe = redis::pipe();
+        for e in run.events.drain(..) {
+            sh.bb.add_event_to(&mut pipe, &e);
+        }
+        sh.bb.add_event_to(
+            &mut pipe,
+            &Event::new(EventKind::LayerAttempt, &qid).layer(name),
+        );
+        pipe.set_ex(
+            sh.bb.keys().state(&qid),
+            serde_json::to_string(&run.state).expect("state serializes"),
+            sh.settings.orchestrator.state_ttl_s,
+        )
+        .ignore();
+        pipe.lpush(
+            sh.bb.keys().jobs(name),
+            serde_json::to_string(&job).expect("job serializes"),
+        )
+        .ignore();
+        drop(job);
+        let mut conn = sh.bb.connection();
+        pipe.query_async::<()>(&mut conn).await
+    };
+    run.events.shrink_to_fit();
+    if let Err(e) = pushed {
+        sh.pending.forget(&job_id);
         return Attempt::failed(
             Outcome::Error,
             t0,
@@ -415,13 +423,13 @@ async fn worker_attempt(
     let waited = tokio::select! {
         r = tokio::time::timeout(layer.timeout(), rx) => r,
         _ = abort.cancelled() => {
-            sh.pending.forget(&job.job_id);
+            sh.pending.forget(&job_id);
             return Attempt::failed(Outcome::Error, t0, "daemon shutting down");
         }
     };
     let reply = match waited {
         Err(_) => {
-            sh.pending.forget(&job.job_id);
+            sh.pending.forget(&job_id);
             return Attempt::failed(
                 Outcome::Timeout,
                 t0,
