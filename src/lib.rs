@@ -31,9 +31,11 @@
 //!   deadlines, replies, heartbeats, shutdown) and a backend per kind.
 //! - [`telemetry`]: log set-up.
 //! - [`client`]: enqueue, wait for the outcome (`kitbash query`, the REPL).
+//! - [`acl`]: least-privilege Redis ACL users for the daemon, a worker and a client.
 //! - [`bench`]: `kitbash bench`, the load generator and report.
 //! - [`cli`]: the `kitbash` command line; one file per command.
 
+pub mod acl;
 pub mod bench;
 pub mod blackboard;
 pub mod cli;

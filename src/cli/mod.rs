@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod acl;
 pub mod bench;
 pub mod common;
 pub mod config;
@@ -56,6 +57,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a worker for one layer: bitnet, cartridge, llm (or echo, for tests).
     Worker(worker::WorkerArgs),
+    /// Print least-privilege Redis ACL users for the daemon, a worker and a client.
+    Acl(acl::AclArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -71,5 +74,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Timeline(args) => timeline::run(cli.config, args),
         Command::Stats(args) => stats::run(cli.config, args),
         Command::Worker(args) => worker::run(cli.config, args),
+        Command::Acl(args) => acl::run(cli.config, args),
     }
 }
