@@ -1132,11 +1132,32 @@ impl VarsProvider {
 fn parse_var(value: &str) -> Value {
     let trimmed = value.trim();
     if (trimmed.starts_with('[') || trimmed.starts_with('{'))
+        && nesting(trimmed) <= MAX_VAR_NESTING
         && let Ok(v) = trimmed.parse::<Value>()
     {
         return v;
     }
     Value::from(value.to_string())
+}
+
+/// Deepest list/map nesting a variable's value may have; deeper values stay
+/// strings (and fail as the wrong type), since figment's parser recurses per
+/// level and a value of `[[[[…` would otherwise overflow the stack.
+const MAX_VAR_NESTING: usize = 8;
+
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in text.chars() {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
