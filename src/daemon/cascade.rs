@@ -39,6 +39,31 @@ pub(super) struct Shared {
     pub status: Arc<DaemonStatus>,
 }
 
+impl Shared {
+    /// What the queries of the instance named by `status` share.
+    pub(super) fn new(
+        bb: Blackboard,
+        settings: Arc<Settings>,
+        status: Arc<DaemonStatus>,
+    ) -> Arc<Self> {
+        let instance = &status.instance;
+        Arc::new(Self {
+            processing_key: bb.keys().processing(instance),
+            reply_key: bb.keys().replies(instance),
+            pending: Pending::default(),
+            workers: WorkerDirectory::default(),
+            layers: settings
+                .layers
+                .iter()
+                .map(|(n, l)| (n.clone(), l.clone()))
+                .collect(),
+            bb,
+            settings,
+            status,
+        })
+    }
+}
+
 /// A query on its way down the cascade.
 struct Run {
     state: QueryState,

@@ -7,16 +7,14 @@
 //! the process dies.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::DaemonError;
 use super::cascade::{self, Shared};
-use super::replies::{Pending, WorkerDirectory};
 use super::status::DaemonStatus;
-use super::{BLOCK_FOR, DaemonError, heartbeat, replies};
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::config::Settings;
 use crate::connection::Connector;
@@ -40,43 +38,10 @@ impl DirectRunner {
         let conn = connector.shared().await?;
         let bb = Blackboard::from_settings(conn, &settings);
         status.set_redis_ok(true);
-        let sh = Arc::new(Shared {
-            bb: bb.clone(),
-            processing_key: bb.keys().processing(&instance),
-            reply_key: bb.keys().replies(&instance),
-            pending: Pending::default(),
-            workers: WorkerDirectory::default(),
-            status: status.clone(),
-            layers: settings
-                .layers
-                .iter()
-                .map(|(n, l)| (n.clone(), l.clone()))
-                .collect(),
-            settings: settings.clone(),
-        });
+        let sh = Shared::new(bb, settings, status);
         let background = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let _ = sh.workers.refresh(&bb).await;
-        tracker.spawn(heartbeat(
-            bb.clone(),
-            settings.clone(),
-            status.clone(),
-            background.clone(),
-        ));
-        tracker.spawn(sh.workers.clone().run(
-            bb.clone(),
-            Duration::from_millis(250),
-            background.clone(),
-        ));
-        let reply_conn = connector.blocking(BLOCK_FOR).await?;
-        tracker.spawn(replies::read_replies(
-            bb.clone(),
-            reply_conn,
-            instance,
-            sh.pending.clone(),
-            status,
-            background.clone(),
-        ));
+        super::spawn_instance_tasks(&sh, &connector, &tracker, &background).await?;
         Ok(Self {
             sh,
             background,

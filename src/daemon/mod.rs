@@ -33,7 +33,6 @@ use tokio_util::task::TaskTracker;
 
 pub use cascade::DEAD_LIST_CAP;
 use cascade::Shared;
-use replies::{Pending, WorkerDirectory};
 use status::DaemonStatus;
 
 use crate::blackboard::{Blackboard, Health};
@@ -168,7 +167,7 @@ impl Daemon {
             let state = crate::http::HttpState {
                 status: status.clone(),
                 blackboard: bb.clone(),
-                layers: layers.clone(),
+                layers,
             };
             tracker.spawn(async move {
                 if let Err(e) = crate::http::serve(listener, state, background_http).await {
@@ -184,16 +183,7 @@ impl Daemon {
         }
         status.set_redis_ok(true);
 
-        let sh = Arc::new(Shared {
-            bb: bb.clone(),
-            processing_key: bb.keys().processing(&instance),
-            reply_key: bb.keys().replies(&instance),
-            pending: Pending::default(),
-            workers: WorkerDirectory::default(),
-            status: status.clone(),
-            layers,
-            settings: settings.clone(),
-        });
+        let sh = Shared::new(bb.clone(), settings.clone(), status.clone());
 
         // Load the scripts once, so the hot path's EVALSHA rarely meets NOSCRIPT.
         {
@@ -207,18 +197,7 @@ impl Daemon {
         // A previous life of this instance id may have left entries behind.
         recovery::return_own(&bb, &sh.processing_key).await;
 
-        let _ = sh.workers.refresh(&bb).await;
-        tracker.spawn(heartbeat(
-            bb.clone(),
-            settings.clone(),
-            status.clone(),
-            background.clone(),
-        ));
-        tracker.spawn(sh.workers.clone().run(
-            bb.clone(),
-            Duration::from_millis(250),
-            background.clone(),
-        ));
+        spawn_instance_tasks(&sh, &connector, &tracker, &background).await?;
         tracker.spawn(recovery::run(
             bb.clone(),
             instance.clone(),
@@ -228,15 +207,6 @@ impl Daemon {
             background.clone(),
         ));
         tracker.spawn(maintenance(bb.clone(), background.clone()));
-        let reply_conn = connector.blocking(BLOCK_FOR).await?;
-        tracker.spawn(replies::read_replies(
-            bb.clone(),
-            reply_conn,
-            instance.clone(),
-            sh.pending.clone(),
-            status.clone(),
-            background.clone(),
-        ));
 
         let take_conn = connector.blocking(BLOCK_FOR).await?;
         let abort = CancellationToken::new();
@@ -299,12 +269,13 @@ async fn take_loop(
             _ = shutdown.cancelled() => return,
             p = capacity.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
-        let mut permits = vec![first];
-        while permits.len() < MAX_BATCH {
-            match capacity.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
+        // All free capacity (up to a batch) in one step, split per query below.
+        let mut permits = first;
+        let more = capacity.available_permits().min(MAX_BATCH - 1);
+        if more > 0
+            && let Ok(p) = capacity.clone().try_acquire_many_owned(more as u32)
+        {
+            permits.merge(p);
         }
         let batch: redis::RedisResult<Vec<Vec<u8>>> = if idle {
             Ok(Vec::new())
@@ -312,7 +283,7 @@ async fn take_loop(
             TAKE_BATCH
                 .key(&queue)
                 .key(&sh.processing_key)
-                .arg(permits.len())
+                .arg(permits.num_permits())
                 .invoke_async(&mut conn)
                 .await
         };
@@ -361,11 +332,12 @@ async fn take_loop(
             }
         }
         redis_fine(sh, &mut failing);
-        permits.truncate(entries.len());
 
         // Read the states of id entries for the whole batch in one round trip.
         let preloaded = preload_states(sh, &entries).await;
-        for ((entry, pre), permit) in entries.into_iter().zip(preloaded).zip(permits) {
+        // What is not split off here is released when `permits` drops.
+        for (entry, pre) in entries.into_iter().zip(preloaded) {
+            let permit = permits.split(1).expect("one permit per taken entry");
             let sh = sh.clone();
             let abort = abort.clone();
             sh.status.begin_query();
@@ -424,6 +396,39 @@ async fn preload_states(sh: &Shared, entries: &[Vec<u8>]) -> Vec<Option<Option<S
         }
     }
     out
+}
+
+/// The tasks every instance needs to run queries, daemon or direct runner:
+/// its heartbeat, the worker directory and the reply reader.
+async fn spawn_instance_tasks(
+    sh: &Arc<Shared>,
+    connector: &Connector,
+    tracker: &TaskTracker,
+    background: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let bb = &sh.bb;
+    let _ = sh.workers.refresh(bb).await;
+    tracker.spawn(heartbeat(
+        bb.clone(),
+        sh.settings.clone(),
+        sh.status.clone(),
+        background.clone(),
+    ));
+    tracker.spawn(sh.workers.clone().run(
+        bb.clone(),
+        Duration::from_millis(250),
+        background.clone(),
+    ));
+    let reply_conn = connector.blocking(BLOCK_FOR).await?;
+    tracker.spawn(replies::read_replies(
+        bb.clone(),
+        reply_conn,
+        sh.status.instance.clone(),
+        sh.pending.clone(),
+        sh.status.clone(),
+        background.clone(),
+    ));
+    Ok(())
 }
 
 /// Keeps the feed and the metrics at their caps, every 10 s (the writers

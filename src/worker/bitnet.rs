@@ -169,14 +169,11 @@ impl Backend for BitnetBackend {
             "cache_prompt": true,
         });
         let reply = self.http.post_json(path, &body, deadline).await?;
-        if !reply.status.is_success() {
-            return Err(self.http.status_error(
-                path,
-                &reply,
-                " (not a llama.cpp server? check workers.bitnet.url)",
-            ));
-        }
-        let value = reply.json(&self.http, path)?;
+        let value = self.http.success_json(
+            path,
+            reply,
+            " (not a llama.cpp server? check workers.bitnet.url)",
+        )?;
         let content = value
             .get("content")
             .and_then(Value::as_str)

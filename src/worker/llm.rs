@@ -424,6 +424,20 @@ pub(super) mod http {
         }
 
         /// The [`BackendError`] for an answer with an unexpected status.
+        /// The JSON body of a successful reply; an error naming the path, the
+        /// status and `hint` otherwise.
+        pub fn success_json(
+            &self,
+            path: &str,
+            reply: Reply,
+            hint: &str,
+        ) -> Result<Value, BackendError> {
+            if !reply.status.is_success() {
+                return Err(self.status_error(path, &reply, hint));
+            }
+            reply.json(self, path)
+        }
+
         pub fn status_error(&self, path: &str, reply: &Reply, hint: &str) -> BackendError {
             let code = reply.status.as_u16();
             let hint = match code {
@@ -724,14 +738,11 @@ impl LlmBackend {
             "genkey": genkey,
         });
         let reply = self.http.post_json(path, &body, deadline).await?;
-        if !reply.status.is_success() {
-            return Err(self.http.status_error(
-                path,
-                &reply,
-                " (not a KoboldCpp server? check workers.llm.backend)",
-            ));
-        }
-        let value = reply.json(&self.http, path)?;
+        let value = self.http.success_json(
+            path,
+            reply,
+            " (not a KoboldCpp server? check workers.llm.backend)",
+        )?;
         let result = value.pointer("/results/0").ok_or_else(|| {
             BackendError::BadResponse(format!(
                 "{path} answer has no results[0]: {}",
@@ -873,14 +884,11 @@ impl LlmBackend {
             }
             reply = self.http.post_json(path, &body, deadline).await?;
         }
-        if !reply.status.is_success() {
-            return Err(self.http.status_error(
-                path,
-                &reply,
-                " (not an OpenAI-compatible server? check workers.llm.url and workers.llm.backend)",
-            ));
-        }
-        let value = reply.json(&self.http, path)?;
+        let value = self.http.success_json(
+            path,
+            reply,
+            " (not an OpenAI-compatible server? check workers.llm.url and workers.llm.backend)",
+        )?;
         let choice = value.pointer("/choices/0").ok_or_else(|| {
             BackendError::BadResponse(format!(
                 "{path} answer has no choices[0]: {}",
