@@ -24,6 +24,9 @@
 //! - [`metrics`]: latency samples with percentiles, per-layer counters, and
 //!   the maintenance that keeps every structure bounded.
 //! - [`protocol`]: the worker protocol's job and reply shapes.
+//! - [`outage`]: one log line per Redis outage, not one per query.
+//! - [`orphans`]: finding entries in a live process's own processing list
+//!   that none of its tasks holds (a lost response), and returning them.
 //! - [`daemon`]: `kitbash serve`: taking, the cascade, replies, recovery,
 //!   shutdown.
 //! - [`http`]: the daemon's health and Prometheus endpoints.
@@ -50,6 +53,8 @@ pub mod http;
 pub mod keys;
 pub mod matching;
 pub mod metrics;
+pub mod orphans;
+pub mod outage;
 pub mod protocol;
 pub mod state;
 pub mod telemetry;

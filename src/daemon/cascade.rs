@@ -18,6 +18,7 @@ use crate::blackboard::{Blackboard, is_wrong_type};
 use crate::config::{LayerKind, LayerSettings, Settings};
 use crate::feed::{Event, EventKind};
 use crate::metrics::{QUERY_LATENCY_METRIC, layer_latency_metric};
+use crate::orphans::{Held, HeldEntry};
 use crate::protocol::{Job, ReplyOutcome};
 use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_rfc3339};
 
@@ -37,6 +38,8 @@ pub(super) struct Shared {
     pub pending: Pending,
     pub workers: WorkerDirectory,
     pub status: Arc<DaemonStatus>,
+    /// The entries of the processing list that a task of this daemon holds.
+    pub held: Arc<Held>,
 }
 
 impl Shared {
@@ -60,6 +63,7 @@ impl Shared {
             bb,
             settings,
             status,
+            held: Held::new(),
         })
     }
 }
@@ -75,12 +79,14 @@ struct Run {
 }
 
 /// Handles one taken entry to its end. `preloaded` is the state read for an
-/// id entry in the taking batch (`None`: not read yet). Returns early, leaving
+/// id entry in the taking batch (`None`: not read yet); `held` registers the
+/// entry as this task's (see [`crate::orphans`]). Returns early, leaving
 /// the entry in the processing list, when `abort` fires.
 pub(super) async fn handle_entry(
     sh: &Shared,
     entry: Vec<u8>,
     preloaded: Option<Option<String>>,
+    held: &mut HeldEntry,
     abort: &CancellationToken,
 ) {
     let started = Instant::now();
@@ -95,7 +101,7 @@ pub(super) async fn handle_entry(
                     Err(e) => {
                         // Leave it in the processing list: it is returned
                         // to the queue on shutdown or recovered if we die.
-                        tracing::warn!(query_id = %id, "cannot read the state: {e}; will retry");
+                        sh.status.redis_failed("reading query states", &e);
                         retry_later(sh, &entry).await;
                         return;
                     }
@@ -107,7 +113,7 @@ pub(super) async fn handle_entry(
             Ok(Some(raw)) => intake::from_stored(&state.query_id, Some(&raw), max),
             Ok(None) => intake::check_text(state, true, max),
             Err(e) => {
-                tracing::warn!(query_id = %state.query_id, "cannot read the state: {e}; will retry");
+                sh.status.redis_failed("reading query states", &e);
                 retry_later(sh, &entry).await;
                 return;
             }
@@ -131,7 +137,7 @@ pub(super) async fn handle_entry(
         }
         Intake::Run { state, created } => {
             let mut run = Run::new(state, entry, started);
-            if created && !adopt_json_entry(sh, &mut run).await {
+            if created && !adopt_json_entry(sh, &mut run, held).await {
                 return;
             }
             cascade(sh, &mut run, abort).await;
@@ -163,7 +169,8 @@ async fn read_state(sh: &Shared, id: &str) -> Result<Option<String>, crate::Blac
 }
 
 /// Puts an entry that could not be read back at the queue's tail after a
-/// pause, so a Redis hiccup does not lose it nor spin on it.
+/// pause, so a Redis hiccup does not lose it nor spin on it. If even that
+/// fails, the entry is an orphan that the sweep returns (`crate::orphans`).
 async fn retry_later(sh: &Shared, entry: &[u8]) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = sh.bb.connection();
@@ -176,13 +183,14 @@ async fn retry_later(sh: &Shared, entry: &[u8]) {
         .query_async(&mut conn)
         .await;
     if let Err(e) = res {
-        tracing::warn!("cannot return an entry to the queue: {e}; it stays in the processing list");
+        sh.status
+            .redis_failed("returning an entry to the queue", &e);
     }
 }
 
 /// A JSON entry becomes a state plus an id entry, atomically, so a daemon
 /// that dies now leaves a recoverable id, not a second query.
-async fn adopt_json_entry(sh: &Shared, run: &mut Run) -> bool {
+async fn adopt_json_entry(sh: &Shared, run: &mut Run, held: &mut HeldEntry) -> bool {
     let id = run.state.query_id.clone();
     let json = serde_json::to_string(&run.state).expect("state serializes");
     let mut conn = sh.bb.connection();
@@ -203,13 +211,15 @@ async fn adopt_json_entry(sh: &Shared, run: &mut Run) -> bool {
         .await;
     match res {
         Ok(()) => {
+            held.replace(id.as_bytes());
             run.entry = id.into_bytes();
             run.events
                 .push(Event::new(EventKind::QueryCreated, &run.state.query_id));
             true
         }
         Err(e) => {
-            tracing::warn!(query_id = %id, "cannot create the state of a JSON entry: {e}; will retry");
+            sh.status
+                .redis_failed("creating the state of a JSON entry", &e);
             retry_later(sh, &run.entry).await;
             false
         }
@@ -433,7 +443,23 @@ async fn worker_attempt(
         .ignore();
         drop(job);
         let mut conn = sh.bb.connection();
-        pipe.query_async::<()>(&mut conn).await
+        // While Redis is away, keep trying within the layer's time: a Redis
+        // blip should not cost the query its worker layers.
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => break Ok(()),
+                Err(e) if t0.elapsed() + delay < layer.timeout() && !is_wrong_type(&e) => {
+                    sh.status.redis_failed("handing jobs to workers", &e);
+                    tokio::select! {
+                        _ = abort.cancelled() => break Err(e),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => break Err(e),
+            }
+        }
     };
     run.events.shrink_to_fit();
     if let Err(e) = pushed {
@@ -612,7 +638,8 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(query_id = %qid, "cannot finish yet: {e}; retrying");
+                sh.status.redis_failed("finishing queries", &e);
+                tracing::debug!(query_id = %qid, "cannot finish yet: {e}; retrying");
                 tokio::select! {
                     _ = abort.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

@@ -75,13 +75,16 @@ impl DirectRunner {
             .query_async(&mut conn)
             .await?;
         self.sh.status.begin_query();
+        let mut held = self.sh.held.hold(q.query_id.as_bytes());
         cascade::handle_entry(
             &self.sh,
             q.query_id.clone().into_bytes(),
             Some(Some(raw)),
+            &mut held,
             &self.never,
         )
         .await;
+        drop(held);
         self.sh.status.end_query();
         let _: redis::RedisResult<i64> = conn.del(self.sh.bb.keys().done(&q.query_id)).await;
         Ok(self.sh.bb.get_state(&q.query_id).await?.unwrap_or(q))

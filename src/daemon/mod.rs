@@ -258,7 +258,6 @@ async fn take_loop(
     let capacity = Arc::new(Semaphore::new(sh.settings.orchestrator.max_in_flight));
     let queue = sh.bb.keys().queue();
     let mut conn = sh.bb.connection();
-    let mut failing = false;
     // After a blocking take that waited (the queue was empty), the next take
     // blocks at once instead of first asking for a batch: at light load that
     // saves a round trip per query. A take that returned at once suggests a
@@ -290,7 +289,7 @@ async fn take_loop(
         let mut entries = match batch {
             Ok(e) => e,
             Err(e) => {
-                redis_trouble(sh, &mut failing, &e);
+                sh.status.redis_failed("taking queries", &e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -319,11 +318,11 @@ async fn take_loop(
                 }
                 Ok(None) => {
                     idle = true;
-                    redis_fine(sh, &mut failing);
+                    sh.status.redis_answered();
                     continue;
                 }
                 Err(e) => {
-                    redis_trouble(sh, &mut failing, &e);
+                    sh.status.redis_failed("taking queries", &e);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -331,38 +330,24 @@ async fn take_loop(
                 }
             }
         }
-        redis_fine(sh, &mut failing);
+        sh.status.redis_answered();
+        // Held from now on, so the orphan sweep leaves them alone.
+        let held: Vec<_> = entries.iter().map(|e| sh.held.hold(e)).collect();
 
         // Read the states of id entries for the whole batch in one round trip.
         let preloaded = preload_states(sh, &entries).await;
         // What is not split off here is released when `permits` drops.
-        for (entry, pre) in entries.into_iter().zip(preloaded) {
+        for ((entry, pre), mut held) in entries.into_iter().zip(preloaded).zip(held) {
             let permit = permits.split(1).expect("one permit per taken entry");
             let sh = sh.clone();
             let abort = abort.clone();
             sh.status.begin_query();
             queries.spawn(async move {
-                cascade::handle_entry(&sh, entry, pre, &abort).await;
+                cascade::handle_entry(&sh, entry, pre, &mut held, &abort).await;
                 sh.status.end_query();
                 drop(permit);
             });
         }
-    }
-}
-
-fn redis_trouble(sh: &Shared, failing: &mut bool, e: &redis::RedisError) {
-    sh.status.set_redis_ok(false);
-    if !*failing {
-        tracing::error!("cannot take queries: Redis: {e}; retrying every second until it answers");
-        *failing = true;
-    }
-}
-
-fn redis_fine(sh: &Shared, failing: &mut bool) {
-    sh.status.set_redis_ok(true);
-    if *failing {
-        tracing::info!("Redis answers again; taking queries");
-        *failing = false;
     }
 }
 
@@ -456,27 +441,14 @@ async fn heartbeat(
     let ttl = Duration::from_secs(settings.orchestrator.health_ttl_s);
     let mut health = Health::new(status.instance.clone(), "daemon");
     health.started_at = status.started_at.clone();
-    let mut failing = false;
     loop {
         health.updated_at = crate::state::now_rfc3339();
         health
             .counters
             .insert("in_flight".into(), status.in_flight().into());
         match bb.set_health(&health, ttl).await {
-            Ok(()) => {
-                status.set_redis_ok(true);
-                if failing {
-                    tracing::info!("heartbeat: Redis answers again");
-                    failing = false;
-                }
-            }
-            Err(e) => {
-                status.set_redis_ok(false);
-                if !failing {
-                    tracing::error!("heartbeat: cannot write the health key: {e}");
-                    failing = true;
-                }
-            }
+            Ok(()) => status.redis_answered(),
+            Err(e) => status.redis_failed("writing the health key", &e),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -186,7 +186,7 @@ impl PromMetrics {
         let recovered = Counter::default();
         registry.register(
             "recovered_queries",
-            "Queries returned to the queue from a dead daemon's processing list",
+            "Queries returned to the queue: from a dead daemon's processing list, or orphaned in this daemon's own",
             recovered.clone(),
         );
 

@@ -17,6 +17,7 @@ use super::RETURN_ALL;
 use super::cascade::{DEAD_LIST_CAP, Shared};
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::feed::{Event, EventKind};
+use crate::orphans::OrphanSweep;
 use crate::state::{QueryStatus, now_rfc3339};
 
 /// Returns everything in `processing` to the queue; returns how many.
@@ -47,17 +48,59 @@ pub(super) async fn run(
     sh: Arc<Shared>,
     cancel: CancellationToken,
 ) {
+    let mut sweep = OrphanSweep::default();
     loop {
         match recover_dead(&bb, &instance, max_attempts, &sh).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(recovered = n, "recovered queries of dead daemons"),
             Err(e) => tracing::debug!("recovery pass failed: {e}"),
         }
+        if let Err(e) = return_orphans(&bb, &sh, &mut sweep).await {
+            tracing::debug!("orphan sweep failed: {e}");
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Returns entries of this daemon's own processing list that no task holds
+/// (their taking response was lost, or the step that removes them failed)
+/// to the queue, each with a `query_recovered` event.
+async fn return_orphans(
+    bb: &Blackboard,
+    sh: &Shared,
+    sweep: &mut OrphanSweep,
+) -> Result<(), BlackboardError> {
+    let mut conn = bb.connection();
+    let returned = sweep
+        .sweep(&mut conn, &sh.processing_key, &bb.keys().queue(), &sh.held)
+        .await?;
+    if returned.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        returned = returned.len(),
+        "returned entries of our own processing list that no task held (a lost response) to the queue"
+    );
+    let mut pipe = redis::pipe();
+    for entry in &returned {
+        let ev = match super::intake::classify(entry, usize::MAX) {
+            super::intake::EntryKind::Id(id) => Event::new(EventKind::QueryRecovered, &id),
+            _ => Event::global(EventKind::QueryRecovered),
+        };
+        bb.add_event_to(
+            &mut pipe,
+            &ev.reason(format!(
+                "orphaned in {} (no task held it); returned to the queue",
+                sh.processing_key
+            )),
+        );
+    }
+    let _: () = pipe.query_async(&mut conn).await?;
+    sh.status.prom.recovered(returned.len() as u64);
+    Ok(())
 }
 
 /// One pass: every processing list whose daemon has no health key.

@@ -86,7 +86,6 @@ pub async fn read_replies(
     cancel: CancellationToken,
 ) {
     let key = bb.keys().replies(&instance);
-    let mut failing = false;
     loop {
         let mut cmd = redis::cmd("BLMPOP");
         cmd.arg(1)
@@ -101,18 +100,9 @@ pub async fn read_replies(
             v = read => v,
         };
         let value = match value {
-            Ok(v) => {
-                if failing {
-                    tracing::info!("reply reader: Redis answers again");
-                    failing = false;
-                }
-                v
-            }
+            Ok(v) => v,
             Err(e) => {
-                if !failing {
-                    tracing::warn!("reply reader: cannot read {key}: {e}; retrying every second");
-                    failing = true;
-                }
+                status.redis_failed("reading worker replies", &e);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,

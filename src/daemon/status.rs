@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::prom::PromMetrics;
+use crate::outage::OutageLog;
 use crate::state::now_rfc3339;
 
 /// Live status of one daemon instance. Cheap to read from any task.
@@ -13,6 +14,8 @@ pub struct DaemonStatus {
     /// When it started (RFC 3339).
     pub started_at: String,
     redis_ok: AtomicBool,
+    /// An outage is one log line, not one per query and retry.
+    outage: OutageLog,
     loop_running: AtomicBool,
     in_flight: AtomicU64,
     /// Prometheus metrics of this process.
@@ -26,6 +29,7 @@ impl DaemonStatus {
             instance: instance.into(),
             started_at: now_rfc3339(),
             redis_ok: AtomicBool::new(false),
+            outage: OutageLog::default(),
             loop_running: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             prom: PromMetrics::new(),
@@ -45,6 +49,19 @@ impl DaemonStatus {
     /// Records whether Redis answers.
     pub fn set_redis_ok(&self, ok: bool) {
         self.redis_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// Records that Redis failed `what`: not ready, and one error line for
+    /// the whole outage (the rest at debug level).
+    pub fn redis_failed(&self, what: &str, err: &dyn std::fmt::Display) {
+        self.set_redis_ok(false);
+        self.outage.failed(&self.instance, what, err);
+    }
+
+    /// Records that Redis answered; logs once when it comes back.
+    pub fn redis_answered(&self) {
+        self.set_redis_ok(true);
+        self.outage.answered(&self.instance);
     }
 
     /// Whether the taking loop runs.

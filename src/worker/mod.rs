@@ -33,6 +33,8 @@ use crate::blackboard::{Blackboard, Health};
 use crate::config::{Settings, WorkerKind};
 use crate::connection::{ConnectError, Connector};
 use crate::feed::{Event, EventKind};
+use crate::orphans::{Held, OrphanSweep};
+use crate::outage::OutageLog;
 use crate::protocol::{Job, Reply, ReplyOutcome};
 use crate::state::now_rfc3339;
 
@@ -161,6 +163,10 @@ struct Shared<B: Backend> {
     processing_key: String,
     replies_prefix: String,
     status: Arc<WorkerStatus>,
+    /// The jobs of the processing list a slot holds (see `crate::orphans`).
+    held: Arc<Held>,
+    /// One log line per Redis outage.
+    outage: OutageLog,
 }
 
 fn default_name(kind: WorkerKind) -> String {
@@ -232,6 +238,8 @@ impl<B: Backend> Worker<B> {
             name: self.name.clone(),
             layer: self.layer.clone(),
             status: self.status.clone(),
+            held: Held::new(),
+            outage: OutageLog::default(),
         });
 
         // Jobs a previous life of this name, or a dead worker of this layer,
@@ -345,7 +353,10 @@ async fn heartbeat<B: Backend>(
     let mut health = Health::new(sh.name.clone(), "worker");
     health.kind = Some(sh.kind.to_string());
     health.layer = Some(sh.layer.clone());
-    let mut failing = false;
+    let mut sweep = OrphanSweep::default();
+    // An orphan goes back about as soon as a dead worker's jobs would.
+    let sweep_every = Duration::from_secs(settings.workers.health_ttl_s.max(1));
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         let check =
             match tokio::time::timeout(every.max(Duration::from_millis(500)), sh.backend.check())
@@ -375,16 +386,26 @@ async fn heartbeat<B: Backend>(
         health.updated_at = now_rfc3339();
         health.counters = sh.status.counters();
         match sh.bb.set_health(&health, ttl).await {
-            Ok(()) if failing => {
-                tracing::info!(worker = %sh.name, "heartbeat: Redis answers again");
-                failing = false;
+            Ok(()) => sh.outage.answered(&sh.name),
+            Err(e) => sh.outage.failed(&sh.name, "writing the health key", &e),
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = tokio::time::Instant::now();
+            // A worker of this layer that died since we started.
+            recover_dead_workers(&sh).await;
+            let mut conn = sh.bb.connection();
+            match sweep
+                .sweep(&mut conn, &sh.processing_key, &sh.jobs_key, &sh.held)
+                .await
+            {
+                Ok(r) if !r.is_empty() => tracing::warn!(
+                    worker = %sh.name,
+                    returned = r.len(),
+                    "returned jobs of our own processing list that no slot held (a lost response) to the job list"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(worker = %sh.name, "orphan sweep failed: {e}"),
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                tracing::error!(worker = %sh.name, "heartbeat: cannot write the health key: {e}");
-                failing = true;
-            }
-            Err(_) => {}
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -401,7 +422,6 @@ async fn take_loop<B: Backend>(
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
-    let mut failing = false;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -426,24 +446,23 @@ async fn take_loop<B: Backend>(
         };
         let raw = match taken {
             Ok(Some(raw)) => {
-                if failing {
-                    tracing::info!(worker = %sh.name, slot, "Redis answers again; taking jobs");
-                    failing = false;
-                }
+                sh.outage.answered(&sh.name);
                 raw
             }
-            Ok(None) => continue,
+            Ok(None) => {
+                sh.outage.answered(&sh.name);
+                continue;
+            }
             Err(e) => {
-                if !failing {
-                    tracing::error!(worker = %sh.name, slot, "cannot take jobs: Redis: {e}; retrying every second");
-                    failing = true;
-                }
+                sh.outage
+                    .failed(&sh.name, &format!("taking jobs (slot {slot})"), &e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
         };
+        let held = sh.held.hold(&raw);
         sh.status.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             _ = handle_job(&sh, &raw) => {}
@@ -451,6 +470,7 @@ async fn take_loop<B: Backend>(
             _ = abort.cancelled() => {}
         }
         sh.status.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(held);
     }
 }
 
@@ -558,7 +578,8 @@ async fn send_reply<B: Backend>(sh: &Shared<B>, raw: &[u8], reply_to: &str, repl
         match res {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(worker = %sh.name, job_id = %reply.job_id, attempt, "cannot send the reply: {e}");
+                sh.outage.failed(&sh.name, "sending a reply", &e);
+                tracing::debug!(worker = %sh.name, job_id = %reply.job_id, attempt, "cannot send the reply: {e}");
                 tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
             }
         }

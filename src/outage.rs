@@ -1,0 +1,104 @@
+//! One log line per Redis outage, not one per query, slot or retry.
+//!
+//! Every loop and task that talks to Redis reports failures and successes to
+//! one [`OutageLog`] per process: the first failure is logged at error level
+//! with what failed and why, the rest at debug level, and the first success
+//! after a logged outage is logged once at info level. Right after an outage
+//! each connection of the process may find its socket dead once: failures
+//! within [`QUIET`] of a logged recovery stay at debug level unless they last
+//! [`PERSIST`].
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// After a logged recovery, a new failure is logged only if it lasts [`PERSIST`].
+pub const QUIET: Duration = Duration::from_secs(10);
+/// How long a failure within [`QUIET`] must last to be logged.
+pub const PERSIST: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Default)]
+struct Outage {
+    /// When the current outage began.
+    started: Option<Instant>,
+    /// Whether its error line was written (then its end is logged).
+    logged: bool,
+    /// When the last logged outage ended.
+    last_recovered: Option<Instant>,
+}
+
+/// The shared "is Redis failing" state of one process.
+#[derive(Debug, Default)]
+pub struct OutageLog {
+    failing: AtomicBool,
+    state: Mutex<Outage>,
+}
+
+impl OutageLog {
+    /// Records that Redis failed `what`; logs at error level once per outage.
+    pub fn failed(&self, who: &str, what: &str, err: &dyn std::fmt::Display) {
+        self.failing.store(true, Ordering::Relaxed);
+        let mut st = self.lock();
+        let started = *st.started.get_or_insert_with(Instant::now);
+        let flap =
+            st.last_recovered.is_some_and(|t| t.elapsed() < QUIET) && started.elapsed() < PERSIST;
+        if st.logged || flap {
+            tracing::debug!(%who, "Redis still failing ({what}): {err}");
+            return;
+        }
+        st.logged = true;
+        tracing::error!(
+            %who,
+            "Redis is not answering ({what}: {err}); retrying with backoff, work waits; \
+             further errors are logged at debug level until it answers"
+        );
+    }
+
+    /// Records that Redis answered; logs once when a logged outage ends.
+    pub fn answered(&self, who: &str) {
+        if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut st = self.lock();
+        st.started = None;
+        if std::mem::take(&mut st.logged) {
+            st.last_recovered = Some(Instant::now());
+            tracing::info!(%who, "Redis answers again; serving");
+        }
+    }
+
+    /// Whether the last report was a failure.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outage> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_outage_and_flaps_after_it_stay_quiet() {
+        let log = OutageLog::default();
+        assert!(!log.is_failing());
+        log.failed("t", "taking", &"refused");
+        assert!(log.is_failing());
+        assert!(log.lock().logged);
+        log.failed("t", "finishing", &"refused");
+        log.answered("t");
+        assert!(!log.is_failing());
+        assert!(!log.lock().logged);
+        assert!(log.lock().last_recovered.is_some());
+        // A flap right after: failing again, but no second error line.
+        log.failed("t", "taking", &"broken pipe");
+        assert!(log.is_failing());
+        assert!(!log.lock().logged);
+        // It ends without a recovery line either.
+        log.answered("t");
+        assert!(!log.is_failing());
+    }
+}
