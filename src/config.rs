@@ -405,6 +405,9 @@ pub struct WorkersSettings {
     /// Confidence the echo worker reports.
     #[serde(deserialize_with = "exact_f64")]
     pub echo_confidence: f64,
+    /// Milliseconds the echo worker takes per job (bounded by the job's
+    /// deadline): stands in for a slow model in fault tests and demos.
+    pub echo_delay_ms: u64,
     /// The bitnet worker (layer1).
     pub bitnet: BitnetSettings,
     /// The cartridge worker (layer2).
@@ -420,6 +423,7 @@ impl Default for WorkersSettings {
             health_ttl_s: 5,
             shutdown_grace_s: 10,
             echo_confidence: 1.0,
+            echo_delay_ms: 0,
             bitnet: BitnetSettings::default(),
             cartridge: CartridgeSettings::default(),
             llm: LlmSettings::default(),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -93,7 +94,13 @@ pub fn run(file: Option<PathBuf>, args: WorkerArgs) -> ExitCode {
         let backend_err = |reason: String| WorkerError::Backend { kind, reason };
         match kind {
             WorkerKind::Echo => {
-                serve(settings.clone(), EchoBackend::new(w.echo_confidence), opts).await
+                serve(
+                    settings.clone(),
+                    EchoBackend::new(w.echo_confidence)
+                        .with_delay(Duration::from_millis(w.echo_delay_ms)),
+                    opts,
+                )
+                .await
             }
             WorkerKind::Cartridge => {
                 let paths = if args.cartridges.is_empty() {
