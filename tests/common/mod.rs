@@ -24,6 +24,8 @@ pub struct TestRedis {
     /// Port of a private server.
     pub port: u16,
     dir: Option<tempfile::TempDir>,
+    /// Extra `redis-server` arguments, kept for [`Self::restart`].
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -49,6 +51,7 @@ impl TestRedis {
                 url,
                 port: 0,
                 dir: None,
+                extra: Vec::new(),
             };
         }
         Self::start_private(&[])
@@ -78,6 +81,7 @@ impl TestRedis {
                     url,
                     port,
                     dir: Some(dir),
+                    extra: extra.iter().map(|s| s.to_string()).collect(),
                 };
             }
             let _ = child.kill();
@@ -99,6 +103,32 @@ impl TestRedis {
         }
     }
 
+    /// Stops a private server the way an operator does (SIGTERM: it saves
+    /// and fsyncs its append-only file first), waiting up to 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped (or killed) private server again, on the same port
+    /// and directory, with the same arguments.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.restart();
+    }
+
     /// Starts a private server again on the same port.
     pub fn restart(&mut self) {
         self.kill();
@@ -116,6 +146,7 @@ impl TestRedis {
                 .args(["--save", ""])
                 .args(["--appendonly", "no"])
                 .args(["--dir", dir.to_str().unwrap()])
+                .args(&self.extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -176,7 +207,11 @@ pub struct TestContext {
 impl TestContext {
     /// A fresh context.
     pub fn new() -> Self {
-        let redis = TestRedis::start();
+        Self::with_redis(TestRedis::start())
+    }
+
+    /// A fresh context on a server the test started itself.
+    pub fn with_redis(redis: TestRedis) -> Self {
         let prefix = format!(
             "kbtest-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]

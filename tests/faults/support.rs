@@ -1,0 +1,354 @@
+//! Real processes for the fault suite: `kitbash serve` and `kitbash worker`
+//! binaries with their logs captured, load, and outcome accounting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kitbash::grains::{Grain, IfExists};
+use kitbash::{Blackboard, QueryState, QueryStatus};
+
+use crate::common::TestContext;
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `kitbash` process, killed (SIGKILL) on drop; stdout and stderr go to
+/// a log file the test can read.
+pub struct Proc {
+    child: Option<Child>,
+    /// What it is, for messages.
+    pub label: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Environment every process of a test shares: its Redis, its prefix, fast
+/// heartbeats and recovery, no HTTP, all events kept.
+pub fn base_env(ctx: &TestContext, redis_url: &str) -> Vec<(String, String)> {
+    [
+        ("KITBASH_REDIS__URL", redis_url.to_string()),
+        ("KITBASH_REDIS__KEY_PREFIX", ctx.prefix.clone()),
+        ("KITBASH_REDIS__RETRY_MAX_DELAY_MS", "1000".into()),
+        ("KITBASH_HTTP__ENABLED", "false".into()),
+        ("KITBASH_ORCHESTRATOR__HEARTBEAT_INTERVAL_MS", "200".into()),
+        ("KITBASH_ORCHESTRATOR__HEALTH_TTL_S", "1".into()),
+        ("KITBASH_ORCHESTRATOR__RECOVERY_INTERVAL_S", "1".into()),
+        ("KITBASH_ORCHESTRATOR__SHUTDOWN_GRACE_S", "2".into()),
+        ("KITBASH_WORKERS__HEARTBEAT_INTERVAL_MS", "200".into()),
+        ("KITBASH_WORKERS__HEALTH_TTL_S", "1".into()),
+        ("KITBASH_WORKERS__SHUTDOWN_GRACE_S", "2".into()),
+        ("KITBASH_FEED__MAX_LEN", "2000000".into()),
+        ("KITBASH_LAYERS__LAYER2__TIMEOUT_MS", "2000".into()),
+        ("KITBASH_LOG", "info".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl Proc {
+    /// Starts `kitbash <args>` with `env` (applied in order, later wins).
+    pub fn start(label: &str, args: &[&str], env: &[(String, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.txt");
+        let out = File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kitbash"));
+        cmd.args(args)
+            .env_remove("KITBASH_CONFIG")
+            .env_remove("REDIS_URL")
+            .env("NO_COLOR", "1")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("kitbash binary");
+        Self {
+            child: Some(child),
+            label: label.to_string(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `kitbash serve`.
+    pub fn serve(label: &str, env: &[(String, String)]) -> Self {
+        Self::start(label, &["serve"], env)
+    }
+
+    /// `kitbash worker echo --layer layer2 --name <name>`.
+    pub fn echo_worker(name: &str, env: &[(String, String)]) -> Self {
+        Self::start(
+            name,
+            &["worker", "echo", "--layer", "layer2", "--name", name],
+            env,
+        )
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `kill -9`: no shutdown, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to 20 s; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("{} did not stop within 20 s of SIGTERM", self.label);
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// CPU time used so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.label, tail(&self.log(), 60));
+        }
+        self.kill9();
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Stores `n` grains `fault-grain-<i>`: "What is the fault colour number <i>?"
+pub async fn load_grains(bb: &Blackboard, n: usize) {
+    let grains: Vec<Grain> = (0..n)
+        .map(|i| {
+            Grain::new(
+                format!("fault-grain-{i}"),
+                format!("What is the fault colour number {i}?"),
+                format!("colour {i}"),
+            )
+        })
+        .collect();
+    for r in bb.store_grains(&grains, IfExists::Replace).await.unwrap() {
+        r.unwrap();
+    }
+}
+
+/// Pushes `n` queries, ids `<tag>-<i>`: every other one asks a grain
+/// (layer0 answers), the rest go down to the echo worker on layer2.
+/// Returns the ids in push order.
+pub async fn push_mixed(bb: &Blackboard, tag: &str, n: usize, grains: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let text = if i % 2 == 0 && grains > 0 {
+                format!("What is the fault colour number {}?", i % grains)
+            } else {
+                format!("echo question {tag} {i}")
+            };
+            let q = QueryState::with_id(format!("{tag}-{i}"), text);
+            ids.push(q.query_id.clone());
+            batch.push(q);
+        }
+        // Sent together over the multiplexed connection: one round trip.
+        let pushes = batch.iter().map(|q| bb.enqueue(q));
+        for r in futures_util::future::join_all(pushes).await {
+            r.unwrap();
+        }
+    }
+    ids
+}
+
+/// The states of `ids` (None: no state).
+pub fn states(ctx: &TestContext, ids: &[String]) -> Vec<Option<QueryState>> {
+    let mut conn = ctx.raw();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.get(ctx.keys().state(id));
+        }
+        let raw: Vec<Option<String>> = pipe.query(&mut conn).unwrap();
+        out.extend(
+            raw.into_iter()
+                .map(|r| r.map(|s| serde_json::from_str::<QueryState>(&s).unwrap())),
+        );
+    }
+    out
+}
+
+/// How many of `ids` are terminal now.
+pub fn terminal_count(ctx: &TestContext, ids: &[String]) -> usize {
+    states(ctx, ids)
+        .iter()
+        .filter(|s| s.as_ref().is_some_and(|s| s.status.is_terminal()))
+        .count()
+}
+
+/// Waits until every one of `ids` is terminal; panics after `secs` naming
+/// what is left. Returns the time it took.
+pub async fn wait_all_terminal(ctx: &TestContext, ids: &[String], secs: f64) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let states = states(ctx, ids);
+        let open: Vec<String> = ids
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| !s.as_ref().is_some_and(|s| s.status.is_terminal()))
+            .map(|(id, s)| format!("{id}={:?}", s.as_ref().map(|s| s.status.clone())))
+            .collect();
+        if open.is_empty() {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed().as_secs_f64() < secs,
+            "{} of {} queries not terminal after {secs} s, e.g. {:?}",
+            open.len(),
+            ids.len(),
+            &open[..open.len().min(10)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event in the feed, as (event, query_id, reason).
+pub async fn all_events(bb: &Blackboard) -> Vec<(String, String, String)> {
+    bb.recent_events(10_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.event().unwrap_or("").to_string(),
+                e.get("query_id").unwrap_or("").to_string(),
+                e.get("reason").unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// How many events of `kind` each query has.
+pub fn per_query(events: &[(String, String, String)], kind: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for (e, q, _) in events {
+        if e == kind {
+            *out.entry(q.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Asserts each of `ids` completed exactly once (one `query_completed`
+/// event) and is terminal; returns the status counts.
+pub async fn assert_exactly_once(
+    ctx: &TestContext,
+    bb: &Blackboard,
+    ids: &[String],
+) -> HashMap<String, usize> {
+    let events = all_events(bb).await;
+    let completed = per_query(&events, "query_completed");
+    let twice: Vec<_> = completed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "completed more than once: {twice:?}");
+    let mut statuses = HashMap::new();
+    for (id, s) in ids.iter().zip(states(ctx, ids)) {
+        let s = s.unwrap_or_else(|| panic!("{id} has no state"));
+        assert!(s.status.is_terminal(), "{id} is {:?}", s.status);
+        if s.status != QueryStatus::Failed {
+            assert_eq!(completed.get(id), Some(&1), "{id}: one query_completed");
+        }
+        *statuses.entry(s.status.as_str().to_string()).or_default() += 1;
+    }
+    statuses
+}
+
+/// Keys matching `pattern` (under this test's prefix) that hold something.
+pub fn keys_matching(ctx: &TestContext, pattern: &str) -> Vec<String> {
+    let mut conn = ctx.raw();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap();
+    keys.sort();
+    keys
+}
+
+/// Polls `cond` every 50 ms for up to `secs`.
+pub async fn eventually<F: FnMut() -> bool>(secs: f64, mut cond: F) -> bool {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+/// For the unanswered ones of `ids`: how their `layer` attempt ended, and why.
+pub fn why_unanswered(ctx: &TestContext, ids: &[String], layer: &str) -> BTreeMap<String, usize> {
+    let mut why = BTreeMap::new();
+    for s in states(ctx, ids).into_iter().flatten() {
+        if s.status == QueryStatus::Unanswered
+            && let Some(a) = s.layer_attempts.iter().find(|a| a.layer == layer)
+        {
+            let reason = a.reason.clone().unwrap_or_default();
+            *why.entry(format!("{:?}: {reason}", a.outcome)).or_default() += 1;
+        }
+    }
+    why
+}
+
+/// Asserts every one of `ids` is answered or unanswered (none failed) and
+/// returns (answered, unanswered).
+pub fn answered_or_not(statuses: &HashMap<String, usize>, n: usize) -> (usize, usize) {
+    assert_eq!(statuses.get("failed"), None, "{statuses:?}");
+    let answered = statuses.get("answered").copied().unwrap_or(0);
+    let unanswered = statuses.get("unanswered").copied().unwrap_or(0);
+    assert_eq!(answered + unanswered, n, "{statuses:?}");
+    (answered, unanswered)
+}
