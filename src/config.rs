@@ -37,7 +37,15 @@ const REDIS_VARS: &[(&str, &str)] = &[
 ];
 
 /// Variables with the `KITBASH_` prefix that are not configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["KITBASH_CONFIG", "KITBASH_TEST_REDIS_URL", "KITBASH_LOG"];
+/// (The `KITBASH_ACL_*` ones are the passwords of `kitbash acl --passwords-from-env`.)
+const NON_CONFIG_VARS: &[&str] = &[
+    "KITBASH_CONFIG",
+    "KITBASH_TEST_REDIS_URL",
+    "KITBASH_LOG",
+    "KITBASH_ACL_DAEMON_PASSWORD",
+    "KITBASH_ACL_WORKER_PASSWORD",
+    "KITBASH_ACL_CLIENT_PASSWORD",
+];
 
 /// Errors raised while assembling or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -236,17 +244,19 @@ impl RedisSettings {
     }
 }
 
-/// Replaces the password of a `scheme://user:pass@host` URL with `***`.
+/// Replaces the password of a `scheme://user:pass@host` URL, and the value
+/// of a `pass=` query parameter (`unix:///s.sock?pass=…`), with `***`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
+    let url = &redact_query_password(url);
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
+    // The last `@` ends the credentials even when an unencoded password
+    // holds `/`, `?` or `#` (over-redacting an `@` in the query is harmless).
+    match rest.rfind('@') {
         Some(at) => {
-            let userinfo = &authority[..at];
+            let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
             let redacted = if userinfo.contains(':') {
                 format!("{user}:***")
@@ -258,6 +268,20 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_string(),
     }
+}
+
+fn redact_query_password(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if matches!(k, "pass" | "password") => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// The daemon's settings.
@@ -848,11 +872,15 @@ fn describe(figment: &Figment, err: figment::Error) -> ConfigError {
     for e in err {
         // figment's path already ends in the unknown field's name.
         let key = e.path.join(".");
-        let value = figment
-            .find_value(&key)
-            .ok()
-            .map(|v| display_value(&key, &v))
-            .unwrap_or_else(|| "?".into());
+        // An unknown key may be a misspelt secret (`pasword`): its value is not shown.
+        let value = match &e.kind {
+            Kind::UnknownField(..) => "(not shown)".into(),
+            _ => figment
+                .find_value(&key)
+                .ok()
+                .map(|v| display_value(&key, &v))
+                .unwrap_or_else(|| "?".into()),
+        };
         let source = match &e.metadata {
             Some(meta) => describe_metadata(meta, &key),
             None => source_name(figment, &key),
@@ -862,8 +890,15 @@ fn describe(figment: &Figment, err: figment::Error) -> ConfigError {
                 "unknown key `{field}`; expected one of: {}",
                 expected.join(", ")
             ),
+            // `actual` quotes the value; not for a secret (`password: 4711`).
+            Kind::InvalidType(_, expected) if is_secret_key(&key) => {
+                format!("invalid type: expected {expected}; write the secret as a quoted string")
+            }
             Kind::InvalidType(actual, expected) => {
                 format!("invalid type: found {actual}, expected {expected}")
+            }
+            Kind::InvalidValue(_, expected) if is_secret_key(&key) => {
+                format!("invalid value: expected {expected}")
             }
             Kind::InvalidValue(actual, expected) => {
                 format!("invalid value: found {actual}, expected {expected}")
@@ -1230,6 +1265,12 @@ mod tests {
         assert_eq!(redact_url("rediss://:pw@h/1"), "rediss://:***@h/1");
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
         assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
+        // An unencoded `/` in the password does not end the credentials.
+        assert_eq!(redact_url("redis://u:a/b@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(
+            redact_url("unix:///run/r.sock?db=1&pass=hunter2"),
+            "unix:///run/r.sock?db=1&pass=***"
+        );
     }
 
     #[test]
