@@ -15,10 +15,10 @@ use std::sync::Once;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo};
+use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RedisSettings, redact_url};
+use crate::config::{RedisSettings, TlsFileError, redact_url};
 
 /// Errors raised while opening connections.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,15 @@ pub enum ConnectError {
         url: String,
         /// What the driver said.
         source: redis::RedisError,
+    },
+    /// A TLS file setting (`redis.tls_ca_file`, `tls_cert_file`,
+    /// `tls_key_file`) names a file that cannot be used.
+    #[error("cannot set up TLS to Redis at {url}: {source}")]
+    TlsFile {
+        /// The URL, password redacted.
+        url: String,
+        /// The setting, the file and what is wrong with it.
+        source: TlsFileError,
     },
     /// Redis did not answer.
     #[error("cannot connect to Redis at {url}: {source}")]
@@ -92,7 +101,30 @@ impl Connector {
             redis_info = redis_info.set_password(password.expose());
         }
         info = info.set_redis_settings(redis_info);
-        let client = Client::open(info).map_err(invalid)?;
+        let tls = settings
+            .tls_files()
+            .map_err(|source| ConnectError::TlsFile {
+                url: redact_url(&url),
+                source,
+            })?;
+        let client = match tls {
+            // A private CA and/or a client certificate; `build_with_tls`
+            // refuses a URL that is not `rediss://`.
+            Some(files) => Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: files
+                        .client
+                        .map(|(client_cert, client_key)| ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }),
+                    root_cert: files.ca,
+                },
+            ),
+            None => Client::open(info),
+        }
+        .map_err(invalid)?;
         Ok(Self {
             client,
             settings: settings.clone(),
