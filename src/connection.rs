@@ -48,6 +48,16 @@ pub enum ConnectError {
         /// What the driver said.
         source: redis::RedisError,
     },
+    /// Redis answered, but the TLS handshake failed over a certificate.
+    #[error("TLS handshake with Redis at {url} failed: {source}; {hint}")]
+    TlsRejected {
+        /// The URL, password redacted.
+        url: String,
+        /// What the driver said.
+        source: redis::RedisError,
+        /// Which setting to look at.
+        hint: &'static str,
+    },
     /// Shutdown was requested while waiting for Redis.
     #[error("stopped while waiting for Redis at {url}")]
     Cancelled {
@@ -79,6 +89,27 @@ fn install_crypto_provider() {
         // Fails only when another provider is installed already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// What to do about a TLS handshake that failed over a certificate, or
+/// `None` for any other error. rustls's messages are the only trace the
+/// driver keeps of the cause, so this reads them.
+fn tls_hint(err: &redis::RedisError) -> Option<&'static str> {
+    let text = err.to_string();
+    if text.contains("invalid peer certificate") {
+        Some(
+            "the server's certificate is not trusted: set redis.tls_ca_file to the CA that signed it, and use a host name the certificate names",
+        )
+    } else if text.contains("CertificateRequired")
+        || text.contains("alert: BadCertificate")
+        || text.contains("alert: UnknownCA")
+    {
+        Some(
+            "the server wants a client certificate it trusts: set redis.tls_cert_file and redis.tls_key_file",
+        )
+    } else {
+        None
+    }
 }
 
 impl Connector {
@@ -136,6 +167,22 @@ impl Connector {
         self.settings.redacted_url()
     }
 
+    /// [`ConnectError::TlsRejected`] for a certificate problem, else
+    /// [`ConnectError::Unreachable`].
+    fn unreachable(&self, source: redis::RedisError) -> ConnectError {
+        match tls_hint(&source) {
+            Some(hint) => ConnectError::TlsRejected {
+                url: self.url(),
+                source,
+                hint,
+            },
+            None => ConnectError::Unreachable {
+                url: self.url(),
+                source,
+            },
+        }
+    }
+
     /// The underlying client, for one-off connections.
     pub fn client(&self) -> &Client {
         &self.client
@@ -156,10 +203,7 @@ impl Connector {
         let config = self.manager_config(self.settings.response_timeout());
         ConnectionManager::new_with_config(self.client.clone(), config)
             .await
-            .map_err(|source| ConnectError::Unreachable {
-                url: self.url(),
-                source,
-            })
+            .map_err(|source| self.unreachable(source))
     }
 
     /// The shared connection, created without connecting: the first command
@@ -186,11 +230,18 @@ impl Connector {
         loop {
             match redis::cmd("PING").query_async::<String>(conn).await {
                 Ok(_) => return Ok(()),
-                Err(err) => tracing::warn!(
-                    url = %self.url(),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
-                ),
+                Err(err) => match tls_hint(&err) {
+                    Some(hint) => tracing::warn!(
+                        url = %self.url(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "TLS handshake with Redis failed ({err}); {hint}; retrying"
+                    ),
+                    None => tracing::warn!(
+                        url = %self.url(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
+                    ),
+                },
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url: self.url() }),
@@ -206,10 +257,7 @@ impl Connector {
         let config = self.manager_config(block + self.settings.response_timeout());
         ConnectionManager::new_with_config(self.client.clone(), config)
             .await
-            .map_err(|source| ConnectError::Unreachable {
-                url: self.url(),
-                source,
-            })
+            .map_err(|source| self.unreachable(source))
     }
 
     /// [`Self::shared`], retried with exponential backoff (capped at

@@ -326,12 +326,35 @@ fn daemon_worker_and_client_over_tls_with_a_private_ca() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
     assert!(
-        err.contains("certificate") && err.contains("cannot connect to redis at rediss://"),
+        err.contains("tls handshake with redis at rediss://127.0.0.1")
+            && err.contains("invalid peer certificate")
+            && err.contains("redis.tls_ca_file"),
         "{}",
         text(&o)
     );
     assert!(!err.contains("panicked"), "{}", text(&o));
     assert!(o.stdout.is_empty(), "{}", text(&o));
+
+    // A daemon without the CA keeps retrying, and its log says what to set.
+    let mut lost = Killed(
+        kitbash(&["serve", "--instance-id", "tls-no-ca"], &no_ca)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert!(lost.0.try_wait().unwrap().is_none(), "it waits for Redis");
+    let _ = lost.0.kill();
+    let log = read_all(lost.0.stderr.as_mut().unwrap());
+    assert!(
+        log.contains("TLS handshake with Redis failed")
+            && log.contains("invalid peer certificate")
+            && log.contains("redis.tls_ca_file"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
 
     drop(daemon);
     drop(worker);
@@ -369,7 +392,12 @@ fn client_certificate_for_tls_auth_clients_yes() {
     let o = output(&mut kitbash(&["stats", "--json"], &base));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("rediss://127.0.0.1"), "{}", text(&o));
+    assert!(
+        err.contains("TLS handshake with Redis at rediss://127.0.0.1")
+            && err.contains("redis.tls_cert_file and redis.tls_key_file"),
+        "{}",
+        text(&o)
+    );
     assert!(!err.contains("panicked"), "{}", text(&o));
 }
 
