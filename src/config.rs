@@ -187,6 +187,14 @@ pub struct RedisSettings {
     pub password: Option<Secret>,
     /// Connect with TLS when building from parts (same as a `rediss://` URL).
     pub tls: bool,
+    /// PEM file of the CA certificates that sign the server's certificate
+    /// (a private CA); trusted instead of the system's roots. TLS only.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate chain, for a server with
+    /// `tls-auth-clients yes`; needs `tls_key_file`. TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls_cert_file`; needs `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Time allowed to open one connection, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Time allowed for one ordinary (non-blocking) command, in milliseconds.
@@ -207,6 +215,9 @@ impl Default for RedisSettings {
             username: None,
             password: None,
             tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             connect_timeout_ms: 2_000,
             response_timeout_ms: 2_000,
             retry_max_delay_ms: 5_000,
@@ -242,6 +253,133 @@ impl RedisSettings {
     pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
     }
+
+    /// Whether any of `tls_ca_file`, `tls_cert_file`, `tls_key_file` is set.
+    pub fn has_tls_files(&self) -> bool {
+        self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_key_file.is_some()
+    }
+
+    /// Reads and checks the files named by `tls_ca_file`, `tls_cert_file`
+    /// and `tls_key_file`; `None` when none is set.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, TlsFileError> {
+        if !self.has_tls_files() {
+            return Ok(None);
+        }
+        let read = |key: &'static str, path: &Option<PathBuf>, kind: PemKind| {
+            path.as_deref()
+                .map(|p| read_pem(p, kind).map_err(|reason| TlsFileError::new(key, p, reason)))
+                .transpose()
+        };
+        let ca = read(
+            "redis.tls_ca_file",
+            &self.tls_ca_file,
+            PemKind::Certificates,
+        )?;
+        let cert = read(
+            "redis.tls_cert_file",
+            &self.tls_cert_file,
+            PemKind::Certificates,
+        )?;
+        let key = read(
+            "redis.tls_key_file",
+            &self.tls_key_file,
+            PemKind::PrivateKey,
+        )?;
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(TlsFileError {
+                    key: "redis.tls_key_file",
+                    path: None,
+                    reason: "must be set with redis.tls_cert_file".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(TlsFileError {
+                    key: "redis.tls_cert_file",
+                    path: None,
+                    reason: "must be set with redis.tls_key_file".into(),
+                });
+            }
+        };
+        Ok(Some(TlsFiles { ca, client }))
+    }
+}
+
+/// The contents of the TLS files a [`RedisSettings`] names, checked to be PEM.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// The CA certificates (`tls_ca_file`).
+    pub ca: Option<Vec<u8>>,
+    /// The client's certificate chain and private key (`tls_cert_file`, `tls_key_file`).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is a secret; the certificates are just long.
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
+            .field("client", &self.client.as_ref().map(|_| "<pem>"))
+            .finish()
+    }
+}
+
+/// A TLS file setting that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key}{}: {reason}", path.as_ref().map(|p| format!(" = {}", p.display())).unwrap_or_default())]
+pub struct TlsFileError {
+    /// The setting, as a dotted key.
+    pub key: &'static str,
+    /// The file it names, when the file is the problem.
+    pub path: Option<PathBuf>,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+impl TlsFileError {
+    fn new(key: &'static str, path: &Path, reason: String) -> Self {
+        Self {
+            key,
+            path: Some(path.to_path_buf()),
+            reason,
+        }
+    }
+}
+
+/// What a PEM file named by a setting must hold.
+#[derive(Debug, Clone, Copy)]
+enum PemKind {
+    /// One or more `CERTIFICATE` blocks.
+    Certificates,
+    /// One private key (PKCS#8, PKCS#1 or SEC1).
+    PrivateKey,
+}
+
+/// Reads `path` and checks that it holds what `kind` asks for.
+fn read_pem(path: &Path, kind: PemKind) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    match kind {
+        PemKind::Certificates => {
+            let certs = CertificateDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+            if certs.is_empty() {
+                return Err(
+                    "holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+                );
+            }
+        }
+        PemKind::PrivateKey => {
+            PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+                format!("holds no PEM private key (expected -----BEGIN PRIVATE KEY-----): {e}")
+            })?;
+        }
+    }
+    Ok(bytes)
 }
 
 /// Replaces the password of a `scheme://user:pass@host` URL, and the value
@@ -948,6 +1086,7 @@ fn validate(s: &Settings) -> Vec<(String, String, String)> {
             "must start with redis://, rediss:// or unix://",
         );
     }
+    validate_tls_files(&s.redis, &url, &mut bad);
     let prefix = &s.redis.key_prefix;
     if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '*') {
         bad(
@@ -1092,6 +1231,55 @@ fn validate(s: &Settings) -> Vec<(String, String, String)> {
         );
     }
     out
+}
+
+/// The TLS file settings: each file readable and PEM of the right kind,
+/// certificate and key together, and only on a TLS connection.
+fn validate_tls_files(r: &RedisSettings, url: &str, bad: &mut impl FnMut(&str, String, &str)) {
+    let shown = |p: &Path| format!("{:?}", p.display().to_string());
+    for (key, path, kind) in [
+        ("redis.tls_ca_file", &r.tls_ca_file, PemKind::Certificates),
+        (
+            "redis.tls_cert_file",
+            &r.tls_cert_file,
+            PemKind::Certificates,
+        ),
+        ("redis.tls_key_file", &r.tls_key_file, PemKind::PrivateKey),
+    ] {
+        if let Some(p) = path
+            && let Err(why) = read_pem(p, kind)
+        {
+            bad(key, shown(p), &why);
+        }
+    }
+    match (&r.tls_cert_file, &r.tls_key_file) {
+        (Some(p), None) => bad(
+            "redis.tls_cert_file",
+            shown(p),
+            "needs redis.tls_key_file, the certificate's private key",
+        ),
+        (None, Some(p)) => bad(
+            "redis.tls_key_file",
+            shown(p),
+            "needs redis.tls_cert_file, the certificate of this key",
+        ),
+        _ => {}
+    }
+    if r.has_tls_files() && !url.starts_with("rediss://") {
+        let (key, p) = [
+            ("redis.tls_ca_file", &r.tls_ca_file),
+            ("redis.tls_cert_file", &r.tls_cert_file),
+            ("redis.tls_key_file", &r.tls_key_file),
+        ]
+        .into_iter()
+        .find_map(|(k, p)| p.as_deref().map(|p| (k, p)))
+        .expect("one is set");
+        bad(
+            key,
+            shown(p),
+            "is for TLS, but the connection is not: use a rediss:// URL (or redis.tls: true)",
+        );
+    }
 }
 
 /// A provider over (name, value) pairs: `KITBASH_*` variables or the

@@ -15,10 +15,10 @@ use std::sync::Once;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo};
+use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RedisSettings, redact_url};
+use crate::config::{RedisSettings, TlsFileError, redact_url};
 
 /// Errors raised while opening connections.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,15 @@ pub enum ConnectError {
         /// What the driver said.
         source: redis::RedisError,
     },
+    /// A TLS file setting (`redis.tls_ca_file`, `tls_cert_file`,
+    /// `tls_key_file`) names a file that cannot be used.
+    #[error("cannot set up TLS to Redis at {url}: {source}")]
+    TlsFile {
+        /// The URL, password redacted.
+        url: String,
+        /// The setting, the file and what is wrong with it.
+        source: TlsFileError,
+    },
     /// Redis did not answer.
     #[error("cannot connect to Redis at {url}: {source}")]
     Unreachable {
@@ -38,6 +47,16 @@ pub enum ConnectError {
         url: String,
         /// What the driver said.
         source: redis::RedisError,
+    },
+    /// Redis answered, but the TLS handshake failed over a certificate.
+    #[error("TLS handshake with Redis at {url} failed: {source}; {hint}")]
+    TlsRejected {
+        /// The URL, password redacted.
+        url: String,
+        /// What the driver said.
+        source: redis::RedisError,
+        /// Which setting to look at.
+        hint: &'static str,
     },
     /// Shutdown was requested while waiting for Redis.
     #[error("stopped while waiting for Redis at {url}")]
@@ -72,6 +91,27 @@ fn install_crypto_provider() {
     });
 }
 
+/// What to do about a TLS handshake that failed over a certificate, or
+/// `None` for any other error. rustls's messages are the only trace the
+/// driver keeps of the cause, so this reads them.
+fn tls_hint(err: &redis::RedisError) -> Option<&'static str> {
+    let text = err.to_string();
+    if text.contains("invalid peer certificate") {
+        Some(
+            "the server's certificate is not trusted: set redis.tls_ca_file to the CA that signed it, and use a host name the certificate names",
+        )
+    } else if text.contains("CertificateRequired")
+        || text.contains("alert: BadCertificate")
+        || text.contains("alert: UnknownCA")
+    {
+        Some(
+            "the server wants a client certificate it trusts: set redis.tls_cert_file and redis.tls_key_file",
+        )
+    } else {
+        None
+    }
+}
+
 impl Connector {
     /// Describes the connection; does not connect.
     pub fn new(settings: &RedisSettings) -> Result<Self, ConnectError> {
@@ -92,7 +132,30 @@ impl Connector {
             redis_info = redis_info.set_password(password.expose());
         }
         info = info.set_redis_settings(redis_info);
-        let client = Client::open(info).map_err(invalid)?;
+        let tls = settings
+            .tls_files()
+            .map_err(|source| ConnectError::TlsFile {
+                url: redact_url(&url),
+                source,
+            })?;
+        let client = match tls {
+            // A private CA and/or a client certificate; `build_with_tls`
+            // refuses a URL that is not `rediss://`.
+            Some(files) => Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: files
+                        .client
+                        .map(|(client_cert, client_key)| ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }),
+                    root_cert: files.ca,
+                },
+            ),
+            None => Client::open(info),
+        }
+        .map_err(invalid)?;
         Ok(Self {
             client,
             settings: settings.clone(),
@@ -102,6 +165,22 @@ impl Connector {
     /// The URL, password redacted, for messages.
     pub fn url(&self) -> String {
         self.settings.redacted_url()
+    }
+
+    /// [`ConnectError::TlsRejected`] for a certificate problem, else
+    /// [`ConnectError::Unreachable`].
+    fn unreachable(&self, source: redis::RedisError) -> ConnectError {
+        match tls_hint(&source) {
+            Some(hint) => ConnectError::TlsRejected {
+                url: self.url(),
+                source,
+                hint,
+            },
+            None => ConnectError::Unreachable {
+                url: self.url(),
+                source,
+            },
+        }
     }
 
     /// The underlying client, for one-off connections.
@@ -124,10 +203,7 @@ impl Connector {
         let config = self.manager_config(self.settings.response_timeout());
         ConnectionManager::new_with_config(self.client.clone(), config)
             .await
-            .map_err(|source| ConnectError::Unreachable {
-                url: self.url(),
-                source,
-            })
+            .map_err(|source| self.unreachable(source))
     }
 
     /// The shared connection, created without connecting: the first command
@@ -154,11 +230,18 @@ impl Connector {
         loop {
             match redis::cmd("PING").query_async::<String>(conn).await {
                 Ok(_) => return Ok(()),
-                Err(err) => tracing::warn!(
-                    url = %self.url(),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
-                ),
+                Err(err) => match tls_hint(&err) {
+                    Some(hint) => tracing::warn!(
+                        url = %self.url(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "TLS handshake with Redis failed ({err}); {hint}; retrying"
+                    ),
+                    None => tracing::warn!(
+                        url = %self.url(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
+                    ),
+                },
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url: self.url() }),
@@ -174,10 +257,7 @@ impl Connector {
         let config = self.manager_config(block + self.settings.response_timeout());
         ConnectionManager::new_with_config(self.client.clone(), config)
             .await
-            .map_err(|source| ConnectError::Unreachable {
-                url: self.url(),
-                source,
-            })
+            .map_err(|source| self.unreachable(source))
     }
 
     /// [`Self::shared`], retried with exponential backoff (capped at

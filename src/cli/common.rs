@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::blackboard::Blackboard;
 use crate::config::Settings;
-use crate::connection::Connector;
+use crate::connection::{ConnectError, Connector};
 
 /// Loads the configuration and sets up logs; prints the error and returns
 /// exit code 2 when the configuration is invalid.
@@ -44,7 +44,13 @@ pub async fn blackboard(settings: &Settings) -> Result<Blackboard, ExitCode> {
         ExitCode::from(2)
     })?;
     let conn = connector.shared().await.map_err(|e| {
-        eprintln!("kitbash: {e}; is redis-server running and is redis.url right?");
+        match e {
+            ConnectError::Unreachable { .. } => {
+                eprintln!("kitbash: {e}; is redis-server running and is redis.url right?")
+            }
+            // A TLS rejection says what to set already.
+            _ => eprintln!("kitbash: {e}"),
+        }
         ExitCode::from(2)
     })?;
     Ok(Blackboard::from_settings(conn, settings))
