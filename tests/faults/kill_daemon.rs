@@ -15,7 +15,8 @@ async fn kill_9_daemon_under_load_then_new_daemon_every_query_ends_exactly_once(
     env.push(("KITBASH_WORKERS__ECHO_DELAY_MS".into(), "10".into()));
     env.push(("KITBASH_LAYERS__LAYER2__TIMEOUT_MS".into(), "5000".into()));
     let _worker = Proc::echo_worker("echo-a", &env);
-    let mut first = Proc::serve("daemon-1", &env);
+    let mut first = Proc::serve("daemon-1", &with_instance(&env, "daemon-1"));
+    wait_reporting(&ctx, &["echo-a", "daemon-1"]).await;
 
     const N: usize = 3_000;
     let ids = push_mixed(&bb, "kd", N, 50).await;
@@ -37,7 +38,7 @@ async fn kill_9_daemon_under_load_then_new_daemon_every_query_ends_exactly_once(
     first.kill9();
     let killed = Instant::now();
 
-    let second = Proc::serve("daemon-2", &env);
+    let second = Proc::serve("daemon-2", &with_instance(&env, "daemon-2"));
     wait_all_terminal(&ctx, &ids, 120.0).await;
     let ended = killed.elapsed();
     let statuses = assert_exactly_once(&ctx, &bb, &ids).await;

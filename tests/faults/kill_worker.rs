@@ -17,15 +17,8 @@ async fn kill_9_worker_mid_job_queries_escalate_and_a_new_worker_serves() {
     let mut slow = env.clone();
     slow.push(("KITBASH_WORKERS__ECHO_DELAY_MS".into(), "1500".into()));
     let mut w1 = Proc::echo_worker("w1", &slow);
-    let _daemon = Proc::serve("daemon", &env);
-    assert!(
-        eventually(10.0, || ctx
-            .raw()
-            .exists::<_, bool>(ctx.keys().health("w1"))
-            .unwrap())
-        .await,
-        "w1 reports"
-    );
+    let _daemon = Proc::serve("daemon", &with_instance(&env, "daemon"));
+    wait_reporting(&ctx, &["w1", "daemon"]).await;
 
     let ids = push_mixed(&bb, "kw", 20, 0).await;
     let w1_jobs = ctx.keys().jobs_processing("layer2", "w1");
@@ -63,16 +56,7 @@ async fn kill_9_worker_mid_job_queries_escalate_and_a_new_worker_serves() {
 
     // A restarted worker serves the next jobs.
     let _w2 = Proc::echo_worker("w2", &env);
-    assert!(
-        eventually(10.0, || ctx
-            .raw()
-            .exists::<_, bool>(ctx.keys().health("w2"))
-            .unwrap())
-        .await,
-        "w2 reports"
-    );
-    // The daemon learns of w2 within its directory refresh.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    wait_reporting(&ctx, &["w2"]).await;
     let next = push_mixed(&bb, "kw-next", 10, 0).await;
     wait_all_terminal(&ctx, &next, 15.0).await;
     for s in states(&ctx, &next) {

@@ -47,14 +47,7 @@ async fn redis_unreachable_for_10_s_ready_503_one_log_line_no_busy_loop_then_res
         assert!(t.elapsed() < Duration::from_secs(15), "daemon ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        eventually(10.0, || ctx
-            .raw()
-            .exists::<_, bool>(ctx.keys().health("echo-o"))
-            .unwrap())
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_reporting(&ctx, &["echo-o"]).await;
 
     // 40 queries: half answered by layer0 at once, half held by the slow worker.
     let ids = push_mixed(&bb, "out", 40, 20).await;

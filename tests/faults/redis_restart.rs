@@ -25,7 +25,8 @@ async fn redis_restart_under_load_with_aof_loses_nothing() {
     let mut env = base_env(&ctx, &ctx.redis.url);
     env.push(("KITBASH_WORKERS__ECHO_DELAY_MS".into(), "10".into()));
     let mut worker = Proc::echo_worker("echo-r", &env);
-    let mut daemon = Proc::serve("daemon", &env);
+    let mut daemon = Proc::serve("daemon", &with_instance(&env, "daemon"));
+    wait_reporting(&ctx, &["echo-r", "daemon"]).await;
 
     const N: usize = 3_000;
     let ids = push_mixed(&bb, "rr", N, 50).await;

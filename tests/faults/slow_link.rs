@@ -122,14 +122,8 @@ async fn slow_and_cut_link_no_premature_recovery_no_duplicates() {
     let _worker = Proc::echo_worker("echo-s", &env);
     let mut slow = Proc::serve("daemon-slow", &slow_env);
     let mut fast = Proc::serve("daemon-fast", &fast_env);
-    assert!(
-        eventually(10.0, || ctx
-            .raw()
-            .exists::<_, bool>(ctx.keys().health("slow"))
-            .unwrap())
-        .await,
-        "the slow daemon reports through the proxy"
-    );
+    // The slow daemon reports through the proxy.
+    wait_reporting(&ctx, &["echo-s", "slow", "fast"]).await;
 
     const N: usize = 2_000;
     let ids = push_mixed(&bb, "sl", N, 50).await;

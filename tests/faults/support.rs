@@ -352,3 +352,26 @@ pub fn answered_or_not(statuses: &HashMap<String, usize>, n: usize) -> (usize, u
     assert_eq!(answered + unanswered, n, "{statuses:?}");
     (answered, unanswered)
 }
+
+/// Waits until every one of `names` has a health key, then long enough for
+/// the daemons' worker directory (refreshed every 250 ms) to see them.
+pub async fn wait_reporting(ctx: &TestContext, names: &[&str]) {
+    let all = || {
+        let mut conn = ctx.raw();
+        names.iter().all(|n| {
+            redis::cmd("EXISTS")
+                .arg(ctx.keys().health(n))
+                .query::<bool>(&mut conn)
+                .unwrap()
+        })
+    };
+    assert!(eventually(20.0, all).await, "{names:?} report health");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+}
+
+/// `env` plus `orchestrator.instance_id = id`.
+pub fn with_instance(env: &[(String, String)], id: &str) -> Vec<(String, String)> {
+    let mut e = env.to_vec();
+    e.push(("KITBASH_ORCHESTRATOR__INSTANCE_ID".into(), id.into()));
+    e
+}

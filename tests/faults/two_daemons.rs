@@ -33,7 +33,7 @@ async fn two_daemons_three_workers_no_query_processed_twice() {
         .iter()
         .enumerate()
         .map(|(i, port)| {
-            let mut e = env.clone();
+            let mut e = with_instance(&env, &format!("daemon-{i}"));
             e.push(("KITBASH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
             Proc::serve(&format!("daemon-{i}"), &e)
         })
@@ -41,16 +41,11 @@ async fn two_daemons_three_workers_no_query_processed_twice() {
     let workers: Vec<Proc> = (0..3)
         .map(|i| Proc::echo_worker(&format!("echo-{i}"), &env))
         .collect();
-    assert!(
-        eventually(10.0, || {
-            (0..3).all(|i| {
-                ctx.raw()
-                    .exists::<_, bool>(ctx.keys().health(&format!("echo-{i}")))
-                    .unwrap()
-            })
-        })
-        .await
-    );
+    wait_reporting(
+        &ctx,
+        &["echo-0", "echo-1", "echo-2", "daemon-0", "daemon-1"],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     const N: usize = 4_000;
