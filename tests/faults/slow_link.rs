@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::TestContext;
+use crate::common::{TestContext, TestRedis};
 use crate::support::*;
 
 /// A TCP proxy that delays every chunk by `latency` in each direction
@@ -104,7 +104,7 @@ async fn pipe(
 /// processing list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_cut_link_no_premature_recovery_no_duplicates() {
-    let ctx = TestContext::new();
+    let ctx = TestContext::with_redis(TestRedis::start_private(&[]));
     let bb = ctx.blackboard().await;
     load_grains(&bb, 50).await;
     let proxy = Proxy::start(ctx.redis.port, Duration::from_millis(15)).await;
