@@ -76,6 +76,9 @@ struct Run {
     /// Counters, samples and grain hits, written with the finishing step.
     extra: redis::Pipeline,
     started: Instant,
+    /// A stored state judged unusable, which the outcome replaces even if it
+    /// claims to be terminal (it was not written by a daemon).
+    replaces: Option<String>,
 }
 
 /// Handles one taken entry to its end. `preloaded` is the state read for an
@@ -91,6 +94,9 @@ pub(super) async fn handle_entry(
 ) {
     let started = Instant::now();
     let max = sh.settings.orchestrator.max_query_bytes;
+    // The stored state as read, kept for a state judged unusable: the
+    // failed outcome may replace exactly that value (see `finish.lua`).
+    let mut stored: Option<String> = None;
     let intake = match intake::classify(&entry, max) {
         EntryKind::Decided(i) => i,
         EntryKind::Id(id) => {
@@ -107,10 +113,20 @@ pub(super) async fn handle_entry(
                     }
                 },
             };
-            intake::from_stored(&id, raw.as_deref(), max)
+            let intake = intake::from_stored(&id, raw.as_deref(), max);
+            if matches!(intake, Intake::Fail { .. }) {
+                stored = raw;
+            }
+            intake
         }
         EntryKind::JsonWithId { state } => match read_state(sh, &state.query_id).await {
-            Ok(Some(raw)) => intake::from_stored(&state.query_id, Some(&raw), max),
+            Ok(Some(raw)) => {
+                let intake = intake::from_stored(&state.query_id, Some(&raw), max);
+                if matches!(intake, Intake::Fail { .. }) {
+                    stored = Some(raw);
+                }
+                intake
+            }
             Ok(None) => intake::check_text(state, true, max),
             Err(e) => {
                 sh.status.redis_failed("reading query states", &e);
@@ -131,6 +147,7 @@ pub(super) async fn handle_entry(
             tracing::info!(query_id = %state.query_id, "query failed: {reason}");
             state.completed_at = Some(now_rfc3339());
             let mut run = Run::new(state, entry, started);
+            run.replaces = stored;
             run.events
                 .push(Event::new(EventKind::QueryFailed, &run.state.query_id).reason(reason));
             finish(sh, run, abort).await;
@@ -157,6 +174,7 @@ impl Run {
             events: Vec::with_capacity(8),
             extra: redis::pipe(),
             started,
+            replaces: None,
         }
     }
 }
@@ -573,6 +591,10 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
         o.done_ttl_s.to_string().into_bytes(),
         status.as_str().as_bytes().to_vec(),
         sh.bb.limits().feed_max_len.to_string().into_bytes(),
+        run.replaces
+            .take()
+            .map(String::into_bytes)
+            .unwrap_or_default(),
         run.events.len().to_string().into_bytes(),
     ];
     for e in &run.events {

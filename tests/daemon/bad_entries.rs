@@ -133,3 +133,42 @@ async fn a_terminal_query_pushed_again_is_not_processed_again() {
     );
     d.stop().await;
 }
+
+/// States other clients wrote that only look finished: a `status` that is
+/// nested, or a terminal status in a state that is not valid. The daemon
+/// decides by the whole document: the first runs, the second fails with a
+/// record; neither is dropped without an outcome.
+#[tokio::test]
+async fn states_that_only_look_terminal_are_not_dropped() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    let bb = ctx.blackboard().await;
+    bb.store_grain(&Grain::new("g", "What is the capital of Kenya?", "Nairobi"))
+        .await
+        .unwrap();
+    let d = RunningDaemon::start(&ctx.settings);
+    let keys = ctx.keys();
+    let mut raw = ctx.raw();
+    let nested = r#"{"query_id":"nested","query_text":"What is the capital of Kenya?","metadata":{"status":"failed"},"status":"pending"}"#;
+    let no_id = r#"{"query_text":"What is the capital of Kenya?","status":"answered"}"#;
+    let _: () = raw.set(keys.state("nested"), nested).unwrap();
+    let _: () = raw.set(keys.state("no-id"), no_id).unwrap();
+    let _: () = raw.lpush(keys.queue(), "nested").unwrap();
+    let _: () = raw.lpush(keys.queue(), "no-id").unwrap();
+
+    let s = wait_done(&ctx, &bb, "nested", 10.0).await;
+    assert_eq!(s.status, QueryStatus::Answered);
+    let s = wait_done(&ctx, &bb, "no-id", 10.0).await;
+    assert_eq!(s.status, QueryStatus::Failed);
+    assert!(s.error.unwrap().contains("query_id"));
+    let counts = event_counts(&bb).await;
+    assert_eq!(
+        counts.get(&("query_completed".into(), "nested".into())),
+        Some(&1)
+    );
+    assert_eq!(
+        counts.get(&("query_failed".into(), "no-id".into())),
+        Some(&1)
+    );
+    d.stop().await;
+}
