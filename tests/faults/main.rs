@@ -9,6 +9,7 @@ mod common;
 
 mod support;
 
+mod garbage;
 mod kill_daemon;
 mod kill_worker;
 mod outage;
