@@ -24,6 +24,9 @@ use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_r
 pub(super) static FINISH: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../scripts/finish.lua")));
 
+pub(super) static PUSH_JOB: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../scripts/push_job.lua")));
+
 /// Most records kept in the dead list; the oldest go first.
 pub const DEAD_LIST_CAP: isize = 10_000;
 
@@ -408,41 +411,82 @@ async fn worker_attempt(
     let rx = sh.pending.register(&job_id, &qid, name);
 
     // One round trip: the decisions so far, the state so far (a client
-    // reading it sees `processing`), and the job. Built in a block so that
-    // none of it stays in this future's state while it waits for the reply
-    // (with thousands of queries in flight, that is the daemon's memory).
+    // reading it sees `processing`), and the job unless the layer's job list
+    // is full (`push_job.lua`). Built in a block so that none of it stays in
+    // this future's state while it waits for the reply (with thousands of
+    // queries in flight, that is the daemon's memory).
     let pushed = {
         let mut pipe = redis::pipe();
         for e in run.events.drain(..) {
             sh.bb.add_event_to(&mut pipe, &e);
         }
-        sh.bb.add_event_to(
-            &mut pipe,
-            &Event::new(EventKind::LayerAttempt, &qid).layer(name),
-        );
         pipe.set_ex(
             sh.bb.keys().state(&qid),
             serde_json::to_string(&run.state).expect("state serializes"),
             sh.settings.orchestrator.state_ttl_s,
         )
         .ignore();
-        pipe.lpush(
-            sh.bb.keys().jobs(name),
+        let keys = [sh.bb.keys().jobs(name), sh.bb.keys().feed()];
+        let mut args = vec![
             serde_json::to_string(&job).expect("job serializes"),
-        )
-        .ignore();
+            sh.settings.orchestrator.max_jobs_per_layer.to_string(),
+            sh.bb.limits().feed_max_len.to_string(),
+        ];
         drop(job);
+        for (k, v) in Event::new(EventKind::LayerAttempt, &qid)
+            .layer(name)
+            .fields()
+        {
+            args.push(k.to_string());
+            args.push(v);
+        }
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg(PUSH_JOB.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(&args);
+        pipe.add_command(evalsha);
         let mut conn = sh.bb.connection();
-        pipe.query_async::<()>(&mut conn).await
+        match pipe.query_async::<(i64,)>(&mut conn).await {
+            Ok((len,)) => Ok(len),
+            Err(e)
+                if e.code() == Some("NOSCRIPT")
+                    || e.to_string().to_ascii_uppercase().contains("NOSCRIPT") =>
+            {
+                // Redis lost its scripts: the rest of the pipeline ran;
+                // invoke_async loads the script and runs it.
+                let mut push = PUSH_JOB.prepare_invoke();
+                push.key(&keys).arg(&args);
+                push.invoke_async::<i64>(&mut conn).await
+            }
+            Err(e) => Err(e),
+        }
     };
     run.events.shrink_to_fit();
-    if let Err(e) = pushed {
-        sh.pending.forget(&job_id);
-        return Attempt::failed(
-            Outcome::Error,
-            t0,
-            format!("cannot hand the job to workers: {e}"),
-        );
+    match pushed {
+        Err(e) => {
+            sh.pending.forget(&job_id);
+            return Attempt::failed(
+                Outcome::Error,
+                t0,
+                format!("cannot hand the job to workers: {e}"),
+            );
+        }
+        Ok(len) if len < 0 => {
+            // Skipped like a layer without a live worker: the query moves on
+            // at once instead of waiting on a list nobody drains.
+            sh.pending.forget(&job_id);
+            return Attempt {
+                outcome: Outcome::Skipped,
+                confidence: None,
+                latency_ms: 0.0,
+                answer: None,
+                worker: None,
+                reason: Some(format!("job list full ({} jobs queued)", -len)),
+            };
+        }
+        Ok(_) => {}
     }
 
     let waited = tokio::select! {
