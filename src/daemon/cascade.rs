@@ -72,8 +72,12 @@ struct Run {
     state: QueryState,
     entry: Vec<u8>,
     events: Vec<Event>,
-    /// Counters, samples and grain hits, written with the finishing step.
+    /// Counters and grain hits, written with the finishing step.
     extra: redis::Pipeline,
+    /// Latency samples (metric, ms, unix ms), added to `extra` only when the
+    /// finishing step is sent, so the sample that takes its metric's
+    /// trimming turn is not held back while the query waits on a worker.
+    samples: Vec<(String, f64, i64)>,
     started: Instant,
 }
 
@@ -153,6 +157,7 @@ impl Run {
             entry,
             events: Vec::with_capacity(8),
             extra: redis::pipe(),
+            samples: Vec::new(),
             started,
         }
     }
@@ -262,12 +267,11 @@ async fn cascade(sh: &Shared, run: &mut Run, abort: &CancellationToken) {
         sh.bb
             .add_attempt_to(&mut run.extra, name, attempt.outcome, attempt.latency_ms);
         if attempt.outcome != Outcome::Skipped {
-            sh.bb.add_sample_to(
-                &mut run.extra,
-                &layer_latency_metric(name),
+            run.samples.push((
+                layer_latency_metric(name),
                 attempt.latency_ms,
                 chrono::Utc::now().timestamp_millis(),
-            );
+            ));
         }
         sh.status
             .prom
@@ -570,12 +574,14 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
             run.events.push(e);
         }
     }
-    sh.bb.add_sample_to(
-        &mut run.extra,
-        QUERY_LATENCY_METRIC,
+    run.samples.push((
+        QUERY_LATENCY_METRIC.to_string(),
         latency_ms,
         chrono::Utc::now().timestamp_millis(),
-    );
+    ));
+    for (metric, value, ts_ms) in run.samples.drain(..) {
+        sh.bb.add_sample_to(&mut run.extra, &metric, value, ts_ms);
+    }
     let keys = sh.bb.keys();
     let o = &sh.settings.orchestrator;
     let script_keys = [
