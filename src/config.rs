@@ -447,6 +447,10 @@ pub struct OrchestratorSettings {
     pub max_query_bytes: usize,
     /// Queue length past which clients refuse to enqueue.
     pub max_queue_len: u64,
+    /// Jobs a worker layer's job list may hold; at this length the daemon
+    /// skips the layer instead of pushing (a worker that reports healthy but
+    /// takes nothing cannot make the list grow without bound).
+    pub max_jobs_per_layer: u64,
     /// Interval between two heartbeats of the daemon's health key, in milliseconds.
     pub heartbeat_interval_ms: u64,
     /// Seconds a health key lives without a heartbeat; absent means dead.
@@ -467,6 +471,7 @@ impl Default for OrchestratorSettings {
             shutdown_grace_s: 10,
             max_query_bytes: 4_096,
             max_queue_len: 100_000,
+            max_jobs_per_layer: 10_000,
             heartbeat_interval_ms: 1_000,
             health_ttl_s: 5,
             recovery_interval_s: 5,
@@ -1102,6 +1107,10 @@ fn validate(s: &Settings) -> Vec<(String, String, String)> {
         ("orchestrator.state_ttl_s", s.orchestrator.state_ttl_s),
         ("orchestrator.done_ttl_s", s.orchestrator.done_ttl_s),
         ("orchestrator.max_queue_len", s.orchestrator.max_queue_len),
+        (
+            "orchestrator.max_jobs_per_layer",
+            s.orchestrator.max_jobs_per_layer,
+        ),
         (
             "orchestrator.heartbeat_interval_ms",
             s.orchestrator.heartbeat_interval_ms,

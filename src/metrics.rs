@@ -8,8 +8,8 @@
 //! member and silently lost repeats).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -22,9 +22,31 @@ use crate::state::Outcome;
 static WRITER: LazyLock<String> =
     LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string());
 static SEQ: AtomicU64 = AtomicU64::new(0);
+/// Samples this process added to each metric since it last trimmed it.
+static SINCE_TRIM: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Default::default);
 
-/// One sample in this many also trims its metric (see [`Blackboard::add_sample_to`]).
+/// One sample in this many of a metric also trims that metric (see
+/// [`Blackboard::add_sample_to`]).
 pub const TRIM_EVERY: u64 = 64;
+
+/// Whether this sample of `metric` is the one in [`TRIM_EVERY`] that trims.
+/// Counted per metric: a process-wide count would alias with the fixed order
+/// in which a query writes its samples (layer0, then the query's own, …), so
+/// that some metric never got the trimming turn and grew until maintenance.
+fn trim_turn(metric: &str) -> bool {
+    let mut counts = SINCE_TRIM.lock().expect("trim counts lock");
+    let n = match counts.get_mut(metric) {
+        Some(n) => n,
+        None => counts.entry(metric.to_string()).or_insert(0),
+    };
+    *n += 1;
+    if *n >= TRIM_EVERY {
+        *n = 0;
+        true
+    } else {
+        false
+    }
+}
 
 /// The metric holding one layer's latencies, in ms.
 pub fn layer_latency_metric(layer: &str) -> String {
@@ -127,20 +149,14 @@ pub struct LayerStats {
 
 impl Blackboard {
     /// Appends the commands recording one sample of `metric` to `pipe`: a
-    /// ZADD, and on one sample in [`TRIM_EVERY`] of this process also the age
-    /// and count trims and a TTL. Between two trims a metric can exceed its
-    /// cap by at most that many samples per writer; [`Self::maintain`] (run
-    /// by every daemon every few seconds) trims every metric too.
+    /// ZADD, and on one sample of that metric in [`TRIM_EVERY`] of this
+    /// process also the age and count trims and a TTL. Between two trims a
+    /// metric can exceed its cap by less than that many samples per writer;
+    /// [`Self::maintain`] (run by every daemon every few seconds) trims every
+    /// metric too.
     pub fn add_sample_to(&self, pipe: &mut redis::Pipeline, metric: &str, value: f64, ts_ms: i64) {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.add_sample(
-            pipe,
-            metric,
-            value,
-            ts_ms,
-            seq,
-            seq.is_multiple_of(TRIM_EVERY),
-        );
+        self.add_sample(pipe, metric, value, ts_ms, seq, trim_turn(metric));
     }
 
     fn add_sample(

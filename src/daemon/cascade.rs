@@ -25,6 +25,9 @@ use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_r
 pub(super) static FINISH: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../scripts/finish.lua")));
 
+pub(super) static PUSH_JOB: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../scripts/push_job.lua")));
+
 /// Most records kept in the dead list; the oldest go first.
 pub const DEAD_LIST_CAP: isize = 10_000;
 
@@ -73,8 +76,12 @@ struct Run {
     state: QueryState,
     entry: Vec<u8>,
     events: Vec<Event>,
-    /// Counters, samples and grain hits, written with the finishing step.
+    /// Counters and grain hits, written with the finishing step.
     extra: redis::Pipeline,
+    /// Latency samples (metric, ms, unix ms), added to `extra` only when the
+    /// finishing step is sent, so the sample that takes its metric's
+    /// trimming turn is not held back while the query waits on a worker.
+    samples: Vec<(String, f64, i64)>,
     started: Instant,
     /// A stored state judged unusable, which the outcome replaces even if it
     /// claims to be terminal (it was not written by a daemon).
@@ -173,6 +180,7 @@ impl Run {
             entry,
             events: Vec::with_capacity(8),
             extra: redis::pipe(),
+            samples: Vec::new(),
             started,
             replaces: None,
         }
@@ -287,12 +295,11 @@ async fn cascade(sh: &Shared, run: &mut Run, abort: &CancellationToken) {
         sh.bb
             .add_attempt_to(&mut run.extra, name, attempt.outcome, attempt.latency_ms);
         if attempt.outcome != Outcome::Skipped {
-            sh.bb.add_sample_to(
-                &mut run.extra,
-                &layer_latency_metric(name),
+            run.samples.push((
+                layer_latency_metric(name),
                 attempt.latency_ms,
                 chrono::Utc::now().timestamp_millis(),
-            );
+            ));
         }
         sh.status
             .prom
@@ -436,37 +443,62 @@ async fn worker_attempt(
     let rx = sh.pending.register(&job_id, &qid, name);
 
     // One round trip: the decisions so far, the state so far (a client
-    // reading it sees `processing`), and the job. Built in a block so that
-    // none of it stays in this future's state while it waits for the reply
-    // (with thousands of queries in flight, that is the daemon's memory).
+    // reading it sees `processing`), and the job unless the layer's job list
+    // is full (`push_job.lua`). Built in a block so that none of it stays in
+    // this future's state while it waits for the reply (with thousands of
+    // queries in flight, that is the daemon's memory).
     let pushed = {
         let mut pipe = redis::pipe();
         for e in run.events.drain(..) {
             sh.bb.add_event_to(&mut pipe, &e);
         }
-        sh.bb.add_event_to(
-            &mut pipe,
-            &Event::new(EventKind::LayerAttempt, &qid).layer(name),
-        );
         pipe.set_ex(
             sh.bb.keys().state(&qid),
             serde_json::to_string(&run.state).expect("state serializes"),
             sh.settings.orchestrator.state_ttl_s,
         )
         .ignore();
-        pipe.lpush(
-            sh.bb.keys().jobs(name),
+        let keys = [sh.bb.keys().jobs(name), sh.bb.keys().feed()];
+        let mut args = vec![
             serde_json::to_string(&job).expect("job serializes"),
-        )
-        .ignore();
+            sh.settings.orchestrator.max_jobs_per_layer.to_string(),
+            sh.bb.limits().feed_max_len.to_string(),
+        ];
         drop(job);
+        for (k, v) in Event::new(EventKind::LayerAttempt, &qid)
+            .layer(name)
+            .fields()
+        {
+            args.push(k.to_string());
+            args.push(v);
+        }
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg(PUSH_JOB.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(&args);
+        pipe.add_command(evalsha);
         let mut conn = sh.bb.connection();
         // While Redis is away, keep trying within the layer's time: a Redis
         // blip should not cost the query its worker layers.
         let mut delay = Duration::from_millis(50);
         loop {
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => break Ok(()),
+            let res = match pipe.query_async::<(i64,)>(&mut conn).await {
+                Ok((len,)) => Ok(len),
+                Err(e)
+                    if e.code() == Some("NOSCRIPT")
+                        || e.to_string().to_ascii_uppercase().contains("NOSCRIPT") =>
+                {
+                    // Redis lost its scripts: the rest of the pipeline ran;
+                    // invoke_async loads the script and runs it.
+                    let mut push = PUSH_JOB.prepare_invoke();
+                    push.key(&keys).arg(&args);
+                    push.invoke_async::<i64>(&mut conn).await
+                }
+                Err(e) => Err(e),
+            };
+            match res {
                 Err(e) if t0.elapsed() + delay < layer.timeout() && !is_wrong_type(&e) => {
                     sh.status.redis_failed("handing jobs to workers", &e);
                     tokio::select! {
@@ -475,18 +507,34 @@ async fn worker_attempt(
                     }
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
-                Err(e) => break Err(e),
+                other => break other,
             }
         }
     };
     run.events.shrink_to_fit();
-    if let Err(e) = pushed {
-        sh.pending.forget(&job_id);
-        return Attempt::failed(
-            Outcome::Error,
-            t0,
-            format!("cannot hand the job to workers: {e}"),
-        );
+    match pushed {
+        Err(e) => {
+            sh.pending.forget(&job_id);
+            return Attempt::failed(
+                Outcome::Error,
+                t0,
+                format!("cannot hand the job to workers: {e}"),
+            );
+        }
+        Ok(len) if len < 0 => {
+            // Skipped like a layer without a live worker: the query moves on
+            // at once instead of waiting on a list nobody drains.
+            sh.pending.forget(&job_id);
+            return Attempt {
+                outcome: Outcome::Skipped,
+                confidence: None,
+                latency_ms: 0.0,
+                answer: None,
+                worker: None,
+                reason: Some(format!("job list full ({} jobs queued)", -len)),
+            };
+        }
+        Ok(_) => {}
     }
 
     let waited = tokio::select! {
@@ -570,12 +618,14 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
             run.events.push(e);
         }
     }
-    sh.bb.add_sample_to(
-        &mut run.extra,
-        QUERY_LATENCY_METRIC,
+    run.samples.push((
+        QUERY_LATENCY_METRIC.to_string(),
         latency_ms,
         chrono::Utc::now().timestamp_millis(),
-    );
+    ));
+    for (metric, value, ts_ms) in run.samples.drain(..) {
+        sh.bb.add_sample_to(&mut run.extra, &metric, value, ts_ms);
+    }
     let keys = sh.bb.keys();
     let o = &sh.settings.orchestrator;
     let script_keys = [

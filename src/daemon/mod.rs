@@ -188,7 +188,12 @@ impl Daemon {
         // Load the scripts once, so the hot path's EVALSHA rarely meets NOSCRIPT.
         {
             let mut c = bb.connection();
-            for script in [&*TAKE_BATCH, &*RETURN_ALL, &*cascade::FINISH] {
+            for script in [
+                &*TAKE_BATCH,
+                &*RETURN_ALL,
+                &*cascade::FINISH,
+                &*cascade::PUSH_JOB,
+            ] {
                 if let Err(e) = script.load_async(&mut c).await {
                     tracing::warn!("cannot load a script: {e}");
                 }
