@@ -19,7 +19,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use common::TestRedis;
+use common::{TestRedis, free_port};
 use kitbash::config::Settings;
 
 const PW: &str = "pw-S3CRET-redis-4711";
@@ -146,14 +146,6 @@ fn assert_clean(what: &str, text: &str) {
             "{what}: a secret ({secret}) leaked:\n{text}"
         );
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET path` over plain HTTP/1.1: (status, body), or `None` when nothing

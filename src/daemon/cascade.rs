@@ -365,6 +365,15 @@ impl Attempt {
             reason: Some(reason.into()),
         }
     }
+
+    /// A layer passed over at once (no time spent, no sample).
+    fn skipped(reason: String) -> Self {
+        Self {
+            outcome: Outcome::Skipped,
+            latency_ms: 0.0,
+            ..Self::failed(Outcome::Skipped, Instant::now(), reason)
+        }
+    }
 }
 
 fn ms_since(t0: Instant) -> f64 {
@@ -421,14 +430,7 @@ async fn worker_attempt(
     let t0 = Instant::now();
     if !sh.workers.has_live(name) {
         let kind = layer.worker.map(|w| w.as_str()).unwrap_or("?");
-        return Attempt {
-            outcome: Outcome::Skipped,
-            confidence: None,
-            latency_ms: 0.0,
-            answer: None,
-            worker: None,
-            reason: Some(format!("no live {kind} worker")),
-        };
+        return Attempt::skipped(format!("no live {kind} worker"));
     }
     let qid = run.state.query_id.clone();
     let job = Job {
@@ -525,14 +527,7 @@ async fn worker_attempt(
             // Skipped like a layer without a live worker: the query moves on
             // at once instead of waiting on a list nobody drains.
             sh.pending.forget(&job_id);
-            return Attempt {
-                outcome: Outcome::Skipped,
-                confidence: None,
-                latency_ms: 0.0,
-                answer: None,
-                worker: None,
-                reason: Some(format!("job list full ({} jobs queued)", -len)),
-            };
+            return Attempt::skipped(format!("job list full ({} jobs queued)", -len));
         }
         Ok(_) => {}
     }

@@ -28,7 +28,8 @@ pub struct TestRedis {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (free now; another process may take it).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind an ephemeral port")
         .local_addr()
