@@ -77,6 +77,37 @@ impl OutageLog {
     }
 }
 
+/// The wait between retries of a loop while Redis fails: 50 ms, doubling up
+/// to 1 s, back to 50 ms once it answers. Short at first, so service resumes
+/// soon after a restart; capped, so an outage is no busy loop.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// The wait before the next try; the one after is twice as long.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+
+    /// Redis answered: start again from the shortest wait.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +131,14 @@ mod tests {
         // It ends without a recovery line either.
         log.answered("t");
         assert!(!log.is_failing());
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next_wait(), Duration::from_millis(50));
     }
 }

@@ -38,6 +38,7 @@ use status::DaemonStatus;
 use crate::blackboard::{Blackboard, Health};
 use crate::config::Settings;
 use crate::connection::{ConnectError, Connector};
+use crate::outage::Backoff;
 
 static TAKE_BATCH: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../scripts/take_batch.lua")));
@@ -268,6 +269,7 @@ async fn take_loop(
     // saves a round trip per query. A take that returned at once suggests a
     // backlog, and the batch comes first again.
     let mut idle = false;
+    let mut backoff = Backoff::default();
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -297,7 +299,7 @@ async fn take_loop(
                 sh.status.redis_failed("taking queries", &e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(backoff.next_wait()) => continue,
                 }
             }
         };
@@ -324,18 +326,20 @@ async fn take_loop(
                 Ok(None) => {
                     idle = true;
                     sh.status.redis_answered();
+                    backoff.reset();
                     continue;
                 }
                 Err(e) => {
                     sh.status.redis_failed("taking queries", &e);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = tokio::time::sleep(backoff.next_wait()) => continue,
                     }
                 }
             }
         }
         sh.status.redis_answered();
+        backoff.reset();
         // Held from now on, so the orphan sweep leaves them alone.
         let held: Vec<_> = entries.iter().map(|e| sh.held.hold(e)).collect();
 

@@ -86,6 +86,7 @@ pub async fn read_replies(
     cancel: CancellationToken,
 ) {
     let key = bb.keys().replies(&instance);
+    let mut backoff = crate::outage::Backoff::default();
     loop {
         let mut cmd = redis::cmd("BLMPOP");
         cmd.arg(1)
@@ -100,12 +101,15 @@ pub async fn read_replies(
             v = read => v,
         };
         let value = match value {
-            Ok(v) => v,
+            Ok(v) => {
+                backoff.reset();
+                v
+            }
             Err(e) => {
                 status.redis_failed("reading worker replies", &e);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(backoff.next_wait()) => continue,
                 }
             }
         };

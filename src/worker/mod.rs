@@ -422,6 +422,7 @@ async fn take_loop<B: Backend>(
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
+    let mut backoff = crate::outage::Backoff::default();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -447,10 +448,12 @@ async fn take_loop<B: Backend>(
         let raw = match taken {
             Ok(Some(raw)) => {
                 sh.outage.answered(&sh.name);
+                backoff.reset();
                 raw
             }
             Ok(None) => {
                 sh.outage.answered(&sh.name);
+                backoff.reset();
                 continue;
             }
             Err(e) => {
@@ -458,7 +461,7 @@ async fn take_loop<B: Backend>(
                     .failed(&sh.name, &format!("taking jobs (slot {slot})"), &e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(backoff.next_wait()) => continue,
                 }
             }
         };

@@ -24,6 +24,8 @@ async fn redis_restart_under_load_with_aof_loses_nothing() {
     load_grains(&bb, 50).await;
     let mut env = base_env(&ctx, &ctx.redis.url);
     env.push(("KITBASH_WORKERS__ECHO_DELAY_MS".into(), "10".into()));
+    // The default health TTL: a worker stays known through a short restart.
+    env.push(("KITBASH_WORKERS__HEALTH_TTL_S".into(), "5".into()));
     let mut worker = Proc::echo_worker("echo-r", &env);
     let mut daemon = Proc::serve("daemon", &with_instance(&env, "daemon"));
     wait_reporting(&ctx, &["echo-r", "daemon"]).await;
