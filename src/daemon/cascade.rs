@@ -112,8 +112,7 @@ pub(super) async fn handle_entry(
                 None => match read_state(sh, &id).await {
                     Ok(raw) => raw,
                     Err(e) => {
-                        // Leave it in the processing list: it is returned
-                        // to the queue on shutdown or recovered if we die.
+                        // Back to the queue's tail after a pause.
                         sh.status.redis_failed("reading query states", &e);
                         retry_later(sh, &entry).await;
                         return;
