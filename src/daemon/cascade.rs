@@ -665,10 +665,12 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
     }
     let mut conn = sh.bb.connection();
     let mut delay = Duration::from_millis(100);
-    let mut counted = false;
+    // Whether the counters went with an earlier try: `None` when a try
+    // failed without saying how far it got.
+    let mut counted = Some(false);
     loop {
-        let written: redis::RedisResult<i64> = if counted {
-            // The counters went with the first try; only the script is left.
+        let written: redis::RedisResult<i64> = if counted != Some(false) {
+            // Only the script is left (or may be).
             let mut inv = FINISH.prepare_invoke();
             for k in &script_keys {
                 inv.key(k);
@@ -682,6 +684,13 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
         };
         match written {
             Ok(1) => {
+                if counted.is_none() {
+                    // The script ran only now, so the earlier try (script
+                    // first, counters after it) did not reach Redis.
+                    if let Err(e) = run.extra.query_async::<()>(&mut conn).await {
+                        tracing::debug!(query_id = %qid, "counters not written: {e}");
+                    }
+                }
                 sh.status.prom.query_finished(status.as_str(), latency_ms);
                 tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
                 return;
@@ -696,7 +705,7 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
             {
                 // Redis lost its scripts (restart, SCRIPT FLUSH): the rest of
                 // the pipeline ran; invoke_async loads the script and runs it.
-                counted = true;
+                counted = Some(true);
             }
             Err(e) if is_wrong_type(&e) => {
                 tracing::error!(query_id = %qid, "cannot finish: a key has the wrong type: {e}");
@@ -706,6 +715,11 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
             Err(e) => {
                 sh.status.redis_failed("finishing queries", &e);
                 tracing::debug!(query_id = %qid, "cannot finish yet: {e}; retrying");
+                // It may have run before the connection failed: from now on
+                // the script alone says (it finishes a query only once).
+                if counted == Some(false) {
+                    counted = None;
+                }
                 tokio::select! {
                     _ = abort.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

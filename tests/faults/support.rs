@@ -367,3 +367,19 @@ pub fn with_instance(env: &[(String, String)], id: &str) -> Vec<(String, String)
     e.push(("KITBASH_ORCHESTRATOR__INSTANCE_ID".into(), id.into()));
     e
 }
+
+/// The `hits` counters of every layer, summed (`stats:<layer>`).
+pub fn counted_hits(ctx: &TestContext) -> u64 {
+    let mut conn = ctx.raw();
+    ["layer0", "layer1", "layer2", "layer4"]
+        .iter()
+        .map(|l| {
+            redis::cmd("HGET")
+                .arg(ctx.keys().stats(l))
+                .arg("hits")
+                .query::<Option<u64>>(&mut conn)
+                .unwrap()
+                .unwrap_or(0)
+        })
+        .sum()
+}
