@@ -67,11 +67,6 @@ impl OutageLog {
         }
     }
 
-    /// Whether the last report was a failure.
-    pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Outage> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -115,22 +110,22 @@ mod tests {
     #[test]
     fn one_line_per_outage_and_flaps_after_it_stay_quiet() {
         let log = OutageLog::default();
-        assert!(!log.is_failing());
+        assert!(!log.failing.load(Ordering::Relaxed));
         log.failed("t", "taking", &"refused");
-        assert!(log.is_failing());
+        assert!(log.failing.load(Ordering::Relaxed));
         assert!(log.lock().logged);
         log.failed("t", "finishing", &"refused");
         log.answered("t");
-        assert!(!log.is_failing());
+        assert!(!log.failing.load(Ordering::Relaxed));
         assert!(!log.lock().logged);
         assert!(log.lock().last_recovered.is_some());
         // A flap right after: failing again, but no second error line.
         log.failed("t", "taking", &"broken pipe");
-        assert!(log.is_failing());
+        assert!(log.failing.load(Ordering::Relaxed));
         assert!(!log.lock().logged);
         // It ends without a recovery line either.
         log.answered("t");
-        assert!(!log.is_failing());
+        assert!(!log.failing.load(Ordering::Relaxed));
     }
 
     #[test]

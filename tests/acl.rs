@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestContext, TestRedis};
+use common::TestContext;
 use kitbash::acl::{self, Password, Role};
 use kitbash::config::{Secret, Settings, WorkerKind};
 use kitbash::worker::echo::EchoBackend;
@@ -17,20 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 fn password(role: Role) -> String {
     format!("pw-{}-s3cret", role.as_str())
-}
-
-/// A context on a private server (ACL users must not leak into a shared one).
-fn private_context() -> TestContext {
-    let redis = TestRedis::start_private(&[]);
-    let prefix = format!("kbacl-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut settings = Settings::default();
-    settings.redis.url = Some(redis.url.clone());
-    settings.redis.key_prefix = prefix.clone();
-    TestContext {
-        redis,
-        prefix,
-        settings,
-    }
 }
 
 /// Sends each printed `ACL SETUSER` line, split into its arguments.
@@ -97,7 +83,7 @@ fn acl_log(ctx: &TestContext) -> Vec<String> {
 
 #[test]
 fn printed_lines_are_accepted_by_redis() {
-    let ctx = private_context();
+    let ctx = TestContext::private();
     apply_rules(&ctx);
     let mut admin = ctx.raw();
     let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
@@ -123,7 +109,7 @@ fn printed_lines_are_accepted_by_redis() {
 
 #[test]
 fn worker_is_fenced_out_of_states_and_queue() {
-    let ctx = private_context();
+    let ctx = TestContext::private();
     apply_rules(&ctx);
     let k = ctx.keys();
     let mut admin = ctx.raw();
@@ -179,7 +165,7 @@ fn worker_is_fenced_out_of_states_and_queue() {
 
 #[test]
 fn client_cannot_forge_replies_health_or_jobs() {
-    let ctx = private_context();
+    let ctx = TestContext::private();
     apply_rules(&ctx);
     let k = ctx.keys();
     let mut admin = ctx.raw();
@@ -237,7 +223,7 @@ fn client_cannot_forge_replies_health_or_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_process_answers_with_only_its_own_user() {
-    let mut ctx = private_context();
+    let mut ctx = TestContext::private();
     {
         let s = &mut ctx.settings;
         s.http.enabled = false;

@@ -16,13 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kitbash::config::Settings;
 use kitbash::daemon::DEAD_LIST_CAP;
 use kitbash::grains::IfExists;
 use kitbash::{Grain, Keys, QueryState};
 use redis::Commands;
 
-use common::{TestContext, TestRedis};
+use common::TestContext;
 
 /// The settings the bound is computed from; the test runs the daemon with them.
 struct Caps {
@@ -230,19 +229,6 @@ impl Drop for Proc {
     }
 }
 
-fn private_context() -> TestContext {
-    let redis = TestRedis::start_private(&[]);
-    let prefix = format!("kbb-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut settings = Settings::default();
-    settings.redis.url = Some(redis.url.clone());
-    settings.redis.key_prefix = prefix.clone();
-    TestContext {
-        redis,
-        prefix,
-        settings,
-    }
-}
-
 fn kitbash(ctx: &TestContext, args: &[&str], env: &[(&str, String)]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kitbash"));
     cmd.args(args)
@@ -399,7 +385,7 @@ fn two_hundred_thousand_queries_stay_within_the_stated_bounds() {
     };
     #[allow(non_snake_case)]
     let N = n_queries();
-    let ctx = private_context();
+    let ctx = TestContext::private();
     let keys = ctx.keys();
     let mut conn = ctx.raw();
 
@@ -723,7 +709,7 @@ fn two_hundred_thousand_queries_stay_within_the_stated_bounds() {
 fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
     const CAP: u64 = 1_000;
     const QUERIES: usize = 3_000;
-    let ctx = private_context();
+    let ctx = TestContext::private();
     let keys = ctx.keys();
     let mut conn = ctx.raw();
     let env = vec![

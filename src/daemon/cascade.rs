@@ -119,20 +119,10 @@ pub(super) async fn handle_entry(
                     }
                 },
             };
-            let intake = intake::from_stored(&id, raw.as_deref(), max);
-            if matches!(intake, Intake::Fail { .. }) {
-                stored = raw;
-            }
-            intake
+            judge_stored(&id, raw, max, &mut stored)
         }
         EntryKind::JsonWithId { state } => match read_state(sh, &state.query_id).await {
-            Ok(Some(raw)) => {
-                let intake = intake::from_stored(&state.query_id, Some(&raw), max);
-                if matches!(intake, Intake::Fail { .. }) {
-                    stored = Some(raw);
-                }
-                intake
-            }
+            Ok(Some(raw)) => judge_stored(&state.query_id, Some(raw), max, &mut stored),
             Ok(None) => intake::check_text(state, true, max),
             Err(e) => {
                 sh.status.redis_failed("reading query states", &e);
@@ -170,6 +160,15 @@ pub(super) async fn handle_entry(
             finish(sh, run, abort).await;
         }
     }
+}
+
+/// [`intake::from_stored`], keeping in `stored` the state it judged unusable.
+fn judge_stored(id: &str, raw: Option<String>, max: usize, stored: &mut Option<String>) -> Intake {
+    let intake = intake::from_stored(id, raw.as_deref(), max);
+    if matches!(intake, Intake::Fail { .. }) {
+        *stored = raw;
+    }
+    intake
 }
 
 impl Run {

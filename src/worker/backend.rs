@@ -77,3 +77,15 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
         (**self).reload()
     }
 }
+
+/// A prompt template must hold `{query}`, or the question never reaches the
+/// model; `section` names the settings (`workers.llm`) in the message.
+pub(crate) fn check_prompt_template(template: &str, section: &str) -> Result<(), String> {
+    if template.contains("{query}") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{section}.prompt_template has no {{query}}: the question would never reach the model"
+        ))
+    }
+}

@@ -38,7 +38,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::backend::{Backend, BackendAnswer, BackendError};
+use super::backend::{Backend, BackendAnswer, BackendError, check_prompt_template};
 use super::llm::http::HttpClient;
 use super::logprobs::TokenLogprobs;
 use crate::config::BitnetSettings;
@@ -73,12 +73,7 @@ impl fmt::Display for BitnetBackend {
 impl BitnetBackend {
     /// A client for `settings.url`.
     pub fn new(settings: &BitnetSettings) -> Result<Self, String> {
-        if !settings.prompt_template.contains("{query}") {
-            return Err(
-                "workers.bitnet.prompt_template has no {query}: the question would never reach the model"
-                    .into(),
-            );
-        }
+        check_prompt_template(&settings.prompt_template, "workers.bitnet")?;
         if settings.n_predict == 0 {
             return Err("workers.bitnet.n_predict must be at least 1".into());
         }

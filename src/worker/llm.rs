@@ -66,7 +66,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::backend::{Backend, BackendAnswer, BackendError};
+use super::backend::{Backend, BackendAnswer, BackendError, check_prompt_template};
 use super::logprobs::TokenLogprobs;
 use crate::config::{LlmBackend as Protocol, LlmSettings};
 
@@ -246,6 +246,23 @@ pub(super) mod http {
                 Some(secret) => text.replace(secret.expose(), "***"),
                 None => text.to_string(),
             }
+        }
+
+        /// The element of an answer at `pointer` (shown as `shown`), or a
+        /// `BadResponse` quoting the answer.
+        pub fn element<'a>(
+            &self,
+            value: &'a Value,
+            path: &str,
+            pointer: &str,
+            shown: &str,
+        ) -> Result<&'a Value, BackendError> {
+            value.pointer(pointer).ok_or_else(|| {
+                BackendError::BadResponse(format!(
+                    "{path} answer has no {shown}: {}",
+                    self.quote(value.to_string().as_bytes())
+                ))
+            })
         }
 
         /// A short, printable, scrubbed quote of a server's text.
@@ -558,12 +575,7 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
 impl LlmBackend {
     /// A client for `settings.url` speaking `settings.backend`.
     pub fn new(settings: &LlmSettings) -> Result<Self, String> {
-        if !settings.prompt_template.contains("{query}") {
-            return Err(
-                "workers.llm.prompt_template has no {query}: the question would never reach the model"
-                    .into(),
-            );
-        }
+        check_prompt_template(&settings.prompt_template, "workers.llm")?;
         if settings.max_tokens == 0 {
             return Err("workers.llm.max_tokens must be at least 1".into());
         }
@@ -743,12 +755,9 @@ impl LlmBackend {
             reply,
             " (not a KoboldCpp server? check workers.llm.backend)",
         )?;
-        let result = value.pointer("/results/0").ok_or_else(|| {
-            BackendError::BadResponse(format!(
-                "{path} answer has no results[0]: {}",
-                self.http.quote(value.to_string().as_bytes())
-            ))
-        })?;
+        let result = self
+            .http
+            .element(&value, path, "/results/0", "results[0]")?;
         let answer = result
             .get("text")
             .and_then(Value::as_str)
@@ -889,12 +898,9 @@ impl LlmBackend {
             reply,
             " (not an OpenAI-compatible server? check workers.llm.url and workers.llm.backend)",
         )?;
-        let choice = value.pointer("/choices/0").ok_or_else(|| {
-            BackendError::BadResponse(format!(
-                "{path} answer has no choices[0]: {}",
-                self.http.quote(value.to_string().as_bytes())
-            ))
-        })?;
+        let choice = self
+            .http
+            .element(&value, path, "/choices/0", "choices[0]")?;
         let content = choice.pointer("/message/content").ok_or_else(|| {
             BackendError::BadResponse(format!("{path} answer has no choices[0].message.content"))
         })?;

@@ -211,6 +211,12 @@ impl TestContext {
         Self::with_redis(TestRedis::start())
     }
 
+    /// A fresh context on a private server, even when `KITBASH_TEST_REDIS_URL`
+    /// names a shared one (for tests that kill, proxy or reconfigure Redis).
+    pub fn private() -> Self {
+        Self::with_redis(TestRedis::start_private(&[]))
+    }
+
     /// A fresh context on a server the test started itself.
     pub fn with_redis(redis: TestRedis) -> Self {
         let prefix = format!(

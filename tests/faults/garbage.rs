@@ -13,7 +13,7 @@ use proptest::test_runner::TestRunner;
 use redis::Commands;
 use serde_json::{Value, json};
 
-use crate::common::{TestContext, TestRedis};
+use crate::common::TestContext;
 use crate::support::*;
 
 const MAX_QUERY_BYTES: usize = 100;
@@ -173,7 +173,7 @@ async fn good_ones_are_served(ctx: &TestContext, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_garbage_is_recorded_and_good_queries_are_served_after_it() {
-    let ctx = TestContext::with_redis(TestRedis::start_private(&[]));
+    let ctx = TestContext::private();
     let bb = ctx.blackboard().await;
     load_grains(&bb, 10).await;
     let mut env = base_env(&ctx, &ctx.redis.url);

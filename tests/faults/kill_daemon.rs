@@ -1,13 +1,13 @@
 use std::time::Instant;
 
-use crate::common::{TestContext, TestRedis};
+use crate::common::TestContext;
 use crate::support::*;
 
 /// `kill -9` of the daemon with thousands of queries under way, then a new
 /// daemon: every query ends exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_daemon_under_load_then_new_daemon_every_query_ends_exactly_once() {
-    let ctx = TestContext::with_redis(TestRedis::start_private(&[]));
+    let ctx = TestContext::private();
     let bb = ctx.blackboard().await;
     load_grains(&bb, 50).await;
     let mut env = base_env(&ctx, &ctx.redis.url);

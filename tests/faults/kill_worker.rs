@@ -3,7 +3,7 @@ use std::time::Instant;
 use kitbash::{Outcome, QueryStatus};
 use redis::Commands;
 
-use crate::common::{TestContext, TestRedis};
+use crate::common::TestContext;
 use crate::support::*;
 
 /// `kill -9` of a worker holding jobs: its queries escalate after the layer
@@ -11,7 +11,7 @@ use crate::support::*;
 /// one's processing list).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_worker_mid_job_queries_escalate_and_a_new_worker_serves() {
-    let ctx = TestContext::with_redis(TestRedis::start_private(&[]));
+    let ctx = TestContext::private();
     let bb = ctx.blackboard().await;
     let env = base_env(&ctx, &ctx.redis.url);
     let mut slow = env.clone();

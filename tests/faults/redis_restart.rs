@@ -1,7 +1,6 @@
 use std::time::{Duration, Instant};
 
 use kitbash::QueryStatus;
-use redis::Commands;
 
 use crate::common::{TestContext, TestRedis};
 use crate::support::*;
@@ -66,21 +65,7 @@ async fn redis_restart_under_load_with_aof_loses_nothing() {
         assert_eq!(s.unwrap().status, QueryStatus::Answered);
     }
     // Nothing stays in a processing list: the daemon's or the worker's.
-    let stuck = || {
-        let mut keys = keys_matching(&ctx, &ctx.keys().processing("*"));
-        keys.extend(keys_matching(
-            &ctx,
-            &ctx.keys().jobs_processing("layer2", "*"),
-        ));
-        keys
-    };
-    assert!(
-        eventually(10.0, || stuck().is_empty()).await,
-        "{:?}",
-        stuck()
-    );
-    let queue: usize = ctx.raw().llen(ctx.keys().queue()).unwrap();
-    assert_eq!(queue, 0);
+    assert_drained(&ctx).await;
     let recovered = per_query(&all_events(&bb).await, "query_recovered").len();
     println!(
         "Redis restart (AOF everysec): pushed {N}, {done_before} done before the restart, \

@@ -383,3 +383,27 @@ pub fn counted_hits(ctx: &TestContext) -> u64 {
         })
         .sum()
 }
+
+/// Asserts that within 10 s no processing list holds anything (every
+/// daemon's, every layer2 worker's: orphans go back within two sweeps) and
+/// the queue is empty.
+pub async fn assert_drained(ctx: &TestContext) {
+    let stuck = || {
+        let mut keys = keys_matching(ctx, &ctx.keys().processing("*"));
+        keys.extend(keys_matching(
+            ctx,
+            &ctx.keys().jobs_processing("layer2", "*"),
+        ));
+        keys
+    };
+    assert!(
+        eventually(10.0, || stuck().is_empty()).await,
+        "{:?}",
+        stuck()
+    );
+    let queue: usize = redis::cmd("LLEN")
+        .arg(ctx.keys().queue())
+        .query(&mut ctx.raw())
+        .unwrap();
+    assert_eq!(queue, 0);
+}

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use redis::Commands;
 
-use crate::common::{TestContext, TestRedis};
+use crate::common::TestContext;
 use crate::support::*;
 
 async fn finished_total(port: u16) -> u64 {
@@ -22,7 +22,7 @@ async fn finished_total(port: u16) -> u64 {
 /// attempted once per layer and finished once, and the work is shared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_three_workers_no_query_processed_twice() {
-    let ctx = TestContext::with_redis(TestRedis::start_private(&[]));
+    let ctx = TestContext::private();
     let bb = ctx.blackboard().await;
     load_grains(&bb, 50).await;
     let mut env = base_env(&ctx, &ctx.redis.url);
