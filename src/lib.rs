@@ -2,7 +2,7 @@
 //! confident enough, with Redis as the only meeting point of its processes.
 //!
 //! The contract (key names, value shapes, worker protocol, event names,
-//! configuration precedence) is `DESIGN.md`; this crate implements it.
+//! configuration precedence) is `docs/design.md`; this crate implements it.
 //!
 //! # Map of the modules
 //!
@@ -25,6 +25,8 @@
 //!   the maintenance that keeps every structure bounded.
 //! - [`protocol`]: the worker protocol's job and reply shapes.
 //! - [`outage`]: one log line per Redis outage, not one per query.
+//! - [`liveness`]: when a peer counts as dead (an absent health key, seen
+//!   twice a heartbeat apart, never a failed read).
 //! - [`orphans`]: finding entries in a live process's own processing list
 //!   that none of its tasks holds (a lost response), and returning them.
 //! - [`daemon`]: `kitbash serve`: taking, the cascade, replies, recovery,
@@ -51,6 +53,7 @@ pub mod grains;
 pub mod grains_file;
 pub mod http;
 pub mod keys;
+pub mod liveness;
 pub mod matching;
 pub mod metrics;
 pub mod orphans;

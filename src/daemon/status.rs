@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::prom::PromMetrics;
+use crate::liveness::HeartbeatFailures;
 use crate::outage::OutageLog;
 use crate::state::now_rfc3339;
 
@@ -20,6 +21,8 @@ pub struct DaemonStatus {
     in_flight: AtomicU64,
     /// Prometheus metrics of this process.
     pub prom: PromMetrics,
+    /// When this daemon last could not write its health key.
+    pub heartbeat_failures: HeartbeatFailures,
 }
 
 impl DaemonStatus {
@@ -33,6 +36,7 @@ impl DaemonStatus {
             loop_running: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             prom: PromMetrics::new(),
+            heartbeat_failures: HeartbeatFailures::default(),
         }
     }
 

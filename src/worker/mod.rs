@@ -33,6 +33,7 @@ use crate::blackboard::{Blackboard, Health};
 use crate::config::{Settings, WorkerKind};
 use crate::connection::{ConnectError, Connector};
 use crate::feed::{Event, EventKind};
+use crate::liveness::{DeathWatch, HeartbeatFailures, Reading};
 use crate::orphans::{Held, OrphanSweep};
 use crate::outage::OutageLog;
 use crate::protocol::{Job, Reply, ReplyOutcome};
@@ -94,6 +95,8 @@ pub struct WorkerStatus {
     pub latency_sum_us: AtomicU64,
     /// Jobs being worked on now.
     pub in_flight: AtomicU64,
+    /// When this worker last could not write its health key.
+    pub heartbeat_failures: HeartbeatFailures,
 }
 
 impl WorkerStatus {
@@ -246,7 +249,10 @@ impl<B: Backend> Worker<B> {
         // left behind go back to the job list (expired ones are dropped
         // when taken).
         return_jobs(&sh, &sh.processing_key).await;
-        recover_dead_workers(&sh).await;
+        let mut watch = DeathWatch::new(Duration::from_millis(
+            settings.workers.heartbeat_interval_ms,
+        ));
+        recover_dead_workers(&sh, &mut watch).await;
 
         let check = self.backend.check().await;
         if let Err(reason) = &check {
@@ -256,7 +262,12 @@ impl<B: Backend> Worker<B> {
 
         let background = CancellationToken::new();
         let tracker = TaskTracker::new();
-        tracker.spawn(heartbeat(sh.clone(), settings.clone(), background.clone()));
+        tracker.spawn(heartbeat(
+            sh.clone(),
+            settings.clone(),
+            watch,
+            background.clone(),
+        ));
 
         let abort = CancellationToken::new();
         let slots = TaskTracker::new();
@@ -314,9 +325,9 @@ async fn return_jobs<B: Backend>(sh: &Shared<B>, list: &str) -> usize {
     }
 }
 
-/// Returns the processing lists of this layer's workers that have no health
-/// key (dead) to the job list.
-async fn recover_dead_workers<B: Backend>(sh: &Shared<B>) {
+/// Returns the processing lists of this layer's dead workers to the job
+/// list: no health key on two passes a heartbeat apart ([`DeathWatch`]).
+async fn recover_dead_workers<B: Backend>(sh: &Shared<B>, watch: &mut DeathWatch) {
     let keys = sh.bb.keys();
     let lists = match sh
         .bb
@@ -330,14 +341,27 @@ async fn recover_dead_workers<B: Backend>(sh: &Shared<B>) {
         }
     };
     let section = format!("jobs:{}:processing", sh.layer);
-    for list in lists {
-        let Some(owner) = keys.suffix(&list, &section) else {
-            continue;
-        };
-        if owner == sh.name || sh.bb.get_health(owner).await.ok().flatten().is_some() {
-            continue;
+    let owners: Vec<(String, String)> = lists
+        .into_iter()
+        .filter_map(|list| {
+            let owner = keys.suffix(&list, &section)?.to_string();
+            (owner != sh.name).then_some((list, owner))
+        })
+        .collect();
+    watch.retain(|peer| owners.iter().any(|(_, o)| o == peer));
+    for (list, owner) in owners {
+        let reading = Reading::of(&sh.bb.get_health(&owner).await);
+        let dead = watch.observe(
+            &owner,
+            reading,
+            tokio::time::Instant::now(),
+            sh.status.heartbeat_failures.last(),
+        );
+        if dead {
+            tracing::warn!(worker = %sh.name, dead = %owner, "worker is dead (no health key on two passes); returning its jobs");
+            return_jobs(sh, &list).await;
+            watch.forget(&owner);
         }
-        return_jobs(sh, &list).await;
     }
 }
 
@@ -346,6 +370,7 @@ async fn recover_dead_workers<B: Backend>(sh: &Shared<B>) {
 async fn heartbeat<B: Backend>(
     sh: Arc<Shared<B>>,
     settings: Arc<Settings>,
+    mut watch: DeathWatch,
     cancel: CancellationToken,
 ) {
     let every = Duration::from_millis(settings.workers.heartbeat_interval_ms);
@@ -387,12 +412,15 @@ async fn heartbeat<B: Backend>(
         health.counters = sh.status.counters();
         match sh.bb.set_health(&health, ttl).await {
             Ok(()) => sh.outage.answered(&sh.name),
-            Err(e) => sh.outage.failed(&sh.name, "writing the health key", &e),
+            Err(e) => {
+                sh.status.heartbeat_failures.failed();
+                sh.outage.failed(&sh.name, "writing the health key", &e)
+            }
         }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
             // A worker of this layer that died since we started.
-            recover_dead_workers(&sh).await;
+            recover_dead_workers(&sh, &mut watch).await;
             let mut conn = sh.bb.connection();
             match sweep
                 .sweep(&mut conn, &sh.processing_key, &sh.jobs_key, &sh.held)
@@ -439,11 +467,18 @@ async fn take_loop<B: Backend>(
             .arg("RIGHT")
             .arg("LEFT")
             .arg(BLOCK_FOR.as_secs_f64());
+        let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block);
+        tokio::pin!(blocked);
         let taken = tokio::select! {
-            // A BLMOVE cut short may still move a job; shutdown returns the
-            // processing list to the job list.
-            _ = shutdown.cancelled() => return,
-            r = cmd.query_async::<Option<Vec<u8>>>(&mut block) => r,
+            r = &mut blocked => r,
+            _ = shutdown.cancelled() => {
+                // Not abandoned: Redis may still move a job while the
+                // command waits, after shutdown has returned the processing
+                // list. It ends within BLOCK_FOR; whatever it moved is then
+                // in the list that shutdown returns.
+                let _ = blocked.await;
+                return;
+            }
         };
         let raw = match taken {
             Ok(Some(raw)) => {
