@@ -177,6 +177,11 @@ pub struct Health {
     /// Counters (jobs done, failed, mean latency, in flight, …).
     #[serde(default)]
     pub counters: serde_json::Map<String, serde_json::Value>,
+    /// For daemons: the layers for which this daemon last saw a live,
+    /// healthy worker (its worker directory), so tests and operators can
+    /// tell when a new worker is in use. Omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub live_layers: Vec<String>,
 }
 
 impl Health {
@@ -194,6 +199,7 @@ impl Health {
             updated_at: now,
             reason: None,
             counters: Default::default(),
+            live_layers: Vec::new(),
         }
     }
 }

@@ -17,12 +17,12 @@ use crate::state::{now_rfc3339, parse_timestamp};
 
 macro_rules! event_kinds {
     ($($variant:ident => $name:literal,)*) => {
-        /// Every event name of DESIGN.md.
+        /// Every event name of docs/design.md.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum EventKind { $(#[doc = $name] $variant,)* }
 
         impl EventKind {
-            /// Every kind, in DESIGN.md's order.
+            /// Every kind, in docs/design.md's order.
             pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
 
             /// The name written in the `event` field.
@@ -57,12 +57,13 @@ event_kinds! {
     LateReply => "late_reply",
     WorkerHealth => "worker_health",
     GrainCrystallized => "grain_crystallized",
+    QueryFenced => "query_fenced",
 }
 
-/// An event name that is not in DESIGN.md.
+/// An event name that is not in docs/design.md.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown event {0:?}; known: query_created, query_started, layer_attempt, layer_hit, layer_miss, layer_timeout, layer_error, layer_skipped, escalation, query_completed, query_failed, query_recovered, query_dead, late_reply, worker_health, grain_crystallized"
+    "unknown event {0:?}; known: query_created, query_started, layer_attempt, layer_hit, layer_miss, layer_timeout, layer_error, layer_skipped, escalation, query_completed, query_failed, query_recovered, query_dead, late_reply, worker_health, grain_crystallized, query_fenced"
 )]
 pub struct UnknownEvent(pub String);
 

@@ -1,6 +1,6 @@
 //! Every Redis key name, built from the configured prefix.
 //!
-//! This is the only place a key string is formatted (DESIGN.md, "Redis
+//! This is the only place a key string is formatted (docs/design.md, "Redis
 //! keys"). Under Redis Cluster set the prefix to `{kitbash}` so that every
 //! key hashes to one slot and multi-key steps stay legal.
 

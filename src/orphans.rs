@@ -19,7 +19,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use redis::aio::ConnectionManager;
 
-static RETURN_ONE: LazyLock<redis::Script> =
+/// `return_one.lua`: returns one entry to its source list if it is still in
+/// the processing list (and records an event, when given the feed).
+pub(crate) static RETURN_ONE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("scripts/return_one.lua")));
 
 fn fingerprint(entry: &[u8]) -> u64 {

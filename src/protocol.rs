@@ -1,4 +1,4 @@
-//! The worker protocol of DESIGN.md: jobs the daemon pushes to
+//! The worker protocol of docs/design.md: jobs the daemon pushes to
 //! `<p>:jobs:<layer>` and replies workers push to the job's `reply_to`.
 
 use serde::{Deserialize, Serialize};

@@ -19,14 +19,27 @@ use crate::config::{LayerKind, LayerSettings, Settings};
 use crate::feed::{Event, EventKind};
 use crate::metrics::{QUERY_LATENCY_METRIC, layer_latency_metric};
 use crate::orphans::{Held, HeldEntry};
+use crate::outage::Backoff;
 use crate::protocol::{Job, ReplyOutcome};
 use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_rfc3339};
 
+/// A script that writes query states: the shared prelude (`terminal.lua`)
+/// in front of its body, so each stays one EVALSHA.
+fn state_script(body: &str) -> redis::Script {
+    redis::Script::new(&[include_str!("../scripts/terminal.lua"), body].concat())
+}
+
 pub(super) static FINISH: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../scripts/finish.lua")));
+    LazyLock::new(|| state_script(include_str!("../scripts/finish.lua")));
 
 pub(super) static PUSH_JOB: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../scripts/push_job.lua")));
+    LazyLock::new(|| state_script(include_str!("../scripts/push_job.lua")));
+
+pub(super) static ADOPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../scripts/adopt.lua")));
+
+static DEAD_ENTRY: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../scripts/dead_entry.lua")));
 
 /// Most records kept in the dead list; the oldest go first.
 pub const DEAD_LIST_CAP: isize = 10_000;
@@ -86,6 +99,12 @@ struct Run {
     /// A stored state judged unusable, which the outcome replaces even if it
     /// claims to be terminal (it was not written by a daemon).
     replaces: Option<String>,
+    /// The dead-list record to add when the query is finished (recovery's
+    /// `max_attempts`), written by the same step as the outcome.
+    dead: Option<String>,
+    /// Why this daemon stopped working on the query: a write found that it
+    /// no longer holds it (see [`record_fenced`]).
+    fenced: Option<String>,
 }
 
 /// Handles one taken entry to its end. `preloaded` is the state read for an
@@ -150,10 +169,14 @@ pub(super) async fn handle_entry(
         }
         Intake::Run { state, created } => {
             let mut run = Run::new(state, entry, started);
-            if created && !adopt_json_entry(sh, &mut run, held).await {
+            if created && !adopt_json_entry(sh, &mut run, held, abort).await {
                 return;
             }
             cascade(sh, &mut run, abort).await;
+            if let Some(reason) = run.fenced.take() {
+                record_fenced(sh, &run.state.query_id, &reason).await;
+                return;
+            }
             if abort.is_cancelled() {
                 return;
             }
@@ -181,6 +204,8 @@ impl Run {
             samples: Vec::new(),
             started,
             replaces: None,
+            dead: None,
+            fenced: None,
         }
     }
 }
@@ -198,13 +223,12 @@ async fn read_state(sh: &Shared, id: &str) -> Result<Option<String>, crate::Blac
 async fn retry_later(sh: &Shared, entry: &[u8]) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = sh.bb.connection();
-    let res: redis::RedisResult<()> = redis::pipe()
-        .atomic()
-        .lrem(&sh.processing_key, 1, entry)
-        .ignore()
-        .rpush(sh.bb.keys().queue(), entry)
-        .ignore()
-        .query_async(&mut conn)
+    // Only while still ours: an entry a peer took over is not pushed twice.
+    let res: redis::RedisResult<i64> = crate::orphans::RETURN_ONE
+        .key(&sh.processing_key)
+        .key(sh.bb.keys().queue())
+        .arg(entry)
+        .invoke_async(&mut conn)
         .await;
     if let Err(e) = res {
         sh.status
@@ -213,39 +237,61 @@ async fn retry_later(sh: &Shared, entry: &[u8]) {
 }
 
 /// A JSON entry becomes a state plus an id entry, atomically, so a daemon
-/// that dies now leaves a recoverable id, not a second query.
-async fn adopt_json_entry(sh: &Shared, run: &mut Run, held: &mut HeldEntry) -> bool {
+/// that dies now leaves a recoverable id, not a second query. Retried while
+/// Redis fails (until `abort`): `adopt.lua` tells an earlier try that ran
+/// from one that did not, so a lost reply never makes the same JSON entry
+/// a second query under another id.
+async fn adopt_json_entry(
+    sh: &Shared,
+    run: &mut Run,
+    held: &mut HeldEntry,
+    abort: &CancellationToken,
+) -> bool {
     let id = run.state.query_id.clone();
     let json = serde_json::to_string(&run.state).expect("state serializes");
+    let state_key = sh.bb.keys().state(&id);
     let mut conn = sh.bb.connection();
-    let res: redis::RedisResult<()> = redis::pipe()
-        .atomic()
-        .cmd("SET")
-        .arg(sh.bb.keys().state(&id))
-        .arg(json)
-        .arg("NX")
-        .arg("EX")
-        .arg(sh.settings.orchestrator.state_ttl_s)
-        .ignore()
-        .lrem(&sh.processing_key, 1, &run.entry)
-        .ignore()
-        .lpush(&sh.processing_key, &id)
-        .ignore()
-        .query_async(&mut conn)
-        .await;
-    match res {
-        Ok(()) => {
-            held.replace(id.as_bytes());
-            run.entry = id.into_bytes();
-            run.events
-                .push(Event::new(EventKind::QueryCreated, &run.state.query_id));
-            true
-        }
-        Err(e) => {
-            sh.status
-                .redis_failed("creating the state of a JSON entry", &e);
-            retry_later(sh, &run.entry).await;
-            false
+    let mut backoff = Backoff::default();
+    loop {
+        let res: redis::RedisResult<i64> = ADOPT
+            .key(&sh.processing_key)
+            .key(&state_key)
+            .arg(&run.entry)
+            .arg(&id)
+            .arg(&json)
+            .arg(sh.settings.orchestrator.state_ttl_s)
+            .invoke_async(&mut conn)
+            .await;
+        match res {
+            Ok(1) | Ok(2) => {
+                held.replace(id.as_bytes());
+                run.entry = id.into_bytes();
+                run.events
+                    .push(Event::new(EventKind::QueryCreated, &run.state.query_id));
+                return true;
+            }
+            Ok(_) => {
+                // Not ours any more: a peer returned it to the queue, and
+                // whoever takes it next adopts it.
+                tracing::warn!(
+                    query_id = %id,
+                    "a JSON entry left {} before it was adopted (recovered by a peer); not adopting it here",
+                    sh.processing_key
+                );
+                return false;
+            }
+            Err(e) if is_wrong_type(&e) => {
+                dead_letter(sh, &run.entry, &format!("cannot create the state: {e}")).await;
+                return false;
+            }
+            Err(e) => {
+                sh.status
+                    .redis_failed("creating the state of a JSON entry", &e);
+                tokio::select! {
+                    _ = abort.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
+                }
+            }
         }
     }
 }
@@ -265,7 +311,11 @@ async fn cascade(sh: &Shared, run: &mut Run, abort: &CancellationToken) {
         }
         let attempt = match layer.kind {
             LayerKind::Grain => grain_attempt(sh, run, name, layer).await,
-            LayerKind::Worker => worker_attempt(sh, run, name, layer, abort).await,
+            LayerKind::Worker => match worker_attempt(sh, run, name, layer, abort).await {
+                Some(a) => a,
+                // Not ours any more (`run.fenced` says why): stop here.
+                None => return,
+            },
         };
         let hit = attempt.outcome == Outcome::Hit;
         if let Some(answer) = attempt.answer
@@ -418,17 +468,21 @@ async fn grain_attempt(sh: &Shared, run: &mut Run, name: &str, layer: &LayerSett
     }
 }
 
+/// Hands the query to a worker layer and waits for the reply. `None` when
+/// the hand-off found that this daemon no longer holds the query
+/// (`run.fenced` says why): nothing was written, and the query is left to
+/// whoever holds it.
 async fn worker_attempt(
     sh: &Shared,
     run: &mut Run,
     name: &str,
     layer: &LayerSettings,
     abort: &CancellationToken,
-) -> Attempt {
+) -> Option<Attempt> {
     let t0 = Instant::now();
     if !sh.workers.has_live(name) {
         let kind = layer.worker.map(|w| w.as_str()).unwrap_or("?");
-        return Attempt::skipped(format!("no live {kind} worker"));
+        return Some(Attempt::skipped(format!("no live {kind} worker")));
     }
     let qid = run.state.query_id.clone();
     let job = Job {
@@ -442,63 +496,59 @@ async fn worker_attempt(
     let job_id = job.job_id.clone();
     let rx = sh.pending.register(&job_id, &qid, name);
 
-    // One round trip: the decisions so far, the state so far (a client
-    // reading it sees `processing`), and the job unless the layer's job list
-    // is full (`push_job.lua`). Built in a block so that none of it stays in
-    // this future's state while it waits for the reply (with thousands of
-    // queries in flight, that is the daemon's memory).
+    // One step (`push_job.lua`), only while this daemon holds the query:
+    // the decisions so far, the state so far (a client reading it sees
+    // `processing`), and the job unless the layer's job list is full. Built
+    // in a block so that none of it stays in this future's state while it
+    // waits for the reply (with thousands of queries in flight, that is the
+    // daemon's memory).
     let pushed = {
-        let mut pipe = redis::pipe();
-        for e in run.events.drain(..) {
-            sh.bb.add_event_to(&mut pipe, &e);
-        }
-        pipe.set_ex(
-            sh.bb.keys().state(&qid),
-            serde_json::to_string(&run.state).expect("state serializes"),
-            sh.settings.orchestrator.state_ttl_s,
-        )
-        .ignore();
-        let keys = [sh.bb.keys().jobs(name), sh.bb.keys().feed()];
-        let mut args = vec![
-            serde_json::to_string(&job).expect("job serializes"),
-            sh.settings.orchestrator.max_jobs_per_layer.to_string(),
-            sh.bb.limits().feed_max_len.to_string(),
+        let keys = sh.bb.keys();
+        let script_keys = [
+            keys.jobs(name),
+            keys.feed(),
+            keys.state(&qid),
+            sh.processing_key.clone(),
+        ];
+        let mut args: Vec<Vec<u8>> = vec![
+            serde_json::to_vec(&job).expect("job serializes"),
+            sh.settings
+                .orchestrator
+                .max_jobs_per_layer
+                .to_string()
+                .into_bytes(),
+            sh.bb.limits().feed_max_len.to_string().into_bytes(),
+            run.entry.clone(),
+            serde_json::to_vec(&run.state).expect("state serializes"),
+            sh.settings
+                .orchestrator
+                .state_ttl_s
+                .to_string()
+                .into_bytes(),
         ];
         drop(job);
+        encode_events(&mut args, &run.events);
+        run.events.clear();
         for (k, v) in Event::new(EventKind::LayerAttempt, &qid)
             .layer(name)
             .fields()
         {
-            args.push(k.to_string());
-            args.push(v);
+            args.push(k.as_bytes().to_vec());
+            args.push(v.into_bytes());
         }
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha
-            .arg(PUSH_JOB.get_hash())
-            .arg(keys.len())
-            .arg(&keys)
-            .arg(&args);
-        pipe.add_command(evalsha);
         let mut conn = sh.bb.connection();
         // While Redis is away, keep trying within the layer's time: a Redis
         // blip should not cost the query its worker layers.
         let mut delay = Duration::from_millis(50);
         loop {
-            let res = match pipe.query_async::<(i64,)>(&mut conn).await {
-                Ok((len,)) => Ok(len),
-                Err(e)
-                    if e.code() == Some("NOSCRIPT")
-                        || e.to_string().to_ascii_uppercase().contains("NOSCRIPT") =>
-                {
-                    // Redis lost its scripts: the rest of the pipeline ran;
-                    // invoke_async loads the script and runs it.
-                    let mut push = PUSH_JOB.prepare_invoke();
-                    push.key(&keys).arg(&args);
-                    push.invoke_async::<i64>(&mut conn).await
-                }
-                Err(e) => Err(e),
-            };
-            match res {
+            let mut push = PUSH_JOB.prepare_invoke();
+            for k in &script_keys {
+                push.key(k);
+            }
+            for a in &args {
+                push.arg(a);
+            }
+            match push.invoke_async::<(i64, i64)>(&mut conn).await {
                 Err(e) if t0.elapsed() + delay < layer.timeout() && !is_wrong_type(&e) => {
                     sh.status.redis_failed("handing jobs to workers", &e);
                     tokio::select! {
@@ -515,46 +565,55 @@ async fn worker_attempt(
     match pushed {
         Err(e) => {
             sh.pending.forget(&job_id);
-            return Attempt::failed(
+            return Some(Attempt::failed(
                 Outcome::Error,
                 t0,
                 format!("cannot hand the job to workers: {e}"),
-            );
+            ));
         }
-        Ok(len) if len < 0 => {
+        Ok((1, _)) => {}
+        Ok((2, len)) => {
             // Skipped like a layer without a live worker: the query moves on
             // at once instead of waiting on a list nobody drains.
             sh.pending.forget(&job_id);
-            return Attempt::skipped(format!("job list full ({} jobs queued)", -len));
+            return Some(Attempt::skipped(format!(
+                "job list full ({len} jobs queued)"
+            )));
         }
-        Ok(_) => {}
+        Ok((code, _)) => {
+            sh.pending.forget(&job_id);
+            run.fenced = Some(lost_reason(sh, code));
+            return None;
+        }
     }
 
     let waited = tokio::select! {
         r = tokio::time::timeout(layer.timeout(), rx) => r,
         _ = abort.cancelled() => {
             sh.pending.forget(&job_id);
-            return Attempt::failed(Outcome::Error, t0, "daemon shutting down");
+            return Some(Attempt::failed(Outcome::Error, t0, "daemon shutting down"));
         }
     };
     let reply = match waited {
         Err(_) => {
             sh.pending.forget(&job_id);
-            return Attempt::failed(
+            return Some(Attempt::failed(
                 Outcome::Timeout,
                 t0,
                 format!("no reply within {} ms", layer.timeout_ms),
-            );
+            ));
         }
-        Ok(Err(_)) => return Attempt::failed(Outcome::Error, t0, "reply channel closed"),
+        Ok(Err(_)) => {
+            return Some(Attempt::failed(Outcome::Error, t0, "reply channel closed"));
+        }
         Ok(Ok(reply)) => reply,
     };
     let latency_ms = ms_since(t0);
     if let Err(why) = reply.validate() {
-        return Attempt {
+        return Some(Attempt {
             worker: Some(reply.worker),
             ..Attempt::failed(Outcome::Error, t0, format!("invalid reply: {why}"))
-        };
+        });
     }
     let confidence = reply.confidence.unwrap_or(0.0);
     let answer = reply.answer.filter(|a| !a.is_empty()).map(|text| Answer {
@@ -578,7 +637,7 @@ async fn worker_attempt(
             Some(reply.error.unwrap_or_else(|| "worker error".into())),
         ),
     };
-    Attempt {
+    Some(Attempt {
         outcome,
         confidence: reply.confidence,
         latency_ms,
@@ -589,12 +648,54 @@ async fn worker_attempt(
         },
         worker: Some(reply.worker),
         reason,
+    })
+}
+
+/// Why a write of this daemon's was refused, from the script's code: 0 the
+/// state is terminal, -1 the entry left this daemon's processing list.
+fn lost_reason(sh: &Shared, code: i64) -> String {
+    if code == 0 {
+        "the query is finished already (another daemon answered a duplicate delivery, or a peer \
+         finished it after recovering it)"
+            .to_string()
+    } else {
+        format!(
+            "its entry is no longer in {} (a peer recovered it while this daemon was unresponsive)",
+            sh.processing_key
+        )
+    }
+}
+
+/// Records once that this daemon stopped working on `qid` because it no
+/// longer holds it: a `query_fenced` event naming the daemon, and a log line.
+async fn record_fenced(sh: &Shared, qid: &str, reason: &str) {
+    tracing::warn!(query_id = %qid, "stopped working on a query this daemon no longer holds: {reason}");
+    sh.status.prom.fenced();
+    let e = Event::new(EventKind::QueryFenced, qid)
+        .reason(format!("daemon {} stopped: {reason}", sh.status.instance));
+    if let Err(err) = sh.bb.emit(&e).await {
+        tracing::debug!(query_id = %qid, "cannot record query_fenced: {err}");
+    }
+}
+
+/// Appends `events` to script arguments: their count, then for each its
+/// field count and field/value pairs (the layout `xadd_events` reads).
+fn encode_events(args: &mut Vec<Vec<u8>>, events: &[Event]) {
+    args.push(events.len().to_string().into_bytes());
+    for e in events {
+        let fields = e.fields();
+        args.push(fields.len().to_string().into_bytes());
+        for (k, v) in fields {
+            args.push(k.as_bytes().to_vec());
+            args.push(v.into_bytes());
+        }
     }
 }
 
 /// Writes the terminal state and everything recorded, in one round trip,
-/// exactly once (see `finish.lua`). Retries while Redis is away, until
-/// `abort` fires; the entry stays in the processing list meanwhile.
+/// exactly once and only while this daemon holds the query (see
+/// `finish.lua`). Retries while Redis is away, until `abort` fires; the
+/// entry stays in the processing list meanwhile.
 async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
     let qid = run.state.query_id.clone();
     let status = run.state.status.clone();
@@ -611,11 +712,13 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
             run.events.push(e);
         }
     }
-    run.samples.push((
-        QUERY_LATENCY_METRIC.to_string(),
-        latency_ms,
-        chrono::Utc::now().timestamp_millis(),
-    ));
+    if run.dead.is_none() {
+        run.samples.push((
+            QUERY_LATENCY_METRIC.to_string(),
+            latency_ms,
+            chrono::Utc::now().timestamp_millis(),
+        ));
+    }
     for (metric, value, ts_ms) in run.samples.drain(..) {
         sh.bb.add_sample_to(&mut run.extra, &metric, value, ts_ms);
     }
@@ -626,6 +729,7 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
         sh.processing_key.clone(),
         keys.done(&qid),
         keys.feed(),
+        keys.dead(),
     ];
     let mut args: Vec<Vec<u8>> = vec![
         serde_json::to_vec(&run.state).expect("state serializes"),
@@ -638,16 +742,10 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
             .take()
             .map(String::into_bytes)
             .unwrap_or_default(),
-        run.events.len().to_string().into_bytes(),
+        run.dead.take().map(String::into_bytes).unwrap_or_default(),
+        DEAD_LIST_CAP.to_string().into_bytes(),
     ];
-    for e in &run.events {
-        let fields = e.fields();
-        args.push(fields.len().to_string().into_bytes());
-        for (k, v) in fields {
-            args.push(k.as_bytes().to_vec());
-            args.push(v.into_bytes());
-        }
-    }
+    encode_events(&mut args, &run.events);
     // One round trip: the script (EVALSHA), then the counters and samples.
     let mut evalsha = redis::cmd("EVALSHA");
     evalsha.arg(FINISH.get_hash()).arg(script_keys.len());
@@ -694,8 +792,14 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
                 tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
                 return;
             }
-            Ok(_) => {
-                tracing::info!(query_id = %qid, "outcome was written already (duplicate delivery); the outcome is not written twice");
+            Ok(2) => {
+                // An earlier try wrote exactly this outcome; its reply was lost.
+                sh.status.prom.query_finished(status.as_str(), latency_ms);
+                tracing::debug!(query_id = %qid, status = %status, "finished (by an earlier try)");
+                return;
+            }
+            Ok(code) => {
+                record_fenced(sh, &qid, &lost_reason(sh, code)).await;
                 return;
             }
             Err(e)
@@ -729,6 +833,29 @@ async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
     }
 }
 
+/// Ends a query that recovery gave up on (`orchestrator.max_attempts`):
+/// failed with `reason`, its record in the dead list, its clients
+/// signalled, all in the one step that writes the outcome ([`finish`]), so
+/// no crash leaves a failed state without its signal or its record.
+pub(super) async fn finish_dead(
+    sh: &Shared,
+    mut state: QueryState,
+    entry: Vec<u8>,
+    reason: String,
+    abort: &CancellationToken,
+) {
+    let qid = state.query_id.clone();
+    state.recoveries += 1;
+    state.status = QueryStatus::Failed;
+    state.error = Some(reason.clone());
+    state.completed_at = Some(now_rfc3339());
+    let mut run = Run::new(state, entry, Instant::now());
+    run.dead = Some(dead_record(&run.entry, &reason, &sh.status.instance));
+    run.events
+        .push(Event::new(EventKind::QueryDead, &qid).reason(reason));
+    finish(sh, run, abort).await;
+}
+
 /// The JSON record a dead-list entry is: the entry (and its bytes in hex
 /// when they are not UTF-8), why, which daemon, and when.
 pub(super) fn dead_record(entry: &[u8], reason: &str, instance: &str) -> String {
@@ -750,24 +877,28 @@ async fn dead_letter(sh: &Shared, entry: &[u8], reason: &str) {
     tracing::warn!(entry = %String::from_utf8_lossy(&entry[..entry.len().min(120)]), "dead entry: {reason}");
     let record = dead_record(entry, reason, &sh.status.instance);
     let keys = sh.bb.keys();
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .lpush(keys.dead(), record)
-        .ignore()
-        .ltrim(keys.dead(), 0, DEAD_LIST_CAP - 1)
-        .ignore()
-        .lrem(&sh.processing_key, 1, entry)
-        .ignore();
-    sh.bb.add_event_to(
-        &mut pipe,
-        &Event::global(EventKind::QueryFailed).reason(format!("dead entry: {reason}")),
-    );
+    let mut script = DEAD_ENTRY.prepare_invoke();
+    script
+        .key(&sh.processing_key)
+        .key(keys.dead())
+        .key(keys.feed())
+        .arg(entry)
+        .arg(record)
+        .arg(DEAD_LIST_CAP)
+        .arg(sh.bb.limits().feed_max_len);
+    let event = Event::global(EventKind::QueryFailed).reason(format!("dead entry: {reason}"));
+    for (k, v) in event.fields() {
+        script.arg(k).arg(v);
+    }
     let mut conn = sh.bb.connection();
-    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-        tracing::warn!(
+    match script.invoke_async::<i64>(&mut conn).await {
+        Ok(1) => sh.status.prom.query_finished("failed", 0.0),
+        Ok(_) => tracing::warn!(
+            "a dead entry left {} before it was moved (a peer took it over); not recording it here",
+            sh.processing_key
+        ),
+        Err(e) => tracing::warn!(
             "cannot move an entry to the dead list: {e}; it stays in the processing list"
-        );
-    } else {
-        sh.status.prom.query_finished("failed", 0.0);
+        ),
     }
 }

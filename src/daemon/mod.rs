@@ -194,6 +194,7 @@ impl Daemon {
                 &*RETURN_ALL,
                 &*cascade::FINISH,
                 &*cascade::PUSH_JOB,
+                &*cascade::ADOPT,
             ] {
                 if let Err(e) = script.load_async(&mut c).await {
                     tracing::warn!("cannot load a script: {e}");
@@ -311,12 +312,18 @@ async fn take_loop(
                 .arg("LEFT")
                 .arg(BLOCK_FOR.as_secs_f64());
             let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block_conn);
+            tokio::pin!(blocked);
             let waited_from = tokio::time::Instant::now();
             let got = tokio::select! {
-                // A BLMOVE cut short may still move an entry; it is then in
-                // the processing list, which shutdown returns to the queue.
-                _ = shutdown.cancelled() => return,
-                r = blocked => r,
+                r = &mut blocked => r,
+                _ = shutdown.cancelled() => {
+                    // Not abandoned: Redis may still move an entry while the
+                    // command waits, after shutdown has returned the
+                    // processing list. It ends within BLOCK_FOR; whatever
+                    // it moved is then in the list that shutdown returns.
+                    let _ = blocked.await;
+                    return;
+                }
             };
             match got {
                 Ok(Some(e)) => {
@@ -406,6 +413,7 @@ async fn spawn_instance_tasks(
         bb.clone(),
         sh.settings.clone(),
         sh.status.clone(),
+        sh.workers.clone(),
         background.clone(),
     ));
     tracker.spawn(sh.workers.clone().run(
@@ -444,6 +452,7 @@ async fn heartbeat(
     bb: Blackboard,
     settings: Arc<Settings>,
     status: Arc<DaemonStatus>,
+    workers: replies::WorkerDirectory,
     cancel: CancellationToken,
 ) {
     let every = Duration::from_millis(settings.orchestrator.heartbeat_interval_ms);
@@ -455,9 +464,13 @@ async fn heartbeat(
         health
             .counters
             .insert("in_flight".into(), status.in_flight().into());
+        health.live_layers = workers.live_layers();
         match bb.set_health(&health, ttl).await {
             Ok(()) => status.redis_answered(),
-            Err(e) => status.redis_failed("writing the health key", &e),
+            Err(e) => {
+                status.heartbeat_failures.failed();
+                status.redis_failed("writing the health key", &e)
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

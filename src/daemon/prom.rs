@@ -109,6 +109,7 @@ pub struct PromMetrics {
     layers: RwLock<HashMap<String, LayerHandles>>,
     late_replies: Counter,
     recovered: Counter,
+    fenced: Counter,
     queue_depth: Gauge,
     in_flight: Gauge,
 }
@@ -190,6 +191,13 @@ impl PromMetrics {
             recovered.clone(),
         );
 
+        let fenced = Counter::default();
+        registry.register(
+            "fenced_queries",
+            "Queries this daemon stopped working on because it no longer held them (a peer recovered or finished them)",
+            fenced.clone(),
+        );
+
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
@@ -214,6 +222,7 @@ impl PromMetrics {
             layers: RwLock::new(HashMap::new()),
             late_replies,
             recovered,
+            fenced,
             queue_depth,
             in_flight,
         }
@@ -271,6 +280,11 @@ impl PromMetrics {
     /// Queries a recovery returned to the queue.
     pub fn recovered(&self, n: u64) {
         self.recovered.inc_by(n);
+    }
+
+    /// A query this daemon stopped working on: it no longer held it.
+    pub fn fenced(&self) {
+        self.fenced.inc();
     }
 
     /// Current queue depth.
@@ -369,6 +383,7 @@ mod tests {
         m.layer_attempt("layer2", Outcome::Timeout, f64::NAN);
         m.late_reply();
         m.recovered(3);
+        m.fenced();
         m.set_queue_depth(7);
         m.set_in_flight(2);
         let text = m.encode();
@@ -383,6 +398,7 @@ mod tests {
             "kitbash_layer_latency_seconds_count{layer=\"layer2\"} 1",
             "kitbash_late_replies_total 1",
             "kitbash_recovered_queries_total 3",
+            "kitbash_fenced_queries_total 1",
             "kitbash_queue_depth 7",
             "kitbash_queries_in_flight 2",
         ] {

@@ -1,6 +1,13 @@
 //! Recovery: a daemon whose health key has expired is dead; a live daemon
 //! returns what it held to the queue.
 //!
+//! Death is judged by [`DeathWatch`]: a definite absence of the health key,
+//! seen on two passes at least a heartbeat interval apart, with no failed
+//! heartbeat of our own in between; a failed or unparsable read never
+//! counts. A daemon that was only stalled and wakes up after its list was
+//! taken over finds, at its next write, that it no longer holds its queries
+//! (fencing, see `finish.lua` and `push_job.lua`), and stops.
+//!
 //! Each entry is first claimed (moved into the recovering daemon's own
 //! processing list, atomically), so two daemons recovering at once never both
 //! handle it and a recoverer that dies mid-way leaves it recoverable. The
@@ -14,11 +21,11 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use super::RETURN_ALL;
-use super::cascade::{DEAD_LIST_CAP, Shared};
+use super::cascade::Shared;
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::feed::{Event, EventKind};
+use crate::liveness::{DeathWatch, Reading};
 use crate::orphans::OrphanSweep;
-use crate::state::{QueryStatus, now_rfc3339};
 
 /// Returns everything in `processing` to the queue; returns how many.
 pub(super) async fn return_own(bb: &Blackboard, processing: &str) -> usize {
@@ -49,8 +56,11 @@ pub(super) async fn run(
     cancel: CancellationToken,
 ) {
     let mut sweep = OrphanSweep::default();
+    let mut watch = DeathWatch::new(Duration::from_millis(
+        sh.settings.orchestrator.heartbeat_interval_ms,
+    ));
     loop {
-        match recover_dead(&bb, &instance, max_attempts, &sh).await {
+        match recover_dead(&bb, &instance, max_attempts, &sh, &mut watch, &cancel).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(recovered = n, "recovered queries of dead daemons"),
             Err(e) => tracing::debug!("recovery pass failed: {e}"),
@@ -103,26 +113,47 @@ async fn return_orphans(
     Ok(())
 }
 
-/// One pass: every processing list whose daemon has no health key.
+/// One pass: every processing list whose daemon is dead (see
+/// [`DeathWatch`]).
 pub(super) async fn recover_dead(
     bb: &Blackboard,
     instance: &str,
     max_attempts: u32,
     sh: &Shared,
+    watch: &mut DeathWatch,
+    cancel: &CancellationToken,
 ) -> Result<usize, BlackboardError> {
     let keys = bb.keys();
     let mut total = 0;
-    for list in bb.scan_keys(&keys.processing_pattern()).await? {
-        let Some(owner) = keys.suffix(&list, "queries:processing") else {
-            continue;
-        };
-        if owner == instance || bb.get_health(owner).await.ok().flatten().is_some() {
+    let lists = bb.scan_keys(&keys.processing_pattern()).await?;
+    let owners: Vec<(String, String)> = lists
+        .into_iter()
+        .filter_map(|list| {
+            let owner = keys.suffix(&list, "queries:processing")?.to_string();
+            (owner != instance).then_some((list, owner))
+        })
+        .collect();
+    watch.retain(|peer| owners.iter().any(|(_, o)| o == peer));
+    for (list, owner) in owners {
+        let read = bb.get_health(&owner).await;
+        let reading = Reading::of(&read);
+        if reading == Reading::Unknown {
+            tracing::debug!(peer = %owner, "cannot read a health key; not judging the peer this pass");
+        }
+        let dead = watch.observe(
+            &owner,
+            reading,
+            tokio::time::Instant::now(),
+            sh.status.heartbeat_failures.last(),
+        );
+        if !dead {
             continue;
         }
-        tracing::warn!(dead = %owner, "daemon is dead (no health key); recovering its queries");
-        total += recover_list(bb, &list, max_attempts, sh).await?;
+        tracing::warn!(dead = %owner, "daemon is dead (no health key on two passes); recovering its queries");
+        total += recover_list(bb, &list, max_attempts, sh, cancel).await?;
+        watch.forget(&owner);
         let mut conn = bb.connection();
-        let _: u64 = conn.del(keys.replies(owner)).await?;
+        let _: u64 = conn.del(keys.replies(&owner)).await?;
     }
     Ok(total)
 }
@@ -132,6 +163,7 @@ async fn recover_list(
     list: &str,
     max_attempts: u32,
     sh: &Shared,
+    cancel: &CancellationToken,
 ) -> Result<usize, BlackboardError> {
     let keys = bb.keys();
     let mut conn = bb.connection();
@@ -151,81 +183,74 @@ async fn recover_list(
             super::intake::EntryKind::Id(id) => Some(id),
             _ => None,
         };
-        let mut dead_reason = None;
         if let Some(id) = &id {
-            match bb
-                .update_state(id, |s| {
-                    if !s.status.is_terminal() {
-                        s.recoveries += 1;
-                    }
-                })
-                .await
-            {
-                Ok(s) if s.status.is_terminal() => {
+            match bb.get_state(id).await {
+                Ok(Some(s)) if s.status.is_terminal() => {
                     // Finished before its daemon died: just drop the entry.
                     let _: i64 = conn.lrem(&sh.processing_key, 1, &entry).await?;
                     continue;
                 }
-                Ok(s) if s.recoveries >= max_attempts => {
-                    dead_reason = Some(format!(
+                Ok(Some(s)) if s.recoveries + 1 >= max_attempts => {
+                    // Its last chance is used up: failed, in the dead list,
+                    // clients signalled, in one step with the outcome
+                    // (`finish.lua`), so no crash leaves a failed state
+                    // without its completion signal or dead-list record.
+                    let reason = format!(
                         "recovered {} times from daemons that died holding it (orchestrator.max_attempts = {max_attempts})",
-                        s.recoveries
-                    ));
+                        s.recoveries + 1
+                    );
+                    super::cascade::finish_dead(sh, s, entry, reason, cancel).await;
+                    continue;
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {
+                    let counted = bb
+                        .update_state(id, |s| {
+                            if !s.status.is_terminal() {
+                                s.recoveries += 1;
+                            }
+                        })
+                        .await;
+                    if let Err(e) = counted
+                        && !unusable(&e)
+                    {
+                        return Err(e);
+                    }
+                }
                 // No state, or an unreadable one: the next daemon to take it
                 // records why it fails.
-                Err(BlackboardError::NotFound { .. })
-                | Err(BlackboardError::MalformedState { .. })
-                | Err(BlackboardError::WrongType { .. }) => {}
+                Ok(None) => {}
+                Err(e) if unusable(&e) => {}
                 Err(e) => return Err(e),
             }
         }
-        if let (Some(id), Some(reason)) = (&id, dead_reason) {
-            let state = bb
-                .update_state(id, |s| {
-                    s.status = QueryStatus::Failed;
-                    s.error = Some(reason.clone());
-                    s.completed_at = Some(now_rfc3339());
-                })
-                .await?;
-            let record = super::cascade::dead_record(&entry, &reason, &sh.status.instance);
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .lpush(keys.dead(), record)
-                .ignore()
-                .ltrim(keys.dead(), 0, DEAD_LIST_CAP - 1)
-                .ignore()
-                .lrem(&sh.processing_key, 1, &entry)
-                .ignore()
-                .del(keys.done(id))
-                .ignore()
-                .lpush(keys.done(id), state.status.as_str())
-                .ignore()
-                .expire(keys.done(id), sh.settings.orchestrator.done_ttl_s as i64)
-                .ignore();
-            bb.add_event_to(
-                &mut pipe,
-                &Event::new(EventKind::QueryDead, id).reason(reason),
-            );
-            let _: () = pipe.query_async(&mut conn).await?;
-            sh.status.prom.query_finished("failed", 0.0);
-            continue;
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .lrem(&sh.processing_key, 1, &entry)
-            .ignore()
-            .rpush(keys.queue(), &entry)
-            .ignore();
         let mut ev = match &id {
             Some(id) => Event::new(EventKind::QueryRecovered, id),
             None => Event::global(EventKind::QueryRecovered),
         };
         ev = ev.reason(format!("returned to the queue from {list}"));
-        bb.add_event_to(&mut pipe, &ev);
-        let _: () = pipe.query_async(&mut conn).await?;
-        sh.status.prom.recovered(1);
+        let mut requeue = crate::orphans::RETURN_ONE.prepare_invoke();
+        requeue
+            .key(&sh.processing_key)
+            .key(keys.queue())
+            .key(keys.feed())
+            .arg(&entry)
+            .arg(bb.limits().feed_max_len);
+        for (k, v) in ev.fields() {
+            requeue.arg(k).arg(v);
+        }
+        let moved: i64 = requeue.invoke_async(&mut conn).await?;
+        sh.status.prom.recovered(moved as u64);
     }
     Ok(n)
+}
+
+/// A state that is gone or cannot be used: the daemon that takes the entry
+/// next records why the query fails; recovery just returns it.
+fn unusable(e: &BlackboardError) -> bool {
+    matches!(
+        e,
+        BlackboardError::NotFound { .. }
+            | BlackboardError::MalformedState { .. }
+            | BlackboardError::WrongType { .. }
+    )
 }

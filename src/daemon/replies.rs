@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionManager;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::blackboard::Blackboard;
@@ -75,8 +75,15 @@ impl Pending {
     }
 }
 
+/// How many dropped-reply events may wait to be written; past that, a
+/// burst is counted and logged instead of recorded one by one.
+const DROPPED_BACKLOG: usize = 4_096;
+
 /// Reads this daemon's reply list until `cancel` fires, on its own
-/// blocking connection, taking up to 256 replies per round trip.
+/// blocking connection, taking up to 256 replies per round trip. Replies
+/// are handed over in memory; the `late_reply` events of the ones dropped
+/// are written by a separate task, so a burst of late or forged replies
+/// never holds up the valid ones behind it.
 pub async fn read_replies(
     bb: Blackboard,
     mut conn: ConnectionManager,
@@ -86,6 +93,9 @@ pub async fn read_replies(
     cancel: CancellationToken,
 ) {
     let key = bb.keys().replies(&instance);
+    let (dropped_tx, dropped_rx) = mpsc::channel(DROPPED_BACKLOG);
+    let recorder = tokio::spawn(record_dropped(bb.clone(), dropped_rx));
+    let mut unrecorded = 0u64;
     let mut backoff = crate::outage::Backoff::default();
     loop {
         let mut cmd = redis::cmd("BLMPOP");
@@ -97,7 +107,7 @@ pub async fn read_replies(
             .arg(256);
         let read = cmd.query_async::<Value>(&mut conn);
         let value = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             v = read => v,
         };
         let value = match value {
@@ -108,15 +118,29 @@ pub async fn read_replies(
             Err(e) => {
                 status.redis_failed("reading worker replies", &e);
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(backoff.next_wait()) => continue,
                 }
             }
         };
         for raw in popped(value) {
-            handle_reply(&bb, &pending, &status, &raw).await;
+            let Some(event) = handle_reply(&pending, &status, &raw) else {
+                continue;
+            };
+            if dropped_tx.try_send(event).is_err() {
+                unrecorded += 1;
+                if unrecorded.is_power_of_two() {
+                    tracing::warn!(
+                        unrecorded,
+                        "dropped worker replies arrive faster than their late_reply events can be written; these are logged here and not recorded in the feed"
+                    );
+                }
+            }
         }
     }
+    drop(dropped_tx);
+    // What is queued is written within a bound; the rest is counted.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), recorder).await;
 }
 
 /// The elements of a BLMPOP reply (`nil` or `[key, [elements]]`).
@@ -130,55 +154,47 @@ fn popped(value: Value) -> Vec<Vec<u8>> {
     redis::from_redis_value::<Vec<Vec<u8>>>(parts.pop().expect("two parts")).unwrap_or_default()
 }
 
-async fn handle_reply(
-    bb: &Blackboard,
+/// Hands one reply to its query; returns the `late_reply` event to record
+/// when it was dropped instead.
+fn handle_reply(
     pending: &Pending,
     status: &super::status::DaemonStatus,
     raw: &[u8],
-) {
+) -> Option<Event> {
     let reply: Reply = match serde_json::from_slice(raw) {
         Ok(r) => r,
         Err(e) => {
             let shown = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
             tracing::warn!(reply = %shown, "dropping a malformed reply: {e}");
-            record_dropped(bb, None, None, None, format!("malformed reply: {e}")).await;
-            return;
+            return Some(
+                Event::global(EventKind::LateReply).reason(format!("malformed reply: {e}")),
+            );
         }
     };
-    if let Err(dropped) = pending.deliver(reply) {
-        let (reply, why) = *dropped;
-        status.prom.late_reply();
-        tracing::debug!(job_id = %reply.job_id, query_id = %reply.query_id, "dropping reply: {why}");
-        record_dropped(
-            bb,
-            Some(&reply.query_id),
-            Some(&reply.layer),
-            Some(&reply.worker),
-            format!("job {}: {why}", reply.job_id),
-        )
-        .await;
-    }
+    let (reply, why) = *pending.deliver(reply).err()?;
+    status.prom.late_reply();
+    tracing::debug!(job_id = %reply.job_id, query_id = %reply.query_id, "dropping reply: {why}");
+    Some(
+        Event::new(EventKind::LateReply, &reply.query_id)
+            .layer(reply.layer.as_str())
+            .worker(reply.worker.as_str())
+            .reason(format!("job {}: {why}", reply.job_id)),
+    )
 }
 
-async fn record_dropped(
-    bb: &Blackboard,
-    query_id: Option<&str>,
-    layer: Option<&str>,
-    worker: Option<&str>,
-    reason: String,
-) {
-    let mut e = match query_id {
-        Some(q) => Event::new(EventKind::LateReply, q),
-        None => Event::global(EventKind::LateReply),
-    };
-    if let Some(l) = layer {
-        e = e.layer(l);
-    }
-    if let Some(w) = worker {
-        e = e.worker(w);
-    }
-    if let Err(err) = bb.emit(&e.reason(reason)).await {
-        tracing::warn!("cannot record a dropped reply: {err}");
+/// Writes the `late_reply` events of dropped replies, as many per round
+/// trip as are waiting, until the reader stops.
+async fn record_dropped(bb: Blackboard, mut rx: mpsc::Receiver<Event>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut pipe = redis::pipe();
+        for e in batch.drain(..) {
+            bb.add_event_to(&mut pipe, &e);
+        }
+        let mut conn = bb.connection();
+        if let Err(err) = pipe.query_async::<()>(&mut conn).await {
+            tracing::warn!("cannot record dropped replies: {err}");
+        }
     }
 }
 
@@ -197,6 +213,20 @@ impl WorkerDirectory {
             .expect("directory lock")
             .get(layer)
             .is_some_and(|w| !w.is_empty())
+    }
+
+    /// The layers with a healthy worker as of the last refresh, sorted.
+    pub fn live_layers(&self) -> Vec<String> {
+        let mut layers: Vec<String> = self
+            .live
+            .lock()
+            .expect("directory lock")
+            .iter()
+            .filter(|(_, w)| !w.is_empty())
+            .map(|(l, _)| l.clone())
+            .collect();
+        layers.sort();
+        layers
     }
 
     /// Reads the health records once.
