@@ -83,7 +83,10 @@ impl Client {
     ) -> Result<QueryState, ClientError> {
         let timeout = timeout.min(self.max_wait);
         if self.blocking.is_none() {
-            self.blocking = Some(self.connector.blocking(timeout).await?);
+            // Sized for the longest wait this client allows, not for this
+            // one: the connection is reused, and a later, longer wait must
+            // not be cut short by its response timeout.
+            self.blocking = Some(self.connector.blocking(self.max_wait).await?);
         }
         let conn = self.blocking.as_mut().expect("just set");
         let started = std::time::Instant::now();
