@@ -435,7 +435,8 @@ pub struct OrchestratorSettings {
     /// thread, which profiles showed cheaper than waking threads for every
     /// Redis reply; more helps only when one core cannot keep up.
     pub worker_threads: usize,
-    /// Times a query may be recovered from a dead daemon before it is failed.
+    /// Times a query may be taken by daemons that die holding it: the
+    /// recovery that finds it for the `max_attempts`-th time fails it.
     pub max_attempts: u32,
     /// Seconds a query's state is kept after it was last written.
     pub state_ttl_s: u64,
