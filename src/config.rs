@@ -254,6 +254,11 @@ impl RedisSettings {
         Duration::from_millis(self.response_timeout_ms)
     }
 
+    /// The longest wait between reconnection attempts.
+    pub fn retry_max_delay(&self) -> Duration {
+        Duration::from_millis(self.retry_max_delay_ms)
+    }
+
     /// Whether any of `tls_ca_file`, `tls_cert_file`, `tls_key_file` is set.
     pub fn has_tls_files(&self) -> bool {
         self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_key_file.is_some()

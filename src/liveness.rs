@@ -70,6 +70,7 @@ impl HeartbeatFailures {
 #[derive(Debug)]
 pub struct DeathWatch {
     grace: Duration,
+    after_failure: Duration,
     suspects: HashMap<String, Instant>,
 }
 
@@ -79,15 +80,26 @@ impl DeathWatch {
     pub fn new(grace: Duration) -> Self {
         Self {
             grace,
+            after_failure: grace,
             suspects: HashMap::new(),
         }
     }
 
+    /// How long after this process's last failed heartbeat no peer is
+    /// declared dead (at least `grace`): a peer reconnects on its own
+    /// schedule, up to its connection backoff after us, and then needs a
+    /// heartbeat to renew its key.
+    pub fn after_failure(mut self, quiet: Duration) -> Self {
+        self.after_failure = quiet.max(self.grace);
+        self
+    }
+
     /// Records one pass's `reading` of `peer`'s key, taken at `now`;
     /// `last_error` is when this process last saw Redis fail (its
-    /// [`HeartbeatFailures`]). Returns
-    /// whether the peer is dead: absent now, and absent on an earlier pass
-    /// at least `grace` ago with no Redis error since.
+    /// [`HeartbeatFailures`]). Returns whether the peer is dead: absent
+    /// now, absent on an earlier pass at least `grace` ago with no failure
+    /// since, and the last failure (if any) at least the
+    /// [`Self::after_failure`] time ago.
     pub fn observe(
         &mut self,
         peer: &str,
@@ -103,6 +115,7 @@ impl DeathWatch {
             Reading::Absent => match self.suspects.get(peer) {
                 Some(&since) if last_error.is_none_or(|e| e < since) => {
                     now.duration_since(since) >= self.grace
+                        && last_error.is_none_or(|e| now.duration_since(e) >= self.after_failure)
                 }
                 // First seen absent, or Redis failed since: look again later.
                 _ => {
@@ -189,6 +202,21 @@ mod tests {
         assert!(!w.observe("b", Reading::Absent, Instant::now(), Some(outage_ended)));
         tokio::time::advance(BEAT).await;
         assert!(w.observe("b", Reading::Absent, Instant::now(), Some(outage_ended)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failure_peers_get_the_quiet_time_too() {
+        let quiet = Duration::from_secs(5);
+        let mut w = DeathWatch::new(BEAT).after_failure(quiet);
+        let failed = Instant::now();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(!w.observe("a", Reading::Absent, Instant::now(), Some(failed)));
+        // Two looks a heartbeat apart are not enough this soon after a
+        // failure: the peer may still be reconnecting.
+        tokio::time::advance(BEAT * 2).await;
+        assert!(!w.observe("a", Reading::Absent, Instant::now(), Some(failed)));
+        tokio::time::advance(quiet).await;
+        assert!(w.observe("a", Reading::Absent, Instant::now(), Some(failed)));
     }
 
     #[test]

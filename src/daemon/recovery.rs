@@ -56,9 +56,9 @@ pub(super) async fn run(
     cancel: CancellationToken,
 ) {
     let mut sweep = OrphanSweep::default();
-    let mut watch = DeathWatch::new(Duration::from_millis(
-        sh.settings.orchestrator.heartbeat_interval_ms,
-    ));
+    let beat = Duration::from_millis(sh.settings.orchestrator.heartbeat_interval_ms);
+    let mut watch =
+        DeathWatch::new(beat).after_failure(beat * 2 + sh.settings.redis.retry_max_delay());
     loop {
         match recover_dead(&bb, &instance, max_attempts, &sh, &mut watch, &cancel).await {
             Ok(0) => {}

@@ -249,9 +249,9 @@ impl<B: Backend> Worker<B> {
         // left behind go back to the job list (expired ones are dropped
         // when taken).
         return_jobs(&sh, &sh.processing_key).await;
-        let mut watch = DeathWatch::new(Duration::from_millis(
-            settings.workers.heartbeat_interval_ms,
-        ));
+        let beat = Duration::from_millis(settings.workers.heartbeat_interval_ms);
+        let mut watch =
+            DeathWatch::new(beat).after_failure(beat * 2 + settings.redis.retry_max_delay());
         recover_dead_workers(&sh, &mut watch).await;
 
         let check = self.backend.check().await;
