@@ -56,7 +56,7 @@ async fn kill_9_worker_mid_job_queries_escalate_and_a_new_worker_serves() {
 
     // A restarted worker serves the next jobs.
     let _w2 = Proc::echo_worker("w2", &env);
-    wait_reporting(&ctx, &["w2"]).await;
+    wait_reporting(&ctx, &["w2", "daemon"]).await;
     let next = push_mixed(&bb, "kw-next", 10, 0).await;
     wait_all_terminal(&ctx, &next, 15.0).await;
     for s in states(&ctx, &next) {

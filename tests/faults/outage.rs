@@ -39,7 +39,7 @@ async fn redis_unreachable_for_10_s_ready_503_one_log_line_no_busy_loop_then_res
     let mut slow = env.clone();
     slow.push(("KITBASH_WORKERS__ECHO_DELAY_MS".into(), "1000".into()));
     let mut worker = Proc::echo_worker("echo-o", &slow);
-    let mut daemon = Proc::serve("daemon", &env);
+    let mut daemon = Proc::serve("daemon", &with_instance(&env, "daemon-o"));
     let ready = format!("http://127.0.0.1:{port}/health/ready");
     let live = format!("http://127.0.0.1:{port}/health");
     let t = Instant::now();
@@ -47,7 +47,7 @@ async fn redis_unreachable_for_10_s_ready_503_one_log_line_no_busy_loop_then_res
         assert!(t.elapsed() < Duration::from_secs(15), "daemon ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_reporting(&ctx, &["echo-o"]).await;
+    wait_reporting(&ctx, &["echo-o", "daemon-o"]).await;
 
     // 40 queries: half answered by layer0 at once, half held by the slow worker.
     let ids = push_mixed(&bb, "out", 40, 20).await;

@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kitbash::QueryStatus;
 
@@ -36,10 +36,19 @@ async fn redis_restart_under_load_with_aof_loses_nothing() {
         "a quarter answered before the restart"
     );
     let done_before = terminal_count(&ctx, &ids);
+    let (daemon_log0, worker_log0) = (daemon.log().len(), worker.log().len());
     let mut ctx = ctx;
     ctx.redis.stop();
     let stopped = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Back once both have found it gone.
+    assert!(
+        eventually(20.0, || {
+            daemon.log()[daemon_log0..].contains("Redis is not answering")
+                && worker.log()[worker_log0..].contains("Redis is not answering")
+        })
+        .await,
+        "daemon and worker notice Redis is gone"
+    );
     ctx.redis.start_again();
     let restarted = Instant::now();
     let downtime = restarted - stopped;

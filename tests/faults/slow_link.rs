@@ -6,6 +6,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use kitbash::QueryStatus;
+
 use crate::common::TestContext;
 use crate::support::*;
 
@@ -131,9 +133,20 @@ async fn slow_and_cut_link_no_premature_recovery_no_duplicates() {
     let mut cuts = 0;
     let t0 = Instant::now();
     for wave in 0..WAVES {
-        ids.extend(push_mixed(&bb, &format!("sl{wave}"), N / WAVES, 50).await);
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        let wave_ids = push_mixed(&bb, &format!("sl{wave}"), N / WAVES, 50).await;
+        // Cut once the daemons are at work on this wave: a quarter of it taken.
+        let taken = || {
+            states(&ctx, &wave_ids)
+                .iter()
+                .filter(|s| s.as_ref().is_some_and(|s| s.status != QueryStatus::Pending))
+                .count()
+        };
+        assert!(
+            eventually(60.0, || taken() >= wave_ids.len() / 4).await,
+            "wave {wave} taken"
+        );
         proxy.cut_all();
+        ids.extend(wave_ids);
         cuts += 1;
     }
     let took = wait_all_terminal(&ctx, &ids, 120.0).await + t0.elapsed();

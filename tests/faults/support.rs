@@ -1,7 +1,7 @@
 //! Real processes for the fault suite: `kitbash serve` and `kitbash worker`
 //! binaries with their logs captured, load, and outcome accounting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +14,12 @@ use crate::common::TestContext;
 
 pub use crate::common::free_port;
 
-/// One `kitbash` process, killed (SIGKILL) on drop; stdout and stderr go to
-/// a log file the test can read.
+/// One `kitbash` process, killed (SIGKILL) on drop, stopped or not; stdout
+/// and stderr go to a log file the test can read.
 pub struct Proc {
     child: Option<Child>,
+    /// Frozen by [`Proc::stop`] and not woken since.
+    stopped: bool,
     /// What it is, for messages.
     pub label: String,
     log: PathBuf,
@@ -70,6 +72,7 @@ impl Proc {
         let child = cmd.spawn().expect("kitbash binary");
         Self {
             child: Some(child),
+            stopped: false,
             label: label.to_string(),
             log,
             _dir: dir,
@@ -83,9 +86,14 @@ impl Proc {
 
     /// `kitbash worker echo --layer layer2 --name <name>`.
     pub fn echo_worker(name: &str, env: &[(String, String)]) -> Self {
+        Self::echo_worker_on(name, "layer2", env)
+    }
+
+    /// `kitbash worker echo --layer <layer> --name <name>`.
+    pub fn echo_worker_on(name: &str, layer: &str, env: &[(String, String)]) -> Self {
         Self::start(
             name,
-            &["worker", "echo", "--layer", "layer2", "--name", name],
+            &["worker", "echo", "--layer", layer, "--name", name],
             env,
         )
     }
@@ -95,19 +103,48 @@ impl Proc {
         self.child.as_ref().expect("running").id()
     }
 
-    /// `kill -9`: no shutdown, no goodbye.
+    /// `kill -9`: no shutdown, no goodbye. SIGKILL ends a stopped process
+    /// too, without waking it first.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.stopped = false;
     }
 
-    /// SIGTERM, then waits up to 20 s; returns the exit code.
+    /// SIGSTOP: the process freezes mid-whatever, its connections open and
+    /// silent, as in a long GC pause, a VM migration or a laptop lid; until
+    /// [`Proc::cont`].
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.stopped = true;
+    }
+
+    /// SIGCONT: a process frozen by [`Proc::stop`] runs on from where it was.
+    pub fn cont(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.stopped = false;
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.pid() as i32;
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet
+        // (`child` is still held), so the pid cannot name another process.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "signal {sig} to {} (pid {pid})", self.label);
+    }
+
+    /// SIGTERM (and SIGCONT, if stopped), then waits up to 20 s; returns the
+    /// exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        self.child.as_ref()?;
+        self.signal(libc::SIGTERM);
+        if self.stopped {
+            // A stopped process sees SIGTERM only once it runs again.
+            self.cont();
+        }
         let mut c = self.child.take()?;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -345,20 +382,57 @@ pub fn answered_or_not(statuses: &HashMap<String, usize>, n: usize) -> (usize, u
     (answered, unanswered)
 }
 
-/// Waits until every one of `names` has a health key, then long enough for
-/// the daemons' worker directory (refreshed every 250 ms) to see them.
+/// The health record of `name` (`<p>:health:<name>`), as JSON; None when
+/// the key is absent (never written, removed, or expired).
+pub fn health(ctx: &TestContext, name: &str) -> Option<serde_json::Value> {
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(ctx.keys().health(name))
+        .query(&mut ctx.raw())
+        .unwrap();
+    raw.map(|r| serde_json::from_str(&r).unwrap())
+}
+
+/// The `in_flight` counter of `name`'s health record (queries for a daemon,
+/// jobs for a worker); None when it has no record.
+pub fn in_flight(ctx: &TestContext, name: &str) -> Option<u64> {
+    health(ctx, name).map(|h| h["counters"]["in_flight"].as_u64().unwrap_or(0))
+}
+
+/// Waits until every one of `names` has a health record and every daemon
+/// among them lists in its `live_layers` each layer a healthy worker among
+/// them serves: from then on those daemons hand jobs to those workers
+/// instead of skipping the layer.
 pub async fn wait_reporting(ctx: &TestContext, names: &[&str]) {
-    let all = || {
-        let mut conn = ctx.raw();
-        names.iter().all(|n| {
-            redis::cmd("EXISTS")
-                .arg(ctx.keys().health(n))
-                .query::<bool>(&mut conn)
-                .unwrap()
+    let seen = || {
+        names
+            .iter()
+            .map(|n| (*n, health(ctx, n)))
+            .collect::<Vec<_>>()
+    };
+    let ready = || {
+        let records = seen();
+        if records.iter().any(|(_, h)| h.is_none()) {
+            return false;
+        }
+        let records: Vec<serde_json::Value> = records.into_iter().filter_map(|(_, h)| h).collect();
+        let served: BTreeSet<&str> = records
+            .iter()
+            .filter(|h| h["role"] == "worker" && h["healthy"] == true)
+            .filter_map(|h| h["layer"].as_str())
+            .collect();
+        records.iter().filter(|h| h["role"] == "daemon").all(|h| {
+            let live: BTreeSet<&str> = h["live_layers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|l| l.as_str()).collect())
+                .unwrap_or_default();
+            served.is_subset(&live)
         })
     };
-    assert!(eventually(20.0, all).await, "{names:?} report health");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        eventually(20.0, ready).await,
+        "{names:?} report health and the daemons see the workers' layers: {:?}",
+        seen()
+    );
 }
 
 /// `env` plus `orchestrator.instance_id = id`.
@@ -385,15 +459,12 @@ pub fn counted_hits(ctx: &TestContext) -> u64 {
 }
 
 /// Asserts that within 10 s no processing list holds anything (every
-/// daemon's, every layer2 worker's: orphans go back within two sweeps) and
-/// the queue is empty.
+/// daemon's, every worker's of every layer: orphans go back within two
+/// sweeps) and the queue is empty.
 pub async fn assert_drained(ctx: &TestContext) {
     let stuck = || {
         let mut keys = keys_matching(ctx, &ctx.keys().processing("*"));
-        keys.extend(keys_matching(
-            ctx,
-            &ctx.keys().jobs_processing("layer2", "*"),
-        ));
+        keys.extend(keys_matching(ctx, &ctx.keys().jobs_processing("*", "*")));
         keys
     };
     assert!(
@@ -406,4 +477,122 @@ pub async fn assert_drained(ctx: &TestContext) {
         .query(&mut ctx.raw())
         .unwrap();
     assert_eq!(queue, 0);
+}
+
+/// The stored states of `ids`, byte for byte (None: no state), to tell
+/// whether anything rewrote one.
+pub fn raw_states(ctx: &TestContext, ids: &[String]) -> Vec<Option<String>> {
+    let mut conn = ctx.raw();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.get(ctx.keys().state(id));
+        }
+        out.extend(pipe.query::<Vec<Option<String>>>(&mut conn).unwrap());
+    }
+    out
+}
+
+/// Asserts each of `ids` has a terminal state and exactly one terminal event
+/// in `events`, of the kind its status calls for (`query_completed` for
+/// answered and unanswered; `query_failed`, or `query_dead` for one failed
+/// by recovery, for failed). Returns the status counts.
+pub fn assert_one_terminal_event(
+    ctx: &TestContext,
+    events: &[(String, String, String)],
+    ids: &[String],
+) -> HashMap<String, usize> {
+    let kinds = ["query_completed", "query_failed", "query_dead"];
+    let mut terminal: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (e, q, _) in events {
+        if let Some(k) = kinds.iter().find(|k| **k == e.as_str()) {
+            terminal.entry(q.as_str()).or_default().push(k);
+        }
+    }
+    let mut statuses = HashMap::new();
+    let mut wrong = Vec::new();
+    for (id, s) in ids.iter().zip(states(ctx, ids)) {
+        let s = s.unwrap_or_else(|| panic!("{id} has no state"));
+        assert!(s.status.is_terminal(), "{id} is {:?}", s.status);
+        let got = terminal.get(id.as_str()).cloned().unwrap_or_default();
+        let fits = match got.as_slice() {
+            [k] if s.status == QueryStatus::Failed => *k != "query_completed",
+            [k] => *k == "query_completed",
+            _ => false,
+        };
+        if !fits {
+            wrong.push(format!("{id} ({}): {got:?}", s.status.as_str()));
+        }
+        *statuses.entry(s.status.as_str().to_string()).or_default() += 1;
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} queries without exactly one fitting terminal event, e.g. {:?}",
+        wrong.len(),
+        ids.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    statuses
+}
+
+/// Length of the list at `key` (0 when absent).
+pub fn llen(ctx: &TestContext, key: &str) -> usize {
+    redis::cmd("LLEN").arg(key).query(&mut ctx.raw()).unwrap()
+}
+
+/// Jobs of `layers` not answered yet: in the job lists and in every
+/// worker's processing list.
+pub fn jobs_pending(ctx: &TestContext, layers: &[&str]) -> usize {
+    let keys = ctx.keys();
+    layers
+        .iter()
+        .map(|l| {
+            llen(ctx, &keys.jobs(l))
+                + keys_matching(ctx, &keys.jobs_processing(l, "*"))
+                    .iter()
+                    .map(|k| llen(ctx, k))
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Waits (up to `secs`) until nothing is under way any more: every one of
+/// `procs` has a health record saying nothing is in flight, no daemon holds
+/// a query or has an unread reply, no job of `layers` waits, and the queue
+/// is empty. A process with no health record has not run since it lost it
+/// (a frozen one), so it has not settled. Panics naming what is not.
+pub async fn wait_settled(ctx: &TestContext, procs: &[&str], layers: &[&str], secs: f64) {
+    let unsettled = || {
+        let keys = ctx.keys();
+        let mut busy = Vec::new();
+        for p in procs {
+            match in_flight(ctx, p) {
+                None => busy.push(format!("{p}: no health record")),
+                Some(0) => {}
+                Some(n) => busy.push(format!("{p}: {n} in flight")),
+            }
+            let replies = llen(ctx, &keys.replies(p));
+            if replies > 0 {
+                busy.push(format!("{p}: {replies} unread replies"));
+            }
+        }
+        for list in keys_matching(ctx, &keys.processing("*")) {
+            busy.push(format!("{list}: {}", llen(ctx, &list)));
+        }
+        let jobs = jobs_pending(ctx, layers);
+        if jobs > 0 {
+            busy.push(format!("{jobs} jobs of {layers:?} pending"));
+        }
+        let queued = llen(ctx, &keys.queue());
+        if queued > 0 {
+            busy.push(format!("{queued} queued"));
+        }
+        busy
+    };
+    assert!(
+        eventually(secs, || unsettled().is_empty()).await,
+        "not settled after {secs} s: {:?}",
+        unsettled()
+    );
 }

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use redis::Commands;
 
 use crate::common::TestContext;
@@ -46,7 +44,6 @@ async fn two_daemons_three_workers_no_query_processed_twice() {
         &["echo-0", "echo-1", "echo-2", "daemon-0", "daemon-1"],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     const N: usize = 4_000;
     let ids = push_mixed(&bb, "td", N, 50).await;
