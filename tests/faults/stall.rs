@@ -34,6 +34,29 @@ fn rewritten(ctx: &TestContext, ids: &[String], before: &[Option<String>]) -> Ve
         .collect()
 }
 
+/// The checks every stall scenario ends with: one fitting terminal event
+/// per query, none failed, no terminal state rewritten since `before` was
+/// read (`when` says when that was), nobody fenced twice or for nothing.
+/// Returns (answered, unanswered, fenced).
+fn assert_one_outcome(
+    ctx: &TestContext,
+    events: &[(String, String, String)],
+    ids: &[String],
+    before: &[Option<String>],
+    when: &str,
+) -> (usize, usize, usize) {
+    let statuses = assert_one_terminal_event(ctx, events, ids);
+    let (answered, unanswered) = answered_or_not(&statuses, ids.len());
+    let changed = rewritten(ctx, ids, before);
+    assert!(
+        changed.is_empty(),
+        "{} terminal states rewritten {when}, e.g. {:?}",
+        changed.len(),
+        &changed[..changed.len().min(10)]
+    );
+    (answered, unanswered, assert_fencing(events))
+}
+
 /// Asserts that no query has more than one `query_fenced` event and that
 /// only a query some other process took away (`query_recovered`) is fenced;
 /// returns how many were fenced.
@@ -149,16 +172,8 @@ async fn daemon_frozen_past_its_ttl_then_woken_writes_no_second_outcome() {
     let settled = woken.elapsed();
 
     let events = all_events(&bb).await;
-    let statuses = assert_one_terminal_event(&ctx, &events, &ids);
-    let (answered, unanswered) = answered_or_not(&statuses, N);
-    let changed = rewritten(&ctx, &ids, &before);
-    assert!(
-        changed.is_empty(),
-        "{} terminal states rewritten after A woke, e.g. {:?}",
-        changed.len(),
-        &changed[..changed.len().min(10)]
-    );
-    let fenced = assert_fencing(&events);
+    let (answered, unanswered, fenced) =
+        assert_one_outcome(&ctx, &events, &ids, &before, "after A woke");
     // B recovered every query A held, from A's list.
     let recovered = recovered_from(&events, &a_list);
     let missed: Vec<_> = held
@@ -248,16 +263,8 @@ async fn worker_frozen_mid_job_past_its_ttl_then_woken_changes_no_outcome() {
     let settled = woken.elapsed();
 
     let events = all_events(&bb).await;
-    let statuses = assert_one_terminal_event(&ctx, &events, &ids);
-    let (answered, unanswered) = answered_or_not(&statuses, N);
-    let changed = rewritten(&ctx, &ids, &before);
-    assert!(
-        changed.is_empty(),
-        "{} terminal states rewritten after w-a woke, e.g. {:?}",
-        changed.len(),
-        &changed[..changed.len().min(10)]
-    );
-    let fenced = assert_fencing(&events);
+    let (answered, unanswered, fenced) =
+        assert_one_outcome(&ctx, &events, &ids, &before, "after w-a woke");
     assert_drained(&ctx).await;
     for p in [&mut wa, &mut wb, &mut daemon] {
         assert!(p.alive(), "{} is alive", p.label);
@@ -352,17 +359,9 @@ async fn redis_away_past_the_health_ttl_two_daemons_no_second_outcome() {
     wait_settled(&ctx, &names, &["layer2"], 60.0).await;
 
     let events = all_events(&bb).await;
-    let statuses = assert_one_terminal_event(&ctx, &events, &ids);
-    let (answered, unanswered) = answered_or_not(&statuses, N);
     let why = why_unanswered(&ctx, &ids, "layer2");
-    let changed = rewritten(&ctx, &ids, &before);
-    assert!(
-        changed.is_empty(),
-        "{} terminal states rewritten after all were terminal, e.g. {:?}",
-        changed.len(),
-        &changed[..changed.len().min(10)]
-    );
-    let fenced = assert_fencing(&events);
+    let (answered, unanswered, fenced) =
+        assert_one_outcome(&ctx, &events, &ids, &before, "after all were terminal");
     assert_drained(&ctx).await;
     for p in &mut procs {
         assert!(p.alive(), "{} is alive", p.label);

@@ -238,20 +238,10 @@ pub async fn push_mixed(bb: &Blackboard, tag: &str, n: usize, grains: usize) -> 
 
 /// The states of `ids` (None: no state).
 pub fn states(ctx: &TestContext, ids: &[String]) -> Vec<Option<QueryState>> {
-    let mut conn = ctx.raw();
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.get(ctx.keys().state(id));
-        }
-        let raw: Vec<Option<String>> = pipe.query(&mut conn).unwrap();
-        out.extend(
-            raw.into_iter()
-                .map(|r| r.map(|s| serde_json::from_str::<QueryState>(&s).unwrap())),
-        );
-    }
-    out
+    raw_states(ctx, ids)
+        .into_iter()
+        .map(|r| r.map(|s| serde_json::from_str::<QueryState>(&s).unwrap()))
+        .collect()
 }
 
 /// How many of `ids` are terminal now.
