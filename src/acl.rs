@@ -130,6 +130,8 @@ const DAEMON: &[&str] = &[
     "get", "set", "setex", "psetex", "mget", "del", "expire", "pexpire", "ttl",
     // lists: queue, processing, done, dead, jobs, replies
     "lpush", "rpush", "lrem", "lrange", "llen", "ltrim", "lmove", "blmove", "blmpop",
+    // fencing: is the entry still in this daemon's processing list
+    "lpos",
     // hashes: grain lookups and hit counts, per-layer stats
     "hget", "hgetall", "hincrby",
     // the grain id index (counts on the HTTP status page)
@@ -145,8 +147,9 @@ const DAEMON: &[&str] = &[
 /// The worker's data commands, including those of the return-jobs script.
 #[rustfmt::skip]
 const WORKER: &[&str] = &[
-    // jobs: take, finish, return (the return-jobs script calls LMOVE)
-    "blmove", "lmove", "lrem",
+    // jobs: take, finish, return (the return-jobs script calls LMOVE; the
+    // orphan sweep's return-one script LREM and RPUSH)
+    "blmove", "lmove", "lrem", "rpush",
     // replies
     "lpush", "pexpire",
     // heartbeat, goodbye, and the liveness of other workers
@@ -313,6 +316,57 @@ pub fn users(keys: &Keys) -> Vec<AclUser> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commands a Lua script calls: `redis.call('X', …)` and the first
+    /// element of an argument table `{'X', …}` passed to `redis.call(unpack(…))`.
+    fn script_commands(source: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for opener in ["redis.call('", "{'"] {
+            for (i, _) in source.match_indices(opener) {
+                let rest = &source[i + opener.len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .collect();
+                if !name.is_empty() && rest[name.len()..].starts_with('\'') {
+                    out.push(name.to_ascii_lowercase());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_command_a_script_calls_is_granted_to_its_role() {
+        let daemon_scripts = [
+            include_str!("scripts/terminal.lua"),
+            include_str!("scripts/finish.lua"),
+            include_str!("scripts/push_job.lua"),
+            include_str!("scripts/adopt.lua"),
+            include_str!("scripts/dead_entry.lua"),
+            include_str!("scripts/take_batch.lua"),
+            include_str!("scripts/return_all.lua"),
+            include_str!("scripts/return_one.lua"),
+            include_str!("scripts/cas_state.lua"),
+        ];
+        let worker_scripts = [
+            include_str!("scripts/return_all.lua"),
+            include_str!("scripts/return_one.lua"),
+        ];
+        for (role, granted, scripts) in [
+            ("daemon", DAEMON, &daemon_scripts[..]),
+            ("worker", WORKER, &worker_scripts[..]),
+        ] {
+            let called: Vec<String> = scripts.iter().flat_map(|s| script_commands(s)).collect();
+            assert!(called.iter().any(|c| c == "lrem"), "{called:?}");
+            for c in called {
+                assert!(
+                    granted.contains(&c.as_str()),
+                    "the {role} user may not run {c}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn worker_cannot_touch_states_or_the_queue() {
