@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestContext;
+use common::{PATIENCE, TestContext};
 use kitbash::acl::{self, Password, Role};
 use kitbash::config::{Secret, Settings, WorkerKind};
 use kitbash::worker::echo::EchoBackend;
@@ -229,10 +229,17 @@ async fn each_process_answers_with_only_its_own_user() {
         s.http.enabled = false;
         s.orchestrator.heartbeat_interval_ms = 200;
         s.orchestrator.health_ttl_s = 1;
+        // Far above the beat, so that a loaded machine never makes the
+        // worker look dead; the worker looks for dead peers' jobs every
+        // health_ttl_s.
         s.workers.heartbeat_interval_ms = 200;
-        s.workers.health_ttl_s = 1;
+        s.workers.health_ttl_s = 5;
         for off in ["layer1", "layer4"] {
             s.layers.get_mut(off).unwrap().enabled = false;
+        }
+        // Generous: this test is about permissions, not timeouts.
+        for l in s.layers.values_mut() {
+            l.timeout_ms = 10_000;
         }
     }
     apply_rules(&ctx);
@@ -266,6 +273,7 @@ async fn each_process_answers_with_only_its_own_user() {
 
     let shutdown = CancellationToken::new();
     let daemon = kitbash::daemon::Daemon::new(settings_as(&ctx, Role::Daemon));
+    let instance = daemon.instance().to_string();
     let daemon = tokio::spawn(daemon.run(shutdown.clone()));
     let worker = Worker::new(
         settings_as(&ctx, Role::Worker),
@@ -278,34 +286,27 @@ async fn each_process_answers_with_only_its_own_user() {
         },
     )
     .unwrap();
-    let worker_name = worker.name().to_string();
     let worker = tokio::spawn(worker.run(shutdown.clone()));
 
-    // The daemon skips a layer with no live worker: wait for its heartbeat.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !admin.exists::<_, bool>(k.health(&worker_name)).unwrap() {
-        assert!(Instant::now() < deadline, "worker never wrote its health");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // ... and for the daemon to see it (it refreshes worker health every 250 ms).
-    tokio::time::sleep(Duration::from_millis(750)).await;
+    // The daemon skips a layer with no live worker: wait until it reports
+    // the worker live.
+    common::wait_until_daemon_sees(&admin_bb, &instance, "layer2").await;
 
-    let mut client =
-        kitbash::client::Client::connect(&settings_as(&ctx, Role::Client), Duration::from_secs(10))
-            .await
-            .unwrap();
-    let state = client.ask("ping", Duration::from_secs(15)).await.unwrap();
+    let mut client = kitbash::client::Client::connect(&settings_as(&ctx, Role::Client), PATIENCE)
+        .await
+        .unwrap();
+    let state = client.ask("ping", PATIENCE).await.unwrap();
     assert_eq!(state.status, QueryStatus::Answered, "{state:?}");
     let answer = state.answer.expect("an answer");
     assert_eq!(answer.layer, "layer2");
     let grain = client
-        .ask("What is the capital of Testland?", Duration::from_secs(15))
+        .ask("What is the capital of Testland?", PATIENCE)
         .await
         .unwrap();
     assert_eq!(grain.answer.expect("an answer").layer, "layer0");
 
     // The recovered query is finished too.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let s = admin_bb.get_state("g1").await.unwrap().unwrap();
         if s.status.is_terminal() {
@@ -320,11 +321,19 @@ async fn each_process_answers_with_only_its_own_user() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        !admin
-            .exists::<_, bool>(k.jobs_processing("layer2", "ghost-worker"))
-            .unwrap()
-    );
+    // The dead worker's job is returned by the live one, which looks for
+    // dead peers every health_ttl_s.
+    let deadline = Instant::now() + PATIENCE;
+    while admin
+        .exists::<_, bool>(k.jobs_processing("layer2", "ghost-worker"))
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the ghost worker's job was never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The client's read commands: timeline, stats, health, grains.
     let client_settings = settings_as(&ctx, Role::Client);
@@ -362,12 +371,12 @@ async fn each_process_answers_with_only_its_own_user() {
     as_daemon.maintain().await.unwrap();
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(20), daemon)
+    tokio::time::timeout(PATIENCE, daemon)
         .await
         .expect("daemon stops")
         .unwrap()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(20), worker)
+    tokio::time::timeout(PATIENCE, worker)
         .await
         .expect("worker stops")
         .unwrap()

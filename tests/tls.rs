@@ -4,11 +4,14 @@
 //! it with `redis.tls_ca_file` (and, for `tls-auth-clients yes`, a client
 //! certificate). Without the CA the client refuses the server's certificate.
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::PATIENCE;
 use kitbash::config::RedisSettings;
 use kitbash::{Connector, Keys};
 use rcgen::{
@@ -126,7 +129,7 @@ impl TlsRedis {
                 .spawn()
                 .expect("redis-server on PATH (apt-get install redis-server)");
             let mut child = Killed(child);
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.0.try_wait() {
                     // Options a build without TLS rejects are reported on
@@ -224,28 +227,43 @@ fn prefix() -> String {
     format!("kbtls-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// Waits until `key` exists, reading over TLS through kitbash's own [`Connector`].
-fn wait_for_key(settings: &RedisSettings, key: &str, children: &mut [&mut Killed]) {
+/// Waits until `ok` holds, reading over TLS through kitbash's own
+/// [`Connector`], for up to [`PATIENCE`]; fails naming `what`, or at once
+/// when one of `children` exits.
+fn wait_for(
+    settings: &RedisSettings,
+    what: &str,
+    children: &mut [&mut Killed],
+    mut ok: impl FnMut(&mut redis::Connection) -> bool,
+) {
     let connector = Connector::new(settings).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         for c in children.iter_mut() {
             if let Ok(Some(status)) = c.0.try_wait() {
-                panic!("a kitbash process exited early ({status}) while waiting for {key}");
+                panic!("a kitbash process exited early ({status}) while waiting for {what}");
             }
         }
         if let Ok(mut conn) = connector
             .client()
-            .get_connection_with_timeout(Duration::from_millis(500))
+            .get_connection_with_timeout(Duration::from_secs(5))
+            && ok(&mut conn)
         {
-            let found: bool = redis::cmd("EXISTS").arg(key).query(&mut conn).unwrap();
-            if found {
-                return;
-            }
+            return;
         }
-        assert!(Instant::now() < deadline, "{key} never appeared");
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until `key` exists (see [`wait_for`]).
+fn wait_for_key(settings: &RedisSettings, key: &str, children: &mut [&mut Killed]) {
+    wait_for(settings, &format!("{key} to appear"), children, |conn| {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query::<bool>(conn)
+            .unwrap_or(false)
+    });
 }
 
 #[test]
@@ -263,7 +281,7 @@ fn daemon_worker_and_client_over_tls_with_a_private_ca() {
         ("KITBASH_HTTP__ENABLED", "false".to_string()),
         ("KITBASH_LAYERS__LAYER1__ENABLED", "false".to_string()),
         ("KITBASH_LAYERS__LAYER4__ENABLED", "false".to_string()),
-        ("KITBASH_LAYERS__LAYER2__TIMEOUT_MS", "5000".to_string()),
+        ("KITBASH_LAYERS__LAYER2__TIMEOUT_MS", "30000".to_string()),
     ];
     let settings = RedisSettings {
         url: Some(redis.url()),
@@ -273,7 +291,8 @@ fn daemon_worker_and_client_over_tls_with_a_private_ca() {
     };
     let keys = Keys::new(prefix.clone());
 
-    // The worker first, so the daemon sees it in its first worker refresh.
+    // The worker first, then the daemon, which sends layer2 jobs once it
+    // reports the worker live.
     let mut worker = Killed(
         kitbash(
             &["worker", "echo", "--layer", "layer2", "--name", "tls-echo"],
@@ -294,15 +313,16 @@ fn daemon_worker_and_client_over_tls_with_a_private_ca() {
             .spawn()
             .unwrap(),
     );
-    wait_for_key(
+    wait_for(
         &settings,
-        &keys.health("tls-daemon"),
+        "the daemon to report the layer2 worker live",
         &mut [&mut worker, &mut daemon],
+        |conn| common::a_daemon_sees(conn, &keys, "layer2"),
     );
 
     let question = "Does kitbash speak TLS to a private CA?";
     let o = output(&mut kitbash(
-        &["query", question, "--json", "--timeout", "10"],
+        &["query", question, "--json", "--timeout", "60"],
         &env,
     ));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -336,18 +356,32 @@ fn daemon_worker_and_client_over_tls_with_a_private_ca() {
     assert!(o.stdout.is_empty(), "{}", text(&o));
 
     // A daemon without the CA keeps retrying, and its log says what to set.
+    let log_path = pki.path("lost-daemon.log");
     let mut lost = Killed(
         kitbash(&["serve", "--instance-id", "tls-no-ca"], &no_ca)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(1_000));
+    let deadline = Instant::now() + PATIENCE;
+    let mut log = String::new();
+    // Two failed tries logged: it retries.
+    while log.matches("TLS handshake with Redis failed").count() < 2 {
+        assert!(
+            lost.0.try_wait().unwrap().is_none(),
+            "it exited instead of waiting for Redis:\n{log}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no two failed tries logged:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        log = std::fs::read_to_string(&log_path).unwrap();
+    }
     assert!(lost.0.try_wait().unwrap().is_none(), "it waits for Redis");
     let _ = lost.0.kill();
-    let log = read_all(lost.0.stderr.as_mut().unwrap());
     assert!(
         log.contains("TLS handshake with Redis failed")
             && log.contains("invalid peer certificate")

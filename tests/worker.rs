@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::TestContext;
+use common::{PATIENCE, TestContext};
 use kitbash::config::{Settings, WorkerKind};
 use kitbash::protocol::{Job, Reply, ReplyOutcome};
 use kitbash::worker::echo::EchoBackend;
@@ -63,14 +63,19 @@ impl Backend for TestBackend {
     }
 }
 
+/// Short heartbeats; health TTLs far above them, so that a loaded machine
+/// never makes a running worker look dead; generous layer timeouts.
 fn fast(ctx: &mut TestContext) -> Settings {
     let s = &mut ctx.settings;
     s.http.enabled = false;
     s.orchestrator.heartbeat_interval_ms = 200;
-    s.orchestrator.health_ttl_s = 1;
+    s.orchestrator.health_ttl_s = 10;
     s.workers.heartbeat_interval_ms = 100;
-    s.workers.health_ttl_s = 1;
+    s.workers.health_ttl_s = 10;
     s.workers.shutdown_grace_s = 5;
+    for l in s.layers.values_mut() {
+        l.timeout_ms = 10_000;
+    }
     s.clone()
 }
 
@@ -101,7 +106,7 @@ impl Running {
 
     async fn stop(self) {
         self.token.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
+        tokio::time::timeout(PATIENCE, self.task)
             .await
             .expect("worker stops")
             .unwrap()
@@ -143,14 +148,15 @@ fn push(ctx: &TestContext, raw: &str) {
     let _: () = ctx.raw().lpush(ctx.keys().jobs("layer2"), raw).unwrap();
 }
 
-/// Pops one reply from the test daemon's reply list, waiting up to 10 s
-/// (on a blocking thread, so the worker keeps running on the test's runtime).
+/// Pops one reply from the test daemon's reply list, waiting up to
+/// [`PATIENCE`] (on a blocking thread, so the worker keeps running on the
+/// test's runtime).
 async fn pop_reply(ctx: &TestContext) -> Option<Reply> {
     let url = ctx.redis.url.clone();
     let key = ctx.keys().replies("test-daemon");
     tokio::task::spawn_blocking(move || {
         let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-        let r: Option<(String, String)> = conn.brpop(key, 10.0).unwrap();
+        let r: Option<(String, String)> = conn.brpop(key, PATIENCE.as_secs_f64()).unwrap();
         r.map(|(_, v)| serde_json::from_str(&v).unwrap())
     })
     .await
@@ -164,12 +170,12 @@ async fn answers_jobs_and_reports_counters() {
     let bb = ctx.blackboard().await;
     let backend = Arc::new(TestBackend::default());
     let w = Running::start(&settings, backend.clone(), 2);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
 
     for text in ["kenya", "nothing", "fail"] {
         push(
             &ctx,
-            &serde_json::to_string(&job(&ctx, text, 5_000)).unwrap(),
+            &serde_json::to_string(&job(&ctx, text, 60_000)).unwrap(),
         );
     }
     let mut replies = Vec::new();
@@ -203,7 +209,7 @@ async fn answers_jobs_and_reports_counters() {
         .unwrap();
     assert_eq!(processing, 0);
     assert!(
-        eventually(5.0, || async {
+        eventually(60.0, || async {
             let h = bb.get_health(&w.name).await.unwrap().unwrap();
             h.counters["jobs_done"] == 2 && h.counters["jobs_failed"] == 1
         })
@@ -226,14 +232,14 @@ async fn a_job_past_its_deadline_is_never_worked_on() {
     let bb = ctx.blackboard().await;
     let backend = Arc::new(TestBackend::default());
     let w = Running::start(&settings, backend.clone(), 1);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     push(
         &ctx,
         &serde_json::to_string(&job(&ctx, "stale", -1)).unwrap(),
     );
     push(
         &ctx,
-        &serde_json::to_string(&job(&ctx, "fresh", 5_000)).unwrap(),
+        &serde_json::to_string(&job(&ctx, "fresh", 60_000)).unwrap(),
     );
     let r = pop_reply(&ctx).await.unwrap();
     assert_eq!(r.query_id, "q-fresh", "only the fresh job is answered");
@@ -259,7 +265,7 @@ async fn malformed_jobs_get_an_error_reply_or_an_event_and_the_worker_goes_on() 
     let bb = ctx.blackboard().await;
     let backend = Arc::new(TestBackend::default());
     let w = Running::start(&settings, backend.clone(), 1);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     let reply_to = ctx.keys().replies("test-daemon");
     // Names a reply_to: answered with an error.
     push(
@@ -269,13 +275,13 @@ async fn malformed_jobs_get_an_error_reply_or_an_event_and_the_worker_goes_on() 
     // Names none: dropped with an event.
     push(&ctx, "{not json at all");
     // Names a key that is not a reply list: never written to.
-    let mut evil = job(&ctx, "evil", 5_000);
+    let mut evil = job(&ctx, "evil", 60_000);
     evil.reply_to = ctx.keys().queue();
     push(&ctx, &serde_json::to_string(&evil).unwrap());
     // And a good one after them.
     push(
         &ctx,
-        &serde_json::to_string(&job(&ctx, "good", 5_000)).unwrap(),
+        &serde_json::to_string(&job(&ctx, "good", 60_000)).unwrap(),
     );
 
     let first = pop_reply(&ctx).await.unwrap();
@@ -305,22 +311,43 @@ async fn an_unhealthy_backend_takes_no_jobs_and_says_so() {
     let backend = Arc::new(TestBackend::default());
     backend.unhealthy.store(true, Ordering::SeqCst);
     let w = Running::start(&settings, backend.clone(), 1);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(false) }).await);
+    assert!(
+        eventually(60.0, || async {
+            healthy(&bb, &w.name).await == Some(false)
+        })
+        .await
+    );
     let h = bb.get_health(&w.name).await.unwrap().unwrap();
     assert_eq!(h.reason.as_deref(), Some("test backend down"));
     push(
         &ctx,
-        &serde_json::to_string(&job(&ctx, "waiting", 30_000)).unwrap(),
+        &serde_json::to_string(&job(&ctx, "waiting", 60_000)).unwrap(),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The worker goes on while unhealthy: it rewrites its health record
+    // (checking its backend) every 100 ms, and its slots look every 200 ms.
+    // Five rewrites later, the job is still waiting.
+    let mut beats = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while beats.len() <= 5 {
+        let h = bb.get_health(&w.name).await.unwrap().unwrap();
+        assert!(!h.healthy, "{h:?}");
+        beats.insert(h.updated_at);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker stopped writing its health"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         backend.calls.load(Ordering::SeqCst),
         0,
         "no job taken while unhealthy"
     );
+    let waiting: u64 = ctx.raw().llen(ctx.keys().jobs("layer2")).unwrap();
+    assert_eq!(waiting, 1, "the job waits in the job list");
 
     backend.unhealthy.store(false, Ordering::SeqCst);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     assert_eq!(pop_reply(&ctx).await.unwrap().query_id, "q-waiting");
     let ev = bb
         .events_by_kind(EventKind::WorkerHealth, 10, 1000)
@@ -348,11 +375,11 @@ async fn jobs_run_concurrently_up_to_the_configured_slots() {
         ..Default::default()
     });
     let w = Running::start(&settings, backend.clone(), 3);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     for i in 0..3 {
         push(
             &ctx,
-            &serde_json::to_string(&job(&ctx, &format!("c{i}"), 10_000)).unwrap(),
+            &serde_json::to_string(&job(&ctx, &format!("c{i}"), 60_000)).unwrap(),
         );
     }
     for _ in 0..3 {
@@ -370,19 +397,19 @@ async fn survives_a_redis_restart() {
     let settings = fast(&mut ctx);
     let bb = ctx.blackboard().await;
     let w = Running::start(&settings, EchoBackend::new(0.8), 1);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     ctx.redis.restart();
     // The health key comes back once the worker has reconnected.
     let bb = ctx.blackboard().await;
     assert!(
-        eventually(15.0, || async {
+        eventually(60.0, || async {
             bb.get_health(&w.name).await.ok().flatten().is_some()
         })
         .await
     );
     push(
         &ctx,
-        &serde_json::to_string(&job(&ctx, "after restart", 10_000)).unwrap(),
+        &serde_json::to_string(&job(&ctx, "after restart", 60_000)).unwrap(),
     );
     let r = pop_reply(&ctx).await.expect("answers the next job");
     assert_eq!(r.answer.as_deref(), Some("echo: after restart"));
@@ -397,12 +424,12 @@ async fn shutdown_finishes_the_job_in_progress_or_returns_it() {
     let backend = Arc::new(TestBackend::default());
     backend.delay_ms.store(300, Ordering::SeqCst);
     let w = Running::start(&settings, backend.clone(), 1);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     push(
         &ctx,
-        &serde_json::to_string(&job(&ctx, "in progress", 10_000)).unwrap(),
+        &serde_json::to_string(&job(&ctx, "in progress", 60_000)).unwrap(),
     );
-    assert!(eventually(5.0, || async { backend.calls.load(Ordering::SeqCst) == 1 }).await);
+    assert!(eventually(60.0, || async { backend.calls.load(Ordering::SeqCst) == 1 }).await);
     w.stop().await; // grace 5 s > 300 ms: finished
     assert_eq!(pop_reply(&ctx).await.unwrap().query_id, "q-in progress");
 
@@ -410,12 +437,12 @@ async fn shutdown_finishes_the_job_in_progress_or_returns_it() {
     settings.workers.shutdown_grace_s = 0;
     backend.delay_ms.store(5_000, Ordering::SeqCst);
     let w = Running::start(&settings, backend.clone(), 1);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     push(
         &ctx,
-        &serde_json::to_string(&job(&ctx, "slow", 30_000)).unwrap(),
+        &serde_json::to_string(&job(&ctx, "slow", 60_000)).unwrap(),
     );
-    assert!(eventually(5.0, || async { backend.calls.load(Ordering::SeqCst) == 2 }).await);
+    assert!(eventually(60.0, || async { backend.calls.load(Ordering::SeqCst) == 2 }).await);
     let name = w.name.clone();
     w.stop().await;
     let jobs: Vec<String> = ctx.raw().lrange(ctx.keys().jobs("layer2"), 0, -1).unwrap();
@@ -437,15 +464,18 @@ async fn echo_worker_answers_through_the_daemon() {
     }
     let bb = ctx.blackboard().await;
     let w = Running::start(&settings, EchoBackend::new(0.95), 2);
-    assert!(eventually(5.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
+    assert!(eventually(60.0, || async { healthy(&bb, &w.name).await == Some(true) }).await);
     let token = CancellationToken::new();
-    let daemon = tokio::spawn(kitbash::daemon::Daemon::new(settings.clone()).run(token.clone()));
+    let daemon = kitbash::daemon::Daemon::new(settings.clone());
+    let instance = daemon.instance().to_string();
+    let daemon = tokio::spawn(daemon.run(token.clone()));
+    common::wait_until_daemon_sees(&bb, &instance, "layer2").await;
     let q = QueryState::new("ping");
     bb.enqueue(&q).await.unwrap();
     let (url, key) = (ctx.redis.url.clone(), ctx.keys().done(&q.query_id));
     let done: Option<(String, String)> = tokio::task::spawn_blocking(move || {
         let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-        conn.blpop(key, 10.0).unwrap()
+        conn.blpop(key, PATIENCE.as_secs_f64()).unwrap()
     })
     .await
     .unwrap();

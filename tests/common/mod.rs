@@ -13,7 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kitbash::config::Settings;
-use kitbash::{Blackboard, Connector, Keys, Limits};
+use kitbash::{Blackboard, Connector, Health, Keys, Limits};
+
+/// How long a test waits for something that should happen soon: generous,
+/// because a loaded machine can be slow, and a wait on observable state
+/// costs nothing when things are fast.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A redis-server this test owns, or the external one named by
 /// `KITBASH_TEST_REDIS_URL`.
@@ -139,7 +144,7 @@ impl TestRedis {
             .expect("a private server")
             .path()
             .to_owned();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let mut child = Command::new(redis_server_binary())
                 .args(["--port", &self.port.to_string()])
@@ -171,7 +176,9 @@ impl TestRedis {
 
 fn wait_for_ping(url: &str, child: &mut Child) -> bool {
     let client = redis::Client::open(url).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // A server whose port was taken exits at once; a slow start on a loaded
+    // machine is waited for.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return false; // exited: the port was taken
@@ -286,5 +293,77 @@ impl Drop for TestContext {
                 let _: redis::RedisResult<u64> = redis::cmd("DEL").arg(chunk).query(&mut conn);
             }
         }
+    }
+}
+
+// ----- waiting on what a daemon reports -------------------------------------
+
+/// Whether the health record `raw` (JSON) is a daemon's that lists `layer`
+/// in `live_layers`: the daemon's worker directory has seen a live, healthy
+/// worker for `layer` and will send it jobs.
+pub fn daemon_record_sees(raw: &str, layer: &str) -> bool {
+    serde_json::from_str::<Health>(raw)
+        .is_ok_and(|h| h.role == "daemon" && h.live_layers.iter().any(|l| l == layer))
+}
+
+/// Whether some daemon under `keys`' prefix reports a live worker for
+/// `layer` (for tests that run `kitbash serve` and do not know its instance
+/// id). Works on any connection: plain, TLS or with a password.
+pub fn a_daemon_sees(conn: &mut redis::Connection, keys: &Keys, layer: &str) -> bool {
+    let mut cursor: u64 = 0;
+    loop {
+        let Ok((next, batch)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys.health_pattern())
+            .arg("COUNT")
+            .arg(1_000)
+            .query(conn)
+        else {
+            return false;
+        };
+        for key in batch {
+            let raw: Option<String> = redis::cmd("GET").arg(&key).query(conn).unwrap_or(None);
+            if raw.is_some_and(|raw| daemon_record_sees(&raw, layer)) {
+                return true;
+            }
+        }
+        if next == 0 {
+            return false;
+        }
+        cursor = next;
+    }
+}
+
+/// Blocks until some daemon reports a live worker for `layer` (see
+/// [`a_daemon_sees`]), for up to [`PATIENCE`].
+pub fn wait_until_a_daemon_sees(conn: &mut redis::Connection, keys: &Keys, layer: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !a_daemon_sees(conn, keys, layer) {
+        assert!(
+            Instant::now() < deadline,
+            "no daemon reported a live {layer} worker (health live_layers) within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the daemon `instance` reports, in its health record, a live
+/// worker for `layer` (its worker directory, refreshed every 250 ms, has
+/// seen it), for up to [`PATIENCE`]. An in-process daemon's instance is
+/// `Daemon::instance()`.
+pub async fn wait_until_daemon_sees(bb: &Blackboard, instance: &str, layer: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(Some(h)) = bb.get_health(instance).await
+            && h.live_layers.iter().any(|l| l == layer)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon {instance} never reported a live {layer} worker (health live_layers) within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,10 +1,38 @@
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use kitbash::config::RedisSettings;
 use kitbash::{Connector, connection::ConnectError};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestContext, TestRedis};
+use crate::common::{PATIENCE, TestContext, TestRedis};
+
+/// A "Redis" on `listener` that accepts every connection and closes it at
+/// once, so no command is ever answered; counts the connections, which are
+/// the connector's tries. Aborting the task frees the port.
+fn refuse_on(listener: tokio::net::TcpListener) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counted = tries.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        }
+    });
+    (tries, task)
+}
+
+/// Waits until `tries` reaches `n`, failing after [`PATIENCE`].
+async fn wait_for_tries(tries: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while tries.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "the connector stopped trying");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// A blocking call longer than the response timeout works on a dedicated
 /// blocking connection and fails on the shared one: that is why they differ.
@@ -15,7 +43,9 @@ async fn blocking_connection_outlives_the_response_timeout() {
     let connector = ctx.connector();
     let key = ctx.keys().queue();
 
-    let mut blocking = connector.blocking(Duration::from_secs(1)).await.unwrap();
+    // Blocks for 0.6 s, three times the response timeout; the dedicated
+    // connection allows far more, so a slow machine cannot fail it.
+    let mut blocking = connector.blocking(Duration::from_secs(10)).await.unwrap();
     let got: Option<(String, String)> = redis::cmd("BLPOP")
         .arg(&key)
         .arg(0.6)
@@ -54,16 +84,24 @@ async fn waits_for_redis_that_is_down_at_start() {
         Err(ConnectError::Unreachable { .. })
     ));
 
+    // While Redis is away, something on its port that never answers lets
+    // the test count the tries.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the port of the killed redis-server is free again");
+    let (tries, refuser) = refuse_on(listener);
     let cancel = CancellationToken::new();
     let waiting = tokio::spawn({
         let connector = connector.clone();
         let cancel = cancel.clone();
         async move { connector.shared_with_retry(&cancel).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_tries(&tries, 3).await;
     assert!(!waiting.is_finished(), "keeps retrying while Redis is down");
+    refuser.abort();
+    let _ = refuser.await; // the listener is closed
     server.restart();
-    let mut conn = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let mut conn = tokio::time::timeout(PATIENCE, waiting)
         .await
         .expect("connects once Redis is up")
         .unwrap()
@@ -73,38 +111,43 @@ async fn waits_for_redis_that_is_down_at_start() {
 
     // The shared connection reconnects by itself after a restart.
     server.restart();
-    let mut ok = false;
-    for _ in 0..50 {
-        if redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
-        }
+    let deadline = Instant::now() + PATIENCE;
+    while redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "never reconnected after restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ok, "reconnected after restart");
 }
 
 #[tokio::test]
 async fn cancelling_the_wait_returns_cancelled() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tries, refuser) = refuse_on(listener);
     let settings = RedisSettings {
-        url: Some("redis://127.0.0.1:1/0".into()),
+        url: Some(format!("redis://127.0.0.1:{port}/0")),
         retry_max_delay_ms: 100,
         connect_timeout_ms: 100,
         ..Default::default()
     };
     let connector = Connector::new(&settings).unwrap();
     let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        c2.cancel();
+    let waiting = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { connector.shared_with_retry(&cancel).await }
     });
-    let r = connector.shared_with_retry(&cancel).await;
-    assert!(matches!(r, Err(ConnectError::Cancelled { .. })));
+    // Cancelled while it retries.
+    wait_for_tries(&tries, 2).await;
+    cancel.cancel();
+    let r = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("returns once cancelled")
+        .unwrap();
+    assert!(matches!(r, Err(ConnectError::Cancelled { .. })), "{r:?}");
+    refuser.abort();
 }
 
 #[tokio::test]

@@ -51,7 +51,8 @@ async fn every_event_kind_is_written_with_flat_fields() {
             "query_dead",
             "late_reply",
             "worker_health",
-            "grain_crystallized"
+            "grain_crystallized",
+            "query_fenced"
         ]
     );
     assert_eq!(

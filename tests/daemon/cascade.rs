@@ -23,7 +23,7 @@ async fn layer0_answers_a_matching_grain() {
 
     let q = QueryState::new("what is the CAPITAL of kenya");
     bb.enqueue(&q).await.unwrap();
-    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
     assert_eq!(s.status, QueryStatus::Answered);
     let a = s.answer.unwrap();
     assert_eq!((a.text.as_str(), a.layer.as_str()), ("Nairobi", "layer0"));
@@ -71,10 +71,11 @@ async fn a_miss_escalates_to_a_worker_layer_that_answers() {
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
 
     let q = QueryState::new("What is the capital of Uganda?");
     bb.enqueue(&q).await.unwrap();
-    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
     assert_eq!(s.status, QueryStatus::Answered, "{s:?}");
     let a = s.answer.clone().unwrap();
     assert_eq!((a.text.as_str(), a.layer.as_str()), ("Kampala", "layer2"));
@@ -118,7 +119,7 @@ async fn a_miss_escalates_to_a_worker_layer_that_answers() {
     assert_eq!(bb.layer_counters("layer2").await.unwrap().hits, 1);
     // The job left the worker's processing list and the jobs list.
     assert!(
-        eventually(5.0, || async {
+        eventually(60.0, || async {
             let n: u64 = ctx
                 .raw()
                 .llen(ctx.keys().jobs_processing("layer2", &worker.name))
@@ -150,9 +151,10 @@ async fn a_confident_but_low_reply_is_a_miss_and_the_best_answer_is_kept() {
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
     let q = QueryState::new("What is the capital of Uganda?");
     bb.enqueue(&q).await.unwrap();
-    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
     assert_eq!(s.status, QueryStatus::Unanswered);
     let a = s.answer.unwrap();
     assert_eq!((a.text.as_str(), a.confidence), ("maybe Kampala", 0.3));
@@ -191,9 +193,11 @@ async fn a_silent_worker_times_out_and_the_query_escalates() {
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
+    d.wait_until_sees(&bb, "layer4").await;
     let q = QueryState::new("What is the capital of Uganda?");
     bb.enqueue(&q).await.unwrap();
-    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
     assert_eq!(s.status, QueryStatus::Answered);
     assert_eq!(s.answer.unwrap().layer, "layer4");
     let l2 = &s.layer_attempts[2];
@@ -205,10 +209,11 @@ async fn a_silent_worker_times_out_and_the_query_escalates() {
     assert!(ev.contains(&("layer_timeout".into(), Some("layer2".into()))));
     assert!(ev.contains(&("escalation".into(), Some("layer2".into()))));
     assert_eq!(bb.layer_counters("layer2").await.unwrap().timeouts, 1);
-    assert_eq!(
-        silent.jobs_seen.load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    // The job stays in the list past its deadline; the silent worker takes
+    // it (on a loaded machine, possibly after the timeout), once.
+    let seen = || silent.jobs_seen.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(eventually(60.0, || async { seen() >= 1 }).await);
+    assert_eq!(seen(), 1);
     d.stop().await;
     silent.stop().await;
     answering.stop().await;
@@ -225,7 +230,7 @@ async fn layers_without_workers_are_skipped_at_once() {
     let d = RunningDaemon::start(&ctx.settings);
     let q = QueryState::new("Who painted the Mona Lisa?");
     bb.enqueue(&q).await.unwrap();
-    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
     assert_eq!(s.status, QueryStatus::Unanswered);
     assert!(s.answer.is_none());
     let skipped: Vec<_> = s.layer_attempts[1..]
@@ -259,7 +264,7 @@ async fn disabled_layers_are_not_tried() {
     let d = RunningDaemon::start(&ctx.settings);
     let q = QueryState::new("Who painted the Mona Lisa?");
     bb.enqueue(&q).await.unwrap();
-    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
     assert_eq!(s.status, QueryStatus::Unanswered);
     assert_eq!(s.layer_attempts.len(), 1);
     d.stop().await;
@@ -293,15 +298,15 @@ async fn redis_cli_json_entries_and_python_states_are_served() {
         .lpush(keys.queue(), r#"{"query_text":"Kenya capital?"}"#)
         .unwrap();
 
-    let py = wait_done(&ctx, &bb, "py1", 10.0).await;
+    let py = wait_done(&ctx, &bb, "py1", 60.0).await;
     assert_eq!(py.status, QueryStatus::Answered);
     assert_eq!(py.metadata["from"], "python");
-    let cli = wait_done(&ctx, &bb, "cli1", 10.0).await;
+    let cli = wait_done(&ctx, &bb, "cli1", 60.0).await;
     assert_eq!(cli.status, QueryStatus::Answered);
     assert_eq!(cli.metadata["via"], "redis-cli");
     // The id-less one got an id: find it by its completion event.
     assert!(
-        eventually(10.0, || async {
+        eventually(60.0, || async {
             bb.events_by_kind(kitbash::EventKind::QueryCompleted, 10, 1000)
                 .await
                 .unwrap()
@@ -331,18 +336,16 @@ async fn late_and_forged_replies_are_recorded_and_dropped() {
     let late = TestWorker::start(
         &ctx,
         "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
+        Behaviour::AfterOutcome {
             answer: "too late".into(),
-            confidence: 0.99,
-            delay: Duration::from_millis(600),
         },
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
     let q = QueryState::new("What is the capital of Uganda?");
     bb.enqueue(&q).await.unwrap();
-    let s = wait_done(&ctx, &bb, &q.query_id, 10.0).await;
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
     assert_eq!(s.status, QueryStatus::Unanswered);
     assert_eq!(s.layer_attempts[2].outcome, Outcome::Timeout);
 
@@ -361,7 +364,7 @@ async fn late_and_forged_replies_are_recorded_and_dropped() {
         .unwrap();
 
     assert!(
-        eventually(10.0, || async {
+        eventually(60.0, || async {
             bb.events_by_kind(kitbash::EventKind::LateReply, 10, 10_000)
                 .await
                 .unwrap()

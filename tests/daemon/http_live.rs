@@ -18,8 +18,9 @@ async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_follow_the_daemon_and_redis() {
     let mut ctx = TestContext::new();
-    fast(&mut ctx).redis.response_timeout_ms = 300;
-    ctx.settings.redis.retry_max_delay_ms = 200;
+    // A killed Redis refuses connections at once; the response timeout
+    // (the default) only bounds a command a loaded machine is slow to answer.
+    fast(&mut ctx).redis.retry_max_delay_ms = 200;
     let bb = ctx.blackboard().await;
     bb.store_grain(&Grain::new("g", "What is the capital of Kenya?", "Nairobi"))
         .await
@@ -30,7 +31,7 @@ async fn endpoints_follow_the_daemon_and_redis() {
     let daemon = Daemon::new(ctx.settings.clone());
     let task = tokio::spawn(daemon.run_with_listener(Some(listener), shutdown.clone()));
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
 
@@ -44,13 +45,13 @@ async fn endpoints_follow_the_daemon_and_redis() {
         }
     };
     assert!(
-        eventually(10.0, ready(200)).await,
+        eventually(60.0, ready(200)).await,
         "ready once Redis answers and the loop runs"
     );
     let q = QueryState::new("What is the capital of Kenya?");
     bb.enqueue(&q).await.unwrap();
     assert_eq!(
-        wait_done(&ctx, &bb, &q.query_id, 10.0).await.status,
+        wait_done(&ctx, &bb, &q.query_id, 60.0).await.status,
         QueryStatus::Answered
     );
 
@@ -81,7 +82,7 @@ async fn endpoints_follow_the_daemon_and_redis() {
     // Redis goes away: liveness stays, readiness turns 503.
     ctx.redis.kill();
     assert!(
-        eventually(10.0, ready(503)).await,
+        eventually(60.0, ready(503)).await,
         "not ready while Redis is down"
     );
     let (code, _) = get(&client, &format!("{base}/health")).await.unwrap();
@@ -90,7 +91,7 @@ async fn endpoints_follow_the_daemon_and_redis() {
     // Redis is back: the daemon reconnects by itself and serves again.
     ctx.redis.restart();
     assert!(
-        eventually(15.0, ready(200)).await,
+        eventually(60.0, ready(200)).await,
         "ready again after Redis returns"
     );
     let bb = ctx.blackboard().await;
@@ -100,7 +101,7 @@ async fn endpoints_follow_the_daemon_and_redis() {
     let q = QueryState::new("What is the capital of Kenya?");
     bb.enqueue(&q).await.unwrap();
     assert_eq!(
-        wait_done(&ctx, &bb, &q.query_id, 15.0).await.status,
+        wait_done(&ctx, &bb, &q.query_id, 60.0).await.status,
         QueryStatus::Answered
     );
 

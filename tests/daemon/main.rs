@@ -9,5 +9,6 @@ mod support;
 mod bad_entries;
 mod cascade;
 mod crash;
+mod fencing;
 mod http_live;
 mod shutdown;

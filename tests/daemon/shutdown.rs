@@ -14,19 +14,12 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_queries_in_flight_exits_zero_and_loses_nothing() {
     let mut ctx = TestContext::new();
-    fast(&mut ctx).layers.get_mut("layer2").unwrap().timeout_ms = 5_000;
+    fast(&mut ctx);
     let bb = ctx.blackboard().await;
-    let worker = TestWorker::start(
-        &ctx,
-        "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "slow answer".into(),
-            confidence: 0.9,
-            delay: Duration::from_millis(3_000),
-        },
-    )
-    .await;
+    // A worker that takes jobs and never answers, and a layer2 timeout of a
+    // minute: whatever the machine's speed, no query can finish before the
+    // daemon has stopped.
+    let silent = TestWorker::start(&ctx, "layer2", Behaviour::Silent).await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_kitbash"))
         .arg("serve")
         .env_remove("KITBASH_CONFIG")
@@ -36,12 +29,21 @@ async fn sigterm_with_queries_in_flight_exits_zero_and_loses_nothing() {
         .env("KITBASH_ORCHESTRATOR__SHUTDOWN_GRACE_S", "1")
         .env("KITBASH_ORCHESTRATOR__HEARTBEAT_INTERVAL_MS", "200")
         .env("KITBASH_ORCHESTRATOR__HEALTH_TTL_S", "1")
-        .env("KITBASH_LAYERS__LAYER2__TIMEOUT_MS", "5000")
+        .env("KITBASH_LAYERS__LAYER2__TIMEOUT_MS", "60000")
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The daemon sends jobs once it has seen the worker.
+    let keys = ctx.keys();
+    assert!(
+        eventually(60.0, || async {
+            crate::common::a_daemon_sees(&mut ctx.raw(), &keys, "layer2")
+        })
+        .await,
+        "the daemon never reported the layer2 worker live"
+    );
     let mut ids = Vec::new();
     for i in 0..40 {
         let q = QueryState::with_id(format!("s{i}"), format!("slow question {i}"));
@@ -57,7 +59,7 @@ async fn sigterm_with_queries_in_flight_exits_zero_and_loses_nothing() {
             .unwrap();
         !lists.is_empty()
     };
-    assert!(eventually(10.0, in_flight).await, "the daemon took queries");
+    assert!(eventually(60.0, in_flight).await, "the daemon took queries");
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -91,7 +93,8 @@ async fn sigterm_with_queries_in_flight_exits_zero_and_loses_nothing() {
             assert!(queued.contains(id), "{id} neither finished nor queued");
         }
     }
-    // The worker takes 3 s, the grace is 1 s: nothing could finish.
+    // The worker never answers and the timeout is a minute: nothing could
+    // finish.
     assert_eq!(finished, 0);
     assert_eq!(queued.len(), ids.len());
     let health: Vec<String> = redis::cmd("KEYS")
@@ -103,10 +106,23 @@ async fn sigterm_with_queries_in_flight_exits_zero_and_loses_nothing() {
         "daemon said goodbye: {health:?}"
     );
 
+    // A worker that answers, and a second daemon: every query is answered.
+    silent.stop().await;
+    let worker = TestWorker::start(
+        &ctx,
+        "layer2",
+        Behaviour::Answer {
+            outcome: ReplyOutcome::Hit,
+            answer: "an answer".into(),
+            confidence: 0.9,
+            delay: Duration::ZERO,
+        },
+    )
+    .await;
     let d = RunningDaemon::start(&ctx.settings);
     for id in &ids {
         assert_eq!(
-            wait_done(&ctx, &bb, id, 30.0).await.status,
+            wait_done(&ctx, &bb, id, 60.0).await.status,
             QueryStatus::Answered
         );
     }

@@ -13,9 +13,20 @@ use kitbash::{Blackboard, Health, QueryState};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::TestContext;
+use crate::common::{PATIENCE, TestContext};
 
-/// Settings for fast tests: short heartbeats and TTLs, no HTTP.
+/// TTL of a [`TestWorker`]'s health key (it beats every 200 ms): far above
+/// the beat, so that a loaded machine never makes a running worker look dead.
+pub const WORKER_HEALTH_TTL: Duration = Duration::from_secs(10);
+
+/// Layer timeout of [`fast`]: far above any lookup or test worker's reply,
+/// so that a loaded machine changes the timing only, never the outcome. A
+/// test about timeouts sets its own.
+pub const LAYER_TIMEOUT_MS: u64 = 10_000;
+
+/// Settings for fast tests: short heartbeats, no HTTP, a daemon health TTL
+/// of 1 s (a dropped daemon is found dead quickly), generous layer timeouts
+/// and worker health TTLs.
 pub fn fast(ctx: &mut TestContext) -> &mut Settings {
     let s = &mut ctx.settings;
     s.http.enabled = false;
@@ -24,9 +35,9 @@ pub fn fast(ctx: &mut TestContext) -> &mut Settings {
     s.orchestrator.recovery_interval_s = 1;
     s.orchestrator.shutdown_grace_s = 5;
     s.workers.heartbeat_interval_ms = 200;
-    s.workers.health_ttl_s = 1;
+    s.workers.health_ttl_s = WORKER_HEALTH_TTL.as_secs();
     for l in s.layers.values_mut() {
-        l.timeout_ms = l.timeout_ms.min(2_000);
+        l.timeout_ms = LAYER_TIMEOUT_MS;
     }
     s
 }
@@ -51,9 +62,15 @@ impl RunningDaemon {
         }
     }
 
+    /// Waits until this daemon reports a live worker for `layer` in its
+    /// health record: from then on it sends that layer jobs.
+    pub async fn wait_until_sees(&self, bb: &Blackboard, layer: &str) {
+        crate::common::wait_until_daemon_sees(bb, &self.instance, layer).await;
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
+        tokio::time::timeout(PATIENCE, self.task)
             .await
             .expect("daemon stops")
             .unwrap()
@@ -73,6 +90,15 @@ pub enum Behaviour {
     },
     /// Take the job and never reply.
     Silent,
+    /// Reply with this outcome and confidence once the test calls
+    /// [`TestWorker::release`].
+    AfterRelease {
+        outcome: ReplyOutcome,
+        confidence: f64,
+    },
+    /// Reply with a confident hit only once the query has its outcome: a
+    /// reply that is late however slow the machine.
+    AfterOutcome { answer: String },
 }
 
 impl Drop for TestWorker {
@@ -88,6 +114,7 @@ impl Drop for TestWorker {
 pub struct TestWorker {
     pub name: String,
     pub jobs_seen: Arc<AtomicU64>,
+    released: CancellationToken,
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -100,13 +127,12 @@ impl TestWorker {
         );
         let bb = ctx.blackboard().await;
         let cancel = CancellationToken::new();
+        let released = CancellationToken::new();
         let jobs_seen = Arc::new(AtomicU64::new(0));
         let mut health = Health::new(name.clone(), "worker");
         health.layer = Some(layer.to_string());
         health.kind = Some("test".into());
-        bb.set_health(&health, Duration::from_secs(1))
-            .await
-            .unwrap();
+        bb.set_health(&health, WORKER_HEALTH_TTL).await.unwrap();
         let hb = {
             let bb = bb.clone();
             let cancel = cancel.clone();
@@ -116,7 +142,7 @@ impl TestWorker {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     }
-                    let _ = bb.set_health(&health, Duration::from_secs(1)).await;
+                    let _ = bb.set_health(&health, WORKER_HEALTH_TTL).await;
                 }
             })
         };
@@ -135,7 +161,9 @@ impl TestWorker {
             let cancel = cancel.clone();
             let name = name.clone();
             let seen = jobs_seen.clone();
+            let released = released.clone();
             let conn = bb.connection();
+            let bb = bb.clone();
             tokio::spawn(async move {
                 loop {
                     let take = redis::cmd("BLMOVE")
@@ -163,15 +191,41 @@ impl TestWorker {
                     let mut conn2 = conn.clone();
                     let name = name.clone();
                     let mine = mine.clone();
+                    let bb = bb.clone();
+                    let released = released.clone();
                     tokio::spawn(async move {
-                        if let Behaviour::Answer {
-                            outcome,
-                            answer,
-                            confidence,
-                            delay,
-                        } = b
-                        {
-                            tokio::time::sleep(delay).await;
+                        let answer = match b {
+                            Behaviour::Answer {
+                                outcome,
+                                answer,
+                                confidence,
+                                delay,
+                            } => {
+                                tokio::time::sleep(delay).await;
+                                Some((outcome, answer, confidence, delay))
+                            }
+                            Behaviour::Silent => None,
+                            Behaviour::AfterRelease {
+                                outcome,
+                                confidence,
+                            } => {
+                                released.cancelled().await;
+                                Some((outcome, "released".to_string(), confidence, Duration::ZERO))
+                            }
+                            Behaviour::AfterOutcome { answer } => {
+                                let decided = eventually(PATIENCE.as_secs_f64(), || async {
+                                    bb.get_state(&job.query_id)
+                                        .await
+                                        .ok()
+                                        .flatten()
+                                        .is_some_and(|s| s.status.is_terminal())
+                                })
+                                .await;
+                                assert!(decided, "query {} never finished", job.query_id);
+                                Some((ReplyOutcome::Hit, answer, 0.99, Duration::ZERO))
+                            }
+                        };
+                        if let Some((outcome, answer, confidence, delay)) = answer {
                             let reply = Reply {
                                 job_id: job.job_id.clone(),
                                 query_id: job.query_id.clone(),
@@ -201,9 +255,15 @@ impl TestWorker {
         Self {
             name,
             jobs_seen,
+            released,
             cancel,
             tasks: vec![hb, worker],
         }
+    }
+
+    /// Lets `Behaviour::AfterRelease` jobs (taken or yet to come) reply.
+    pub fn release(&self) {
+        self.released.cancel();
     }
 
     pub async fn stop(mut self) {
