@@ -148,8 +148,9 @@ const DAEMON: &[&str] = &[
 #[rustfmt::skip]
 const WORKER: &[&str] = &[
     // jobs: take, finish, return (the return-jobs script calls LMOVE; the
-    // orphan sweep's return-one script LREM and RPUSH)
-    "blmove", "lmove", "lrem", "rpush",
+    // orphan sweep reads its own list and its return-one script calls LREM
+    // and RPUSH)
+    "blmove", "lmove", "lrem", "rpush", "lrange",
     // replies
     "lpush", "pexpire",
     // heartbeat, goodbye, and the liveness of other workers
