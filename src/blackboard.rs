@@ -5,7 +5,6 @@
 //! health here; grains in `grains.rs`; the diagnostic feed in `feed.rs`;
 //! metrics and per-layer counters in `metrics.rs`; bounding in `maintain`.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -105,8 +104,7 @@ pub(crate) fn is_wrong_type(err: &redis::RedisError) -> bool {
 /// Result of Blackboard operations.
 pub type Result<T, E = BlackboardError> = std::result::Result<T, E>;
 
-static CAS_STATE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("scripts/cas_state.lua")));
+use crate::scripts::CAS_STATE;
 
 /// The limits the Blackboard applies to what it writes.
 #[derive(Debug, Clone)]

@@ -24,6 +24,9 @@
 //! - [`metrics`]: latency samples with percentiles, per-layer counters, and
 //!   the maintenance that keeps every structure bounded.
 //! - [`protocol`]: the worker protocol's job and reply shapes.
+//! - [`names`]: daemon instance ids and worker names.
+//! - `scripts` (private): every Lua script, with its `KEYS`/`ARGV` header
+//!   in `src/scripts/*.lua`, and the one place that loads them.
 //! - [`outage`]: one log line per Redis outage, not one per query.
 //! - [`liveness`]: when a peer counts as dead (an absent health key, seen
 //!   twice a heartbeat apart, never a failed read).
@@ -56,9 +59,11 @@ pub mod keys;
 pub mod liveness;
 pub mod matching;
 pub mod metrics;
+pub mod names;
 pub mod orphans;
 pub mod outage;
 pub mod protocol;
+mod scripts;
 pub mod state;
 pub mod telemetry;
 pub mod worker;

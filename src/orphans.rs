@@ -15,14 +15,11 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use redis::aio::ConnectionManager;
 
-/// `return_one.lua`: returns one entry to its source list if it is still in
-/// the processing list (and records an event, when given the feed).
-pub(crate) static RETURN_ONE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("scripts/return_one.lua")));
+use crate::scripts::RETURN_ONE;
 
 fn fingerprint(entry: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();

@@ -5,7 +5,7 @@
 //! worker layer adds one step that writes the buffered events, the state so
 //! far and the job together.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -23,23 +23,7 @@ use crate::outage::Backoff;
 use crate::protocol::{Job, ReplyOutcome};
 use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_rfc3339};
 
-/// A script that writes query states: the shared prelude (`terminal.lua`)
-/// in front of its body, so each stays one EVALSHA.
-fn state_script(body: &str) -> redis::Script {
-    redis::Script::new(&[include_str!("../scripts/terminal.lua"), body].concat())
-}
-
-pub(super) static FINISH: LazyLock<redis::Script> =
-    LazyLock::new(|| state_script(include_str!("../scripts/finish.lua")));
-
-pub(super) static PUSH_JOB: LazyLock<redis::Script> =
-    LazyLock::new(|| state_script(include_str!("../scripts/push_job.lua")));
-
-pub(super) static ADOPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../scripts/adopt.lua")));
-
-static DEAD_ENTRY: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../scripts/dead_entry.lua")));
+use crate::scripts::{ADOPT, DEAD_ENTRY, FINISH, PUSH_JOB, RETURN_ONE};
 
 /// Most records kept in the dead list; the oldest go first.
 pub const DEAD_LIST_CAP: isize = 10_000;
@@ -224,7 +208,7 @@ async fn retry_later(sh: &Shared, entry: &[u8]) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = sh.bb.connection();
     // Only while still ours: an entry a peer took over is not pushed twice.
-    let res: redis::RedisResult<i64> = crate::orphans::RETURN_ONE
+    let res: redis::RedisResult<i64> = RETURN_ONE
         .key(&sh.processing_key)
         .key(sh.bb.keys().queue())
         .arg(entry)

@@ -32,7 +32,7 @@ impl DirectRunner {
     /// Connects and starts the reply reader, worker directory and heartbeat.
     pub async fn start(settings: Settings) -> Result<Self, DaemonError> {
         let settings = Arc::new(settings);
-        let instance = format!("direct-{}", super::generate_instance_id());
+        let instance = format!("direct-{}", crate::names::generate_instance_id());
         let status = Arc::new(DaemonStatus::new(instance.clone()));
         let connector = Connector::new(&settings.redis)?;
         let conn = connector.shared().await?;

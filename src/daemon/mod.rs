@@ -23,7 +23,7 @@ mod recovery;
 mod replies;
 pub mod status;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
@@ -40,10 +40,7 @@ use crate::config::Settings;
 use crate::connection::{ConnectError, Connector};
 use crate::outage::Backoff;
 
-static TAKE_BATCH: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../scripts/take_batch.lua")));
-pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../scripts/return_all.lua")));
+use crate::scripts::TAKE_BATCH;
 
 /// How long one blocking take waits before looking at shutdown and capacity again.
 pub(crate) const BLOCK_FOR: Duration = Duration::from_secs(1);
@@ -73,27 +70,6 @@ pub struct Daemon {
     status: Arc<DaemonStatus>,
 }
 
-/// A generated instance id: `<host>-<8 hex>`.
-pub fn generate_instance_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "kitbash".into());
-    let host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-}
-
 impl Daemon {
     /// A daemon for `settings`; its instance id is `orchestrator.instance_id`
     /// or a generated one.
@@ -102,7 +78,7 @@ impl Daemon {
             .orchestrator
             .instance_id
             .clone()
-            .unwrap_or_else(generate_instance_id);
+            .unwrap_or_else(crate::names::generate_instance_id);
         Self {
             status: Arc::new(DaemonStatus::new(instance.clone())),
             settings: Arc::new(settings),
@@ -187,20 +163,7 @@ impl Daemon {
         let sh = Shared::new(bb.clone(), settings.clone(), status.clone());
 
         // Load the scripts once, so the hot path's EVALSHA rarely meets NOSCRIPT.
-        {
-            let mut c = bb.connection();
-            for script in [
-                &*TAKE_BATCH,
-                &*RETURN_ALL,
-                &*cascade::FINISH,
-                &*cascade::PUSH_JOB,
-                &*cascade::ADOPT,
-            ] {
-                if let Err(e) = script.load_async(&mut c).await {
-                    tracing::warn!("cannot load a script: {e}");
-                }
-            }
-        }
+        crate::scripts::load_all(&mut bb.connection()).await;
         // A previous life of this instance id may have left entries behind.
         recovery::return_own(&bb, &sh.processing_key).await;
 

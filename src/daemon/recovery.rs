@@ -20,12 +20,12 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use super::RETURN_ALL;
 use super::cascade::Shared;
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::feed::{Event, EventKind};
 use crate::liveness::{DeathWatch, Reading};
 use crate::orphans::OrphanSweep;
+use crate::scripts::{RETURN_ALL, RETURN_ONE};
 
 /// Returns everything in `processing` to the queue; returns how many.
 pub(super) async fn return_own(bb: &Blackboard, processing: &str) -> usize {
@@ -228,7 +228,7 @@ async fn recover_list(
             None => Event::global(EventKind::QueryRecovered),
         };
         ev = ev.reason(format!("returned to the queue from {list}"));
-        let mut requeue = crate::orphans::RETURN_ONE.prepare_invoke();
+        let mut requeue = RETURN_ONE.prepare_invoke();
         requeue
             .key(&sh.processing_key)
             .key(keys.queue())

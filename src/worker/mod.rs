@@ -173,7 +173,7 @@ struct Shared<B: Backend> {
 }
 
 fn default_name(kind: WorkerKind) -> String {
-    let id = crate::daemon::generate_instance_id();
+    let id = crate::names::generate_instance_id();
     format!("{kind}-{id}")
 }
 
@@ -306,7 +306,7 @@ impl<B: Backend> Worker<B> {
 /// Moves every job in `list` back to the tail of the job list (taken next).
 async fn return_jobs<B: Backend>(sh: &Shared<B>, list: &str) -> usize {
     let mut conn = sh.bb.connection();
-    match crate::daemon::RETURN_ALL
+    match crate::scripts::RETURN_ALL
         .key(list)
         .key(&sh.jobs_key)
         .invoke_async::<Vec<Vec<u8>>>(&mut conn)

@@ -1,0 +1,64 @@
+//! Every Lua script Kitbash runs, in one place. Each `.lua` file beside
+//! this module opens with a `KEYS`/`ARGV` header; the scripts that write
+//! query states share the prelude `terminal.lua` (prepended here, so each
+//! stays one `EVALSHA`). [`load_all`] loads them once at start, so the hot
+//! path's `EVALSHA` rarely meets `NOSCRIPT`; redis-rs reloads any that
+//! Redis has lost.
+
+use std::sync::LazyLock;
+
+/// A script that writes query states: the shared prelude in front of its body.
+fn with_prelude(body: &str) -> redis::Script {
+    redis::Script::new(&[include_str!("terminal.lua"), body].concat())
+}
+
+/// Finishes one query exactly once, only while the daemon holds it.
+pub(crate) static FINISH: LazyLock<redis::Script> =
+    LazyLock::new(|| with_prelude(include_str!("finish.lua")));
+
+/// Hands a query to a worker layer, only while the daemon holds it.
+pub(crate) static PUSH_JOB: LazyLock<redis::Script> =
+    LazyLock::new(|| with_prelude(include_str!("push_job.lua")));
+
+/// Turns a JSON queue entry into a state and an id entry, repeatably.
+pub(crate) static ADOPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("adopt.lua")));
+
+/// Moves an entry that cannot become a query to the dead list, if held.
+pub(crate) static DEAD_ENTRY: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("dead_entry.lua")));
+
+/// Takes a batch of queue entries into a daemon's processing list.
+pub(crate) static TAKE_BATCH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("take_batch.lua")));
+
+/// Returns a whole processing list to its source list (daemons and workers).
+pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("return_all.lua")));
+
+/// Returns one entry to its source list if still held (orphans, requeue).
+pub(crate) static RETURN_ONE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("return_one.lua")));
+
+/// Compare-and-set of one query state.
+pub(crate) static CAS_STATE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("cas_state.lua")));
+
+/// Loads every script into Redis's script cache; a failure is logged (the
+/// first use loads it again).
+pub(crate) async fn load_all(conn: &mut redis::aio::ConnectionManager) {
+    for script in [
+        &*FINISH,
+        &*PUSH_JOB,
+        &*ADOPT,
+        &*DEAD_ENTRY,
+        &*TAKE_BATCH,
+        &*RETURN_ALL,
+        &*RETURN_ONE,
+        &*CAS_STATE,
+    ] {
+        if let Err(e) = script.load_async(conn).await {
+            tracing::warn!("cannot load a script: {e}");
+        }
+    }
+}
