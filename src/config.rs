@@ -98,7 +98,9 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// The daemon (`kitbash serve`).
     pub orchestrator: OrchestratorSettings,
-    /// The cascade's layers, tried in the order of their names (layer0 first).
+    /// The cascade's layers, by name; they are tried in the order of
+    /// [`Settings::layers_in_order`] (the number in the name, so `layer10`
+    /// comes after `layer2`).
     pub layers: BTreeMap<String, LayerSettings>,
     /// The worker processes behind the worker layers.
     pub workers: WorkersSettings,
@@ -110,6 +112,24 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Log output.
     pub logging: LoggingSettings,
+}
+
+impl Settings {
+    /// The layers in cascade order: by the number at the end of the name
+    /// (`layer0`, `layer1`, `layer2`, `layer4`, `layer10`), then by name; a
+    /// name without a number comes after all numbered ones.
+    pub fn layers_in_order(&self) -> Vec<(&str, &LayerSettings)> {
+        let mut layers: Vec<(&str, &LayerSettings)> =
+            self.layers.iter().map(|(n, l)| (n.as_str(), l)).collect();
+        layers.sort_by_key(|(name, _)| (layer_number(name), *name));
+        layers
+    }
+}
+
+/// The number a layer's name ends with (`u64::MAX` when none).
+fn layer_number(name: &str) -> u64 {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    name[name.len() - digits..].parse().unwrap_or(u64::MAX)
 }
 
 impl Default for Settings {
@@ -1457,6 +1477,22 @@ impl Provider for VarsProvider {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn layers_run_in_the_order_of_their_numbers() {
+        let mut s = Settings::default();
+        for name in ["layer10", "layer3", "extra"] {
+            s.layers
+                .insert(name.to_string(), s.layers["layer2"].clone());
+        }
+        let order: Vec<&str> = s.layers_in_order().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            order,
+            [
+                "layer0", "layer1", "layer2", "layer3", "layer4", "layer10", "extra"
+            ]
+        );
+    }
     use super::*;
 
     #[test]

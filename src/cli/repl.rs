@@ -256,7 +256,7 @@ impl Session {
 
     async fn stats(&self) {
         let mut rows = Vec::new();
-        for layer in self.settings.layers.keys() {
+        for (layer, _) in self.settings.layers_in_order() {
             match self.bb().layer_stats(layer, Duration::from_secs(300)).await {
                 Ok(r) => rows.push(r),
                 Err(e) => {

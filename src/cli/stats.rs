@@ -32,7 +32,7 @@ pub fn run(file: Option<PathBuf>, args: StatsArgs) -> ExitCode {
             Err(c) => return c,
         };
         let mut rows = Vec::new();
-        for layer in settings.layers.keys() {
+        for (layer, _) in settings.layers_in_order() {
             match bb
                 .layer_stats(layer, Duration::from_secs(args.window))
                 .await

@@ -114,7 +114,7 @@ async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCo
         }
     };
     let mut children: Vec<(String, Vec<String>)> = vec![("daemon".into(), vec!["serve".into()])];
-    for (layer, l) in &settings.layers {
+    for (layer, l) in settings.layers_in_order() {
         if l.kind != LayerKind::Worker || !l.enabled {
             continue;
         }
@@ -126,7 +126,7 @@ async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCo
                     "worker".into(),
                     kind.to_string(),
                     "--layer".into(),
-                    layer.clone(),
+                    layer.to_string(),
                 ],
             )),
             Err(why) => say(format!("{layer} ({kind}) skipped: {why}")),

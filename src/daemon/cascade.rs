@@ -56,9 +56,9 @@ impl Shared {
             pending: Pending::default(),
             workers: WorkerDirectory::default(),
             layers: settings
-                .layers
-                .iter()
-                .map(|(n, l)| (n.clone(), l.clone()))
+                .layers_in_order()
+                .into_iter()
+                .map(|(n, l)| (n.to_string(), l.clone()))
                 .collect(),
             bb,
             settings,

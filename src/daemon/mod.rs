@@ -130,9 +130,9 @@ impl Daemon {
         let tracker = TaskTracker::new();
 
         let layers: Vec<_> = settings
-            .layers
-            .iter()
-            .map(|(n, l)| (n.clone(), l.clone()))
+            .layers_in_order()
+            .into_iter()
+            .map(|(n, l)| (n.to_string(), l.clone()))
             .collect();
 
         tracing::info!(instance = %instance, redis = %connector.url(), "starting daemon");
