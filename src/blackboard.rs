@@ -281,16 +281,6 @@ impl Blackboard {
         Ok(created.is_some())
     }
 
-    /// Writes a state, replacing any, and restarts its TTL.
-    pub async fn put_state(&self, state: &QueryState) -> Result<()> {
-        let key = self.keys.state(&state.query_id);
-        let mut conn = self.conn.clone();
-        let _: () = conn
-            .set_ex(&key, Self::encode(state), self.limits.state_ttl_s)
-            .await?;
-        Ok(())
-    }
-
     /// Reads a state; `None` when there is none.
     pub async fn get_state(&self, query_id: &str) -> Result<Option<QueryState>> {
         let key = self.keys.state(query_id);

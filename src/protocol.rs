@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::Outcome;
 
 /// Work for one layer's workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,16 +32,6 @@ pub enum ReplyOutcome {
     Miss,
     /// The worker failed.
     Error,
-}
-
-impl From<ReplyOutcome> for Outcome {
-    fn from(o: ReplyOutcome) -> Self {
-        match o {
-            ReplyOutcome::Hit => Outcome::Hit,
-            ReplyOutcome::Miss => Outcome::Miss,
-            ReplyOutcome::Error => Outcome::Error,
-        }
-    }
 }
 
 /// A worker's answer to one job.
