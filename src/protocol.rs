@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-
 /// Work for one layer's workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::DaemonError;
-use super::cascade::{self, Shared};
+use super::cascade;
+use super::instance::Shared;
 use super::status::DaemonStatus;
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::config::Settings;

@@ -17,6 +17,9 @@
 
 mod cascade;
 pub mod direct;
+mod dispatch;
+mod finish;
+mod instance;
 pub mod intake;
 pub mod prom;
 mod recovery;
@@ -31,8 +34,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cascade::DEAD_LIST_CAP;
-use cascade::Shared;
+pub use finish::DEAD_LIST_CAP;
+use instance::Shared;
 use status::DaemonStatus;
 
 use crate::blackboard::{Blackboard, Health};

@@ -20,7 +20,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use super::cascade::Shared;
+use super::instance::Shared;
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::feed::{Event, EventKind};
 use crate::liveness::{DeathWatch, Reading};
@@ -199,7 +199,7 @@ async fn recover_list(
                         "recovered {} times from daemons that died holding it (orchestrator.max_attempts = {max_attempts})",
                         s.recoveries + 1
                     );
-                    super::cascade::finish_dead(sh, s, entry, reason, cancel).await;
+                    super::finish::finish_dead(sh, s, entry, reason, cancel).await;
                     continue;
                 }
                 Ok(Some(_)) => {

@@ -7,6 +7,8 @@
 
 use std::sync::LazyLock;
 
+use crate::feed::Event;
+
 /// A script that writes query states: the shared prelude in front of its body.
 fn with_prelude(body: &str) -> redis::Script {
     redis::Script::new(&[include_str!("terminal.lua"), body].concat())
@@ -59,6 +61,20 @@ pub(crate) async fn load_all(conn: &mut redis::aio::ConnectionManager) {
     ] {
         if let Err(e) = script.load_async(conn).await {
             tracing::warn!("cannot load a script: {e}");
+        }
+    }
+}
+
+/// Appends `events` to script arguments: their count, then for each its
+/// field count and field/value pairs (the layout `xadd_events` reads).
+pub(crate) fn push_events(args: &mut Vec<Vec<u8>>, events: &[Event]) {
+    args.push(events.len().to_string().into_bytes());
+    for e in events {
+        let fields = e.fields();
+        args.push(fields.len().to_string().into_bytes());
+        for (k, v) in fields {
+            args.push(k.as_bytes().to_vec());
+            args.push(v.into_bytes());
         }
     }
 }

@@ -1,0 +1,200 @@
+//! Handing a query to a worker layer: the job, pushed in one fenced step
+//! with the state and the decisions so far (`push_job.lua`), then the wait
+//! for its reply (delivered by `replies.rs`).
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::cascade::{Attempt, Run, ms_since};
+use super::finish::lost_reason;
+use super::instance::Shared;
+use crate::blackboard::is_wrong_type;
+use crate::config::LayerSettings;
+use crate::feed::{Event, EventKind};
+use crate::protocol::{Job, ReplyOutcome};
+use crate::scripts::{PUSH_JOB, push_events};
+use crate::state::{Answer, Outcome};
+
+/// Hands the query to a worker layer and waits for the reply. `None` when
+/// the hand-off found that this daemon no longer holds the query
+/// (`run.fenced` says why): nothing was written, and the query is left to
+/// whoever holds it.
+pub(super) async fn worker_attempt(
+    sh: &Shared,
+    run: &mut Run,
+    name: &str,
+    layer: &LayerSettings,
+    abort: &CancellationToken,
+) -> Option<Attempt> {
+    let t0 = Instant::now();
+    if !sh.workers.has_live(name) {
+        let kind = layer.worker.map(|w| w.as_str()).unwrap_or("?");
+        return Some(Attempt::skipped(format!("no live {kind} worker")));
+    }
+    let qid = run.state.query_id.clone();
+    let job = Job {
+        job_id: uuid::Uuid::new_v4().to_string(),
+        query_id: qid.clone(),
+        layer: name.to_string(),
+        text: run.state.query_text.clone(),
+        deadline_ms: chrono::Utc::now().timestamp_millis() + layer.timeout_ms as i64,
+        reply_to: sh.reply_key.clone(),
+    };
+    let job_id = job.job_id.clone();
+    let rx = sh.pending.register(&job_id, &qid, name);
+
+    // One step (`push_job.lua`), only while this daemon holds the query:
+    // the decisions so far, the state so far (a client reading it sees
+    // `processing`), and the job unless the layer's job list is full. Built
+    // in a block so that none of it stays in this future's state while it
+    // waits for the reply (with thousands of queries in flight, that is the
+    // daemon's memory).
+    let pushed = {
+        let keys = sh.bb.keys();
+        let script_keys = [
+            keys.jobs(name),
+            keys.feed(),
+            keys.state(&qid),
+            sh.processing_key.clone(),
+        ];
+        let mut args: Vec<Vec<u8>> = vec![
+            serde_json::to_vec(&job).expect("job serializes"),
+            sh.settings
+                .orchestrator
+                .max_jobs_per_layer
+                .to_string()
+                .into_bytes(),
+            sh.bb.limits().feed_max_len.to_string().into_bytes(),
+            run.entry.clone(),
+            serde_json::to_vec(&run.state).expect("state serializes"),
+            sh.settings
+                .orchestrator
+                .state_ttl_s
+                .to_string()
+                .into_bytes(),
+        ];
+        drop(job);
+        push_events(&mut args, &run.events);
+        run.events.clear();
+        for (k, v) in Event::new(EventKind::LayerAttempt, &qid)
+            .layer(name)
+            .fields()
+        {
+            args.push(k.as_bytes().to_vec());
+            args.push(v.into_bytes());
+        }
+        let mut conn = sh.bb.connection();
+        // While Redis is away, keep trying within the layer's time: a Redis
+        // blip should not cost the query its worker layers.
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let mut push = PUSH_JOB.prepare_invoke();
+            for k in &script_keys {
+                push.key(k);
+            }
+            for a in &args {
+                push.arg(a);
+            }
+            match push.invoke_async::<(i64, i64)>(&mut conn).await {
+                Err(e) if t0.elapsed() + delay < layer.timeout() && !is_wrong_type(&e) => {
+                    sh.status.redis_failed("handing jobs to workers", &e);
+                    tokio::select! {
+                        _ = abort.cancelled() => break Err(e),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                other => break other,
+            }
+        }
+    };
+    run.events.shrink_to_fit();
+    match pushed {
+        Err(e) => {
+            sh.pending.forget(&job_id);
+            return Some(Attempt::failed(
+                Outcome::Error,
+                t0,
+                format!("cannot hand the job to workers: {e}"),
+            ));
+        }
+        Ok((1, _)) => {}
+        Ok((2, len)) => {
+            // Skipped like a layer without a live worker: the query moves on
+            // at once instead of waiting on a list nobody drains.
+            sh.pending.forget(&job_id);
+            return Some(Attempt::skipped(format!(
+                "job list full ({len} jobs queued)"
+            )));
+        }
+        Ok((code, _)) => {
+            sh.pending.forget(&job_id);
+            run.fenced = Some(lost_reason(sh, code));
+            return None;
+        }
+    }
+
+    let waited = tokio::select! {
+        r = tokio::time::timeout(layer.timeout(), rx) => r,
+        _ = abort.cancelled() => {
+            sh.pending.forget(&job_id);
+            return Some(Attempt::failed(Outcome::Error, t0, "daemon shutting down"));
+        }
+    };
+    let reply = match waited {
+        Err(_) => {
+            sh.pending.forget(&job_id);
+            return Some(Attempt::failed(
+                Outcome::Timeout,
+                t0,
+                format!("no reply within {} ms", layer.timeout_ms),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Some(Attempt::failed(Outcome::Error, t0, "reply channel closed"));
+        }
+        Ok(Ok(reply)) => reply,
+    };
+    let latency_ms = ms_since(t0);
+    if let Err(why) = reply.validate() {
+        return Some(Attempt {
+            worker: Some(reply.worker),
+            ..Attempt::failed(Outcome::Error, t0, format!("invalid reply: {why}"))
+        });
+    }
+    let confidence = reply.confidence.unwrap_or(0.0);
+    let answer = reply.answer.filter(|a| !a.is_empty()).map(|text| Answer {
+        text,
+        layer: name.to_string(),
+        confidence,
+        source: reply.source.clone(),
+    });
+    let (outcome, reason) = match reply.outcome {
+        ReplyOutcome::Hit if confidence >= layer.min_confidence => (Outcome::Hit, None),
+        ReplyOutcome::Hit => (
+            Outcome::Miss,
+            Some(format!(
+                "confidence {confidence:.3} below {}",
+                layer.min_confidence
+            )),
+        ),
+        ReplyOutcome::Miss => (Outcome::Miss, None),
+        ReplyOutcome::Error => (
+            Outcome::Error,
+            Some(reply.error.unwrap_or_else(|| "worker error".into())),
+        ),
+    };
+    Some(Attempt {
+        outcome,
+        confidence: reply.confidence,
+        latency_ms,
+        answer: if outcome == Outcome::Error {
+            None
+        } else {
+            answer
+        },
+        worker: Some(reply.worker),
+        reason,
+    })
+}

@@ -1,0 +1,49 @@
+//! What every query task of one daemon instance shares.
+
+use std::sync::Arc;
+
+use super::replies::{Pending, WorkerDirectory};
+use super::status::DaemonStatus;
+use crate::blackboard::Blackboard;
+use crate::config::{LayerSettings, Settings};
+use crate::orphans::Held;
+
+/// What every query task of one daemon shares.
+pub(super) struct Shared {
+    pub bb: Blackboard,
+    pub settings: Arc<Settings>,
+    pub layers: Vec<(String, LayerSettings)>,
+    pub processing_key: String,
+    pub reply_key: String,
+    pub pending: Pending,
+    pub workers: WorkerDirectory,
+    pub status: Arc<DaemonStatus>,
+    /// The entries of the processing list that a task of this daemon holds.
+    pub held: Arc<Held>,
+}
+
+impl Shared {
+    /// What the queries of the instance named by `status` share.
+    pub(super) fn new(
+        bb: Blackboard,
+        settings: Arc<Settings>,
+        status: Arc<DaemonStatus>,
+    ) -> Arc<Self> {
+        let instance = &status.instance;
+        Arc::new(Self {
+            processing_key: bb.keys().processing(instance),
+            reply_key: bb.keys().replies(instance),
+            pending: Pending::default(),
+            workers: WorkerDirectory::default(),
+            layers: settings
+                .layers_in_order()
+                .into_iter()
+                .map(|(n, l)| (n.to_string(), l.clone()))
+                .collect(),
+            bb,
+            settings,
+            status,
+            held: Held::new(),
+        })
+    }
+}
