@@ -34,7 +34,7 @@
 //!   that none of its tasks holds (a lost response), and returning them.
 //! - [`daemon`]: `kitbash serve`: taking, the cascade, replies, recovery,
 //!   shutdown.
-//! - [`http`]: the daemon's health and Prometheus endpoints.
+//!   Its HTTP endpoint (health, Prometheus) is [`daemon::http`].
 //! - [`worker`]: `kitbash worker <kind>`: one runtime (taking jobs,
 //!   deadlines, replies, heartbeats, shutdown) and a backend per kind.
 //! - [`telemetry`]: log set-up.
@@ -54,7 +54,6 @@ pub mod daemon;
 pub mod feed;
 pub mod grains;
 pub mod grains_file;
-pub mod http;
 pub mod keys;
 pub mod liveness;
 pub mod matching;

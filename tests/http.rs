@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestContext;
+use kitbash::daemon::http::{HttpState, serve};
 use kitbash::daemon::status::DaemonStatus;
-use kitbash::http::{HttpState, serve};
 use kitbash::{Blackboard, Health, Outcome, QueryState};
 use serde_json::Value;
 use tokio::task::JoinHandle;

@@ -13,12 +13,13 @@
 //! - the heartbeat: `<p>:health:<instance>` with a TTL;
 //! - recovery (`recovery.rs`): returns the processing lists of dead daemons
 //!   to the queue;
-//! - the HTTP endpoint (`crate::http`).
+//! - the HTTP endpoint (`http.rs`).
 
 mod cascade;
 pub mod direct;
 mod dispatch;
 mod finish;
+pub mod http;
 mod instance;
 pub mod intake;
 pub mod prom;
@@ -144,13 +145,13 @@ impl Daemon {
         let mut conn = connector.shared_lazy()?;
         let bb = Blackboard::from_settings(conn.clone(), &settings);
         if let Some(listener) = listener {
-            let state = crate::http::HttpState {
+            let state = http::HttpState {
                 status: status.clone(),
                 blackboard: bb.clone(),
                 layers,
             };
             tracker.spawn(async move {
-                if let Err(e) = crate::http::serve(listener, state, background_http).await {
+                if let Err(e) = http::serve(listener, state, background_http).await {
                     tracing::error!("HTTP endpoint stopped: {e}");
                 }
             });

@@ -12,7 +12,7 @@
 //! - `/metrics`: Prometheus (OpenMetrics text) from [`PromMetrics`], with
 //!   the queue-depth gauge refreshed from Redis first.
 //!
-//! [`PromMetrics`]: crate::daemon::prom::PromMetrics
+//! [`PromMetrics`]: super::prom::PromMetrics
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,10 +29,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::prom::CONTENT_TYPE;
+use super::status::DaemonStatus;
 use crate::blackboard::{Blackboard, BlackboardError, Health};
 use crate::config::LayerSettings;
-use crate::daemon::prom::CONTENT_TYPE;
-use crate::daemon::status::DaemonStatus;
 use crate::metrics::LayerStats;
 
 /// Window of the per-layer latency percentiles in `/health/detailed`.
