@@ -167,20 +167,6 @@ pub(super) mod http {
         }
     }
 
-    /// `url` with any `user:password@` replaced by `***@`, for messages.
-    pub(crate) fn redact_url(url: &str) -> String {
-        match url.split_once("://") {
-            Some((scheme, rest)) => {
-                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                match rest[..end].rfind('@') {
-                    Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-                    None => url.to_string(),
-                }
-            }
-            None => url.to_string(),
-        }
-    }
-
     /// The innermost cause of a transport error (`Connection refused (os
     /// error 111)`), without the URL reqwest puts on the outside.
     fn root_cause(e: &reqwest::Error) -> String {
@@ -200,7 +186,7 @@ pub(super) mod http {
             bearer: Option<Secret>,
             setting: &str,
         ) -> Result<Self, String> {
-            let shown = redact_url(url.trim_end_matches('/'));
+            let shown = crate::config::redact_url(url.trim_end_matches('/'));
             let parsed = reqwest::Url::parse(url)
                 .map_err(|e| format!("{setting}.url {shown:?} is not a URL: {e}"))?;
             match parsed.scheme() {
@@ -970,8 +956,8 @@ impl Backend for LlmBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::http::redact_url;
     use super::*;
+    use crate::config::redact_url;
 
     #[test]
     fn versions() {
@@ -984,8 +970,16 @@ mod tests {
 
     #[test]
     fn urls_lose_their_credentials_in_messages() {
-        assert_eq!(redact_url("http://user:pw@host:1/x"), "http://***@host:1/x");
-        assert_eq!(redact_url("http://host:1/a@b"), "http://host:1/a@b");
+        // One redaction for every URL the program prints (config::redact_url).
+        assert_eq!(
+            redact_url("http://user:pw@host:1/x"),
+            "http://user:***@host:1/x"
+        );
+        // A password holding an unencoded `/` does not leak its tail.
+        assert_eq!(
+            redact_url("http://user:pa/ss@host:1/x"),
+            "http://user:***@host:1/x"
+        );
         assert_eq!(redact_url("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
     }
 
