@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dispatch::worker_attempt;
 use super::finish::{dead_letter, finish, record_fenced};
-use super::instance::Shared;
+use super::instance::Instance;
 use super::intake::{self, EntryKind, Intake};
 use crate::blackboard::is_wrong_type;
 use crate::config::{LayerKind, LayerSettings};
@@ -52,7 +52,7 @@ pub(super) struct Run {
 /// entry as this task's (see [`crate::orphans`]). Returns early, leaving
 /// the entry in the processing list, when `abort` fires.
 pub(super) async fn handle_entry(
-    sh: &Shared,
+    sh: &Instance,
     entry: Vec<u8>,
     preloaded: Option<Option<String>>,
     held: &mut HeldEntry,
@@ -150,7 +150,7 @@ impl Run {
     }
 }
 
-async fn read_state(sh: &Shared, id: &str) -> Result<Option<String>, crate::BlackboardError> {
+async fn read_state(sh: &Instance, id: &str) -> Result<Option<String>, crate::BlackboardError> {
     match sh.bb.get_state_raw(id).await {
         Err(crate::BlackboardError::WrongType { .. }) => Ok(Some(String::new())),
         other => other,
@@ -160,7 +160,7 @@ async fn read_state(sh: &Shared, id: &str) -> Result<Option<String>, crate::Blac
 /// Puts an entry that could not be read back at the queue's tail after a
 /// pause, so a Redis hiccup does not lose it nor spin on it. If even that
 /// fails, the entry is an orphan that the sweep returns (`crate::orphans`).
-async fn retry_later(sh: &Shared, entry: &[u8]) {
+async fn retry_later(sh: &Instance, entry: &[u8]) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = sh.bb.connection();
     // Only while still ours: an entry a peer took over is not pushed twice.
@@ -182,7 +182,7 @@ async fn retry_later(sh: &Shared, entry: &[u8]) {
 /// from one that did not, so a lost reply never makes the same JSON entry
 /// a second query under another id.
 async fn adopt_json_entry(
-    sh: &Shared,
+    sh: &Instance,
     run: &mut Run,
     held: &mut HeldEntry,
     abort: &CancellationToken,
@@ -237,7 +237,7 @@ async fn adopt_json_entry(
 }
 
 /// Walks the layers until one is confident enough.
-async fn cascade(sh: &Shared, run: &mut Run, abort: &CancellationToken) {
+async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
     run.state.status = QueryStatus::Processing;
     run.state.started_at = Some(now_rfc3339());
     run.events
@@ -368,7 +368,7 @@ pub(super) fn ms_since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64() * 1000.0
 }
 
-async fn grain_attempt(sh: &Shared, run: &mut Run, name: &str, layer: &LayerSettings) -> Attempt {
+async fn grain_attempt(sh: &Instance, run: &mut Run, name: &str, layer: &LayerSettings) -> Attempt {
     let t0 = Instant::now();
     let lookup = sh.bb.lookup_grain(&run.state.query_text);
     match tokio::time::timeout(layer.timeout(), lookup).await {

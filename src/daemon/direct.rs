@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::DaemonError;
 use super::cascade;
-use super::instance::Shared;
+use super::instance::Instance;
 use super::status::DaemonStatus;
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::config::Settings;
@@ -23,7 +23,7 @@ use crate::state::QueryState;
 
 /// Runs queries through the cascade in this process.
 pub struct DirectRunner {
-    sh: Arc<Shared>,
+    sh: Arc<Instance>,
     background: CancellationToken,
     tracker: TaskTracker,
     never: CancellationToken,
@@ -39,7 +39,7 @@ impl DirectRunner {
         let conn = connector.shared().await?;
         let bb = Blackboard::from_settings(conn, &settings);
         status.set_redis_ok(true);
-        let sh = Shared::new(bb, settings, status);
+        let sh = Instance::new(bb, settings, status);
         let background = CancellationToken::new();
         let tracker = TaskTracker::new();
         super::spawn_instance_tasks(&sh, &connector, &tracker, &background).await?;

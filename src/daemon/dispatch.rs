@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cascade::{Attempt, Run, ms_since};
 use super::finish::lost_reason;
-use super::instance::Shared;
+use super::instance::Instance;
 use crate::blackboard::is_wrong_type;
 use crate::config::LayerSettings;
 use crate::feed::{Event, EventKind};
@@ -21,7 +21,7 @@ use crate::state::{Answer, Outcome};
 /// (`run.fenced` says why): nothing was written, and the query is left to
 /// whoever holds it.
 pub(super) async fn worker_attempt(
-    sh: &Shared,
+    sh: &Instance,
     run: &mut Run,
     name: &str,
     layer: &LayerSettings,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::cascade::{Run, ms_since};
-use super::instance::Shared;
+use super::instance::Instance;
 use crate::blackboard::is_wrong_type;
 use crate::feed::{Event, EventKind};
 use crate::metrics::QUERY_LATENCY_METRIC;
@@ -19,7 +19,7 @@ pub const DEAD_LIST_CAP: isize = 10_000;
 
 /// Why a write of this daemon's was refused, from the script's code: 0 the
 /// state is terminal, -1 the entry left this daemon's processing list.
-pub(super) fn lost_reason(sh: &Shared, code: i64) -> String {
+pub(super) fn lost_reason(sh: &Instance, code: i64) -> String {
     if code == 0 {
         "the query is finished already (another daemon answered a duplicate delivery, or a peer \
          finished it after recovering it)"
@@ -34,7 +34,7 @@ pub(super) fn lost_reason(sh: &Shared, code: i64) -> String {
 
 /// Records once that this daemon stopped working on `qid` because it no
 /// longer holds it: a `query_fenced` event naming the daemon, and a log line.
-pub(super) async fn record_fenced(sh: &Shared, qid: &str, reason: &str) {
+pub(super) async fn record_fenced(sh: &Instance, qid: &str, reason: &str) {
     tracing::warn!(query_id = %qid, "stopped working on a query this daemon no longer holds: {reason}");
     sh.status.prom.fenced();
     let e = Event::new(EventKind::QueryFenced, qid)
@@ -48,7 +48,7 @@ pub(super) async fn record_fenced(sh: &Shared, qid: &str, reason: &str) {
 /// exactly once and only while this daemon holds the query (see
 /// `finish.lua`). Retries while Redis is away, until `abort` fires; the
 /// entry stays in the processing list meanwhile.
-pub(super) async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken) {
+pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToken) {
     let qid = run.state.query_id.clone();
     let status = run.state.status.clone();
     let latency_ms = ms_since(run.started);
@@ -114,11 +114,9 @@ pub(super) async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken)
     }
     let mut conn = sh.bb.connection();
     let mut delay = Duration::from_millis(100);
-    // Whether the counters went with an earlier try: `None` when a try
-    // failed without saying how far it got.
-    let mut counted = Some(false);
+    let mut counters = Counters::NotSent;
     loop {
-        let written: redis::RedisResult<i64> = if counted != Some(false) {
+        let written: redis::RedisResult<i64> = if counters != Counters::NotSent {
             // Only the script is left (or may be).
             let mut inv = FINISH.prepare_invoke();
             for k in &script_keys {
@@ -133,7 +131,7 @@ pub(super) async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken)
         };
         match written {
             Ok(1) => {
-                if counted.is_none() {
+                if counters == Counters::Unknown {
                     // The script ran only now, so the earlier try (script
                     // first, counters after it) did not reach Redis.
                     if let Err(e) = run.extra.query_async::<()>(&mut conn).await {
@@ -160,7 +158,7 @@ pub(super) async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken)
             {
                 // Redis lost its scripts (restart, SCRIPT FLUSH): the rest of
                 // the pipeline ran; invoke_async loads the script and runs it.
-                counted = Some(true);
+                counters = Counters::Sent;
             }
             Err(e) if is_wrong_type(&e) => {
                 tracing::error!(query_id = %qid, "cannot finish: a key has the wrong type: {e}");
@@ -172,8 +170,8 @@ pub(super) async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken)
                 tracing::debug!(query_id = %qid, "cannot finish yet: {e}; retrying");
                 // It may have run before the connection failed: from now on
                 // the script alone says (it finishes a query only once).
-                if counted == Some(false) {
-                    counted = None;
+                if counters == Counters::NotSent {
+                    counters = Counters::Unknown;
                 }
                 tokio::select! {
                     _ = abort.cancelled() => return,
@@ -185,12 +183,25 @@ pub(super) async fn finish(sh: &Shared, mut run: Run, abort: &CancellationToken)
     }
 }
 
+/// Whether the counters and samples that go with the finishing script (in
+/// the same pipeline, after it) have reached Redis, across retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counters {
+    /// No try has been sent yet, or none reached Redis.
+    NotSent,
+    /// They ran (the pipeline ran past the script).
+    Sent,
+    /// A try failed without saying how far it got: from now on the script
+    /// alone is sent, and it says (it finishes a query only once).
+    Unknown,
+}
+
 /// Ends a query that recovery gave up on (`orchestrator.max_attempts`):
 /// failed with `reason`, its record in the dead list, its clients
 /// signalled, all in the one step that writes the outcome ([`finish`]), so
 /// no crash leaves a failed state without its signal or its record.
 pub(super) async fn finish_dead(
-    sh: &Shared,
+    sh: &Instance,
     mut state: QueryState,
     entry: Vec<u8>,
     reason: String,
@@ -225,7 +236,7 @@ pub(super) fn dead_record(entry: &[u8], reason: &str, instance: &str) -> String 
 }
 
 /// Moves an entry that cannot become a query to the dead list, with why.
-pub(super) async fn dead_letter(sh: &Shared, entry: &[u8], reason: &str) {
+pub(super) async fn dead_letter(sh: &Instance, entry: &[u8], reason: &str) {
     tracing::warn!(entry = %String::from_utf8_lossy(&entry[..entry.len().min(120)]), "dead entry: {reason}");
     let record = dead_record(entry, reason, &sh.status.instance);
     let keys = sh.bb.keys();

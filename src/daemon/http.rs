@@ -106,9 +106,9 @@ pub async fn serve(
     }
 }
 
-type Shared = State<Arc<HttpState>>;
+type AppState = State<Arc<HttpState>>;
 
-async fn health(State(state): Shared) -> Response {
+async fn health(State(state): AppState) -> Response {
     Json(json!({
         "status": "ok",
         "instance": state.status.instance,
@@ -117,7 +117,7 @@ async fn health(State(state): Shared) -> Response {
     .into_response()
 }
 
-async fn ready(State(state): Shared) -> Response {
+async fn ready(State(state): AppState) -> Response {
     // Read each flag once so the verdict and the reasons agree.
     let redis_ok = state.status.redis_ok();
     let loop_running = state.status.loop_running();
@@ -180,7 +180,7 @@ async fn read_redis_view(state: &HttpState) -> Result<RedisView, BlackboardError
     })
 }
 
-async fn detailed(State(state): Shared) -> Response {
+async fn detailed(State(state): AppState) -> Response {
     let status = &state.status;
     let mut body = serde_json::Map::new();
     body.insert("instance".into(), json!(status.instance));
@@ -250,7 +250,7 @@ fn redis_failed(mut body: serde_json::Map<String, Value>, error: String) -> Resp
     (StatusCode::SERVICE_UNAVAILABLE, Json(Value::Object(body))).into_response()
 }
 
-async fn metrics(State(state): Shared) -> Response {
+async fn metrics(State(state): AppState) -> Response {
     match tokio::time::timeout(REDIS_DEADLINE, state.blackboard.queue_len()).await {
         Ok(Ok(n)) => state.status.prom.set_queue_depth(n),
         // Keep the last value: a scrape must not fail because Redis does.

@@ -8,8 +8,8 @@ use crate::blackboard::Blackboard;
 use crate::config::{LayerSettings, Settings};
 use crate::orphans::Held;
 
-/// What every query task of one daemon shares.
-pub(super) struct Shared {
+/// One daemon instance: what every query task of it shares.
+pub(super) struct Instance {
     pub bb: Blackboard,
     pub settings: Arc<Settings>,
     pub layers: Vec<(String, LayerSettings)>,
@@ -22,7 +22,7 @@ pub(super) struct Shared {
     pub held: Arc<Held>,
 }
 
-impl Shared {
+impl Instance {
     /// What the queries of the instance named by `status` share.
     pub(super) fn new(
         bb: Blackboard,

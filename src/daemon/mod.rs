@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use finish::DEAD_LIST_CAP;
-use instance::Shared;
+use instance::Instance;
 use status::DaemonStatus;
 
 use crate::blackboard::{Blackboard, Health};
@@ -164,7 +164,7 @@ impl Daemon {
         }
         status.set_redis_ok(true);
 
-        let sh = Shared::new(bb.clone(), settings.clone(), status.clone());
+        let sh = Instance::new(bb.clone(), settings.clone(), status.clone());
 
         // Load the scripts once, so the hot path's EVALSHA rarely meets NOSCRIPT.
         crate::scripts::load_all(&mut bb.connection()).await;
@@ -223,7 +223,7 @@ impl Daemon {
 
 /// Takes entries while capacity allows, until `shutdown` fires.
 async fn take_loop(
-    sh: &Arc<Shared>,
+    sh: &Arc<Instance>,
     mut block_conn: redis::aio::ConnectionManager,
     queries: &TaskTracker,
     abort: &CancellationToken,
@@ -336,7 +336,7 @@ async fn take_loop(
 
 /// For each entry, the state read for it when it looks like an id
 /// (`Some(raw)`), or `None` to let the task decide.
-async fn preload_states(sh: &Shared, entries: &[Vec<u8>]) -> Vec<Option<Option<String>>> {
+async fn preload_states(sh: &Instance, entries: &[Vec<u8>]) -> Vec<Option<Option<String>>> {
     let ids: Vec<(usize, String)> = entries
         .iter()
         .enumerate()
@@ -369,7 +369,7 @@ async fn preload_states(sh: &Shared, entries: &[Vec<u8>]) -> Vec<Option<Option<S
 /// The tasks every instance needs to run queries, daemon or direct runner:
 /// its heartbeat, the worker directory and the reply reader.
 async fn spawn_instance_tasks(
-    sh: &Arc<Shared>,
+    sh: &Arc<Instance>,
     connector: &Connector,
     tracker: &TaskTracker,
     background: &CancellationToken,

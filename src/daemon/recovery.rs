@@ -20,7 +20,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use super::instance::Shared;
+use super::instance::Instance;
 use crate::blackboard::{Blackboard, BlackboardError};
 use crate::feed::{Event, EventKind};
 use crate::liveness::{DeathWatch, Reading};
@@ -52,7 +52,7 @@ pub(super) async fn run(
     instance: String,
     max_attempts: u32,
     every: Duration,
-    sh: Arc<Shared>,
+    sh: Arc<Instance>,
     cancel: CancellationToken,
 ) {
     let mut sweep = OrphanSweep::default();
@@ -80,7 +80,7 @@ pub(super) async fn run(
 /// to the queue, each with a `query_recovered` event.
 async fn return_orphans(
     bb: &Blackboard,
-    sh: &Shared,
+    sh: &Instance,
     sweep: &mut OrphanSweep,
 ) -> Result<(), BlackboardError> {
     let mut conn = bb.connection();
@@ -119,7 +119,7 @@ pub(super) async fn recover_dead(
     bb: &Blackboard,
     instance: &str,
     max_attempts: u32,
-    sh: &Shared,
+    sh: &Instance,
     watch: &mut DeathWatch,
     cancel: &CancellationToken,
 ) -> Result<usize, BlackboardError> {
@@ -162,7 +162,7 @@ async fn recover_list(
     bb: &Blackboard,
     list: &str,
     max_attempts: u32,
-    sh: &Shared,
+    sh: &Instance,
     cancel: &CancellationToken,
 ) -> Result<usize, BlackboardError> {
     let keys = bb.keys();

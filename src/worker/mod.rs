@@ -156,7 +156,7 @@ pub struct Worker<B: Backend> {
 }
 
 /// What every slot of one worker shares.
-struct Shared<B: Backend> {
+struct Runtime<B: Backend> {
     bb: Blackboard,
     kind: WorkerKind,
     backend: Arc<B>,
@@ -231,7 +231,7 @@ impl<B: Backend> Worker<B> {
         connector.wait_until_up(&mut conn, &shutdown).await?;
         let bb = Blackboard::from_settings(conn, &settings);
         let keys = bb.keys().clone();
-        let sh = Arc::new(Shared {
+        let sh = Arc::new(Runtime {
             jobs_key: keys.jobs(&self.layer),
             processing_key: keys.jobs_processing(&self.layer, &self.name),
             replies_prefix: keys.replies(""),
@@ -304,7 +304,7 @@ impl<B: Backend> Worker<B> {
 }
 
 /// Moves every job in `list` back to the tail of the job list (taken next).
-async fn return_jobs<B: Backend>(sh: &Shared<B>, list: &str) -> usize {
+async fn return_jobs<B: Backend>(sh: &Runtime<B>, list: &str) -> usize {
     let mut conn = sh.bb.connection();
     match crate::scripts::RETURN_ALL
         .key(list)
@@ -327,7 +327,7 @@ async fn return_jobs<B: Backend>(sh: &Shared<B>, list: &str) -> usize {
 
 /// Returns the processing lists of this layer's dead workers to the job
 /// list: no health key on two passes a heartbeat apart ([`DeathWatch`]).
-async fn recover_dead_workers<B: Backend>(sh: &Shared<B>, watch: &mut DeathWatch) {
+async fn recover_dead_workers<B: Backend>(sh: &Runtime<B>, watch: &mut DeathWatch) {
     let keys = sh.bb.keys();
     let lists = match sh
         .bb
@@ -368,7 +368,7 @@ async fn recover_dead_workers<B: Backend>(sh: &Shared<B>, watch: &mut DeathWatch
 /// Writes the health record every `workers.heartbeat_interval_ms`, after
 /// asking the backend whether it can answer.
 async fn heartbeat<B: Backend>(
-    sh: Arc<Shared<B>>,
+    sh: Arc<Runtime<B>>,
     settings: Arc<Settings>,
     mut watch: DeathWatch,
     cancel: CancellationToken,
@@ -444,7 +444,7 @@ async fn heartbeat<B: Backend>(
 
 /// One slot: takes a job, answers it, again, until `shutdown`.
 async fn take_loop<B: Backend>(
-    sh: Arc<Shared<B>>,
+    sh: Arc<Runtime<B>>,
     mut block: ConnectionManager,
     slot: usize,
     shutdown: CancellationToken,
@@ -512,7 +512,7 @@ async fn take_loop<B: Backend>(
     }
 }
 
-async fn handle_job<B: Backend>(sh: &Shared<B>, raw: &[u8]) {
+async fn handle_job<B: Backend>(sh: &Runtime<B>, raw: &[u8]) {
     let job: Job = match serde_json::from_slice(raw) {
         Ok(j) => j,
         Err(e) => return malformed(sh, raw, format!("malformed job: {e}")).await,
@@ -600,7 +600,7 @@ async fn handle_job<B: Backend>(sh: &Shared<B>, raw: &[u8]) {
 
 /// LPUSHes the reply (with a TTL on the list) and removes the job, retrying
 /// while Redis is away, as long as someone may still wait for it.
-async fn send_reply<B: Backend>(sh: &Shared<B>, raw: &[u8], reply_to: &str, reply: &Reply) {
+async fn send_reply<B: Backend>(sh: &Runtime<B>, raw: &[u8], reply_to: &str, reply: &Reply) {
     let json = serde_json::to_string(reply).expect("a reply serializes");
     let mut conn = sh.bb.connection();
     for attempt in 0..5 {
@@ -626,7 +626,7 @@ async fn send_reply<B: Backend>(sh: &Shared<B>, raw: &[u8], reply_to: &str, repl
 
 /// A job that cannot be parsed: an error reply when it names a usable
 /// `reply_to`, else dropped; an event either way.
-async fn malformed<B: Backend>(sh: &Shared<B>, raw: &[u8], reason: String) {
+async fn malformed<B: Backend>(sh: &Runtime<B>, raw: &[u8], reason: String) {
     let value: Option<serde_json::Value> = serde_json::from_slice(raw).ok();
     let field =
         |name: &str| -> Option<String> { value.as_ref()?.get(name)?.as_str().map(str::to_string) };
@@ -656,7 +656,7 @@ async fn malformed<B: Backend>(sh: &Shared<B>, raw: &[u8], reason: String) {
 }
 
 /// Removes a job without replying, with an event saying why.
-async fn drop_job<B: Backend>(sh: &Shared<B>, raw: &[u8], query_id: Option<&str>, reason: String) {
+async fn drop_job<B: Backend>(sh: &Runtime<B>, raw: &[u8], query_id: Option<&str>, reason: String) {
     tracing::info!(worker = %sh.name, query_id = query_id.unwrap_or(""), "dropping job: {reason}");
     sh.status.jobs_dropped.fetch_add(1, Ordering::Relaxed);
     let kind = if reason.contains("deadline") {
@@ -671,7 +671,7 @@ async fn drop_job<B: Backend>(sh: &Shared<B>, raw: &[u8], query_id: Option<&str>
     }
 }
 
-async fn record<B: Backend>(sh: &Shared<B>, query_id: Option<&str>, kind: EventKind, reason: &str) {
+async fn record<B: Backend>(sh: &Runtime<B>, query_id: Option<&str>, kind: EventKind, reason: &str) {
     let e = match query_id {
         Some(q) if !q.is_empty() => Event::new(kind, q),
         _ => Event::global(kind),
