@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::blackboard::{Blackboard, BlackboardError};
+use crate::blackboard::{Blackboard, BlackboardError, ProcessRole};
 use crate::grains::{Grain, IfExists};
 use crate::metrics::quantile;
 use crate::state::{QueryState, QueryStatus, parse_timestamp};
@@ -186,7 +186,10 @@ fn bench_question(i: usize) -> String {
 /// Runs one bench against the deployment behind `bb`.
 pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let health = bb.list_health().await?;
-    let daemons: Vec<_> = health.iter().filter(|h| h.role == "daemon").collect();
+    let daemons: Vec<_> = health
+        .iter()
+        .filter(|h| h.role == ProcessRole::Daemon)
+        .collect();
     if daemons.is_empty() {
         return Err(BenchError::NoDaemon);
     }

@@ -151,7 +151,7 @@ pub struct Health {
     /// Instance or worker name (the key's suffix).
     pub name: String,
     /// `daemon` or `worker`.
-    pub role: String,
+    pub role: ProcessRole,
     /// Worker kind (`bitnet`, `cartridge`, `llm`), for workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -182,13 +182,26 @@ pub struct Health {
     pub live_layers: Vec<String>,
 }
 
+/// What kind of process a health record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessRole {
+    /// `kitbash serve` (or the REPL's direct mode).
+    Daemon,
+    /// `kitbash worker <kind>`.
+    Worker,
+    /// A role this version does not know (written by another program).
+    #[serde(other)]
+    Other,
+}
+
 impl Health {
     /// A healthy record for `name` in `role`, stamped now.
-    pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, role: ProcessRole) -> Self {
         let now = now_rfc3339();
         Self {
             name: name.into(),
-            role: role.into(),
+            role,
             kind: None,
             layer: None,
             healthy: true,
@@ -480,11 +493,9 @@ impl Blackboard {
 
     /// Whether at least one healthy worker serves `layer`.
     pub async fn layer_has_live_worker(&self, layer: &str) -> Result<bool> {
-        Ok(self
-            .list_health()
-            .await?
-            .iter()
-            .any(|h| h.role == "worker" && h.healthy && h.layer.as_deref() == Some(layer)))
+        Ok(self.list_health().await?.iter().any(|h| {
+            h.role == ProcessRole::Worker && h.healthy && h.layer.as_deref() == Some(layer)
+        }))
     }
 
     // ----- helpers --------------------------------------------------------

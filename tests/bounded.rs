@@ -821,7 +821,7 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
     let heart = {
         let stop = stop.clone();
         let mut conn = ctx.raw();
-        let mut h = kitbash::Health::new("idle-worker", "worker");
+        let mut h = kitbash::Health::new("idle-worker", kitbash::blackboard::ProcessRole::Worker);
         h.kind = Some("echo".into());
         h.layer = Some("layer2".into());
         let key = keys.health(&h.name);

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::blackboard::Health;
+use crate::blackboard::{Health, ProcessRole};
 use crate::client::latency_ms;
 use crate::feed::FeedEntry;
 use crate::metrics::LayerStats;
@@ -175,7 +175,10 @@ pub fn stats(rows: &[LayerStats], p: Paint) -> String {
 /// Live daemons and workers, workers grouped by layer.
 pub fn health(records: &[Health], layers: &[String], p: Paint) -> String {
     let mut out = String::new();
-    let daemons: Vec<&Health> = records.iter().filter(|h| h.role == "daemon").collect();
+    let daemons: Vec<&Health> = records
+        .iter()
+        .filter(|h| h.role == ProcessRole::Daemon)
+        .collect();
     let _ = writeln!(out, "{} {}", p.bold("daemons:"), daemons.len());
     for d in daemons {
         let in_flight = d.counters.get("in_flight").cloned().unwrap_or_default();
@@ -184,7 +187,7 @@ pub fn health(records: &[Health], layers: &[String], p: Paint) -> String {
     for layer in layers {
         let workers: Vec<&Health> = records
             .iter()
-            .filter(|h| h.role == "worker" && h.layer.as_deref() == Some(layer.as_str()))
+            .filter(|h| h.role == ProcessRole::Worker && h.layer.as_deref() == Some(layer.as_str()))
             .collect();
         let live = workers.iter().filter(|h| h.healthy).count();
         let label = if live > 0 {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::prom::CONTENT_TYPE;
 use super::status::DaemonStatus;
-use crate::blackboard::{Blackboard, BlackboardError, Health};
+use crate::blackboard::{Blackboard, BlackboardError, Health, ProcessRole};
 use crate::config::LayerSettings;
 use crate::metrics::LayerStats;
 
@@ -210,12 +210,12 @@ async fn detailed(State(state): AppState) -> Response {
     let mut unhealthy_workers = Vec::new();
     let mut daemons = Vec::new();
     for h in &view.health {
-        match h.role.as_str() {
-            "worker" if h.healthy => workers
+        match h.role {
+            ProcessRole::Worker if h.healthy => workers
                 .entry(h.layer.as_deref().unwrap_or("none"))
                 .or_default()
                 .push(h),
-            "worker" => unhealthy_workers.push(h),
+            ProcessRole::Worker => unhealthy_workers.push(h),
             _ => daemons.push(h),
         }
     }

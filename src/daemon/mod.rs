@@ -39,7 +39,7 @@ pub use finish::DEAD_LIST_CAP;
 use instance::Instance;
 use status::DaemonStatus;
 
-use crate::blackboard::{Blackboard, Health};
+use crate::blackboard::{Blackboard, Health, ProcessRole};
 use crate::config::Settings;
 use crate::connection::{ConnectError, Connector};
 use crate::outage::Backoff;
@@ -424,7 +424,7 @@ async fn heartbeat(
 ) {
     let every = Duration::from_millis(settings.orchestrator.heartbeat_interval_ms);
     let ttl = Duration::from_secs(settings.orchestrator.health_ttl_s);
-    let mut health = Health::new(status.instance.clone(), "daemon");
+    let mut health = Health::new(status.instance.clone(), ProcessRole::Daemon);
     health.started_at = status.started_at.clone();
     loop {
         health.updated_at = crate::state::now_rfc3339();

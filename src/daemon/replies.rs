@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::blackboard::Blackboard;
+use crate::blackboard::{Blackboard, ProcessRole};
 use crate::feed::{Event, EventKind};
 use crate::protocol::Reply;
 
@@ -233,7 +233,7 @@ impl WorkerDirectory {
     pub async fn refresh(&self, bb: &Blackboard) -> Result<(), crate::BlackboardError> {
         let mut live: HashMap<String, Vec<String>> = HashMap::new();
         for h in bb.list_health().await? {
-            if h.role == "worker"
+            if h.role == ProcessRole::Worker
                 && h.healthy
                 && let Some(layer) = h.layer
             {

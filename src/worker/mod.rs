@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 pub use backend::{Backend, BackendAnswer, BackendError};
 
-use crate::blackboard::{Blackboard, Health};
+use crate::blackboard::{Blackboard, Health, ProcessRole};
 use crate::config::{Settings, WorkerKind};
 use crate::connection::{ConnectError, Connector};
 use crate::feed::{Event, EventKind};
@@ -375,7 +375,7 @@ async fn heartbeat<B: Backend>(
 ) {
     let every = Duration::from_millis(settings.workers.heartbeat_interval_ms);
     let ttl = Duration::from_secs(settings.workers.health_ttl_s);
-    let mut health = Health::new(sh.name.clone(), "worker");
+    let mut health = Health::new(sh.name.clone(), ProcessRole::Worker);
     health.kind = Some(sh.kind.to_string());
     health.layer = Some(sh.layer.clone());
     let mut sweep = OrphanSweep::default();
@@ -671,7 +671,12 @@ async fn drop_job<B: Backend>(sh: &Runtime<B>, raw: &[u8], query_id: Option<&str
     }
 }
 
-async fn record<B: Backend>(sh: &Runtime<B>, query_id: Option<&str>, kind: EventKind, reason: &str) {
+async fn record<B: Backend>(
+    sh: &Runtime<B>,
+    query_id: Option<&str>,
+    kind: EventKind,
+    reason: &str,
+) {
     let e = match query_id {
         Some(q) if !q.is_empty() => Event::new(kind, q),
         _ => Event::global(kind),

@@ -302,8 +302,10 @@ impl Drop for TestContext {
 /// in `live_layers`: the daemon's worker directory has seen a live, healthy
 /// worker for `layer` and will send it jobs.
 pub fn daemon_record_sees(raw: &str, layer: &str) -> bool {
-    serde_json::from_str::<Health>(raw)
-        .is_ok_and(|h| h.role == "daemon" && h.live_layers.iter().any(|l| l == layer))
+    serde_json::from_str::<Health>(raw).is_ok_and(|h| {
+        h.role == kitbash::blackboard::ProcessRole::Daemon
+            && h.live_layers.iter().any(|l| l == layer)
+    })
 }
 
 /// Whether some daemon under `keys`' prefix reports a live worker for

@@ -93,9 +93,12 @@ async fn missing_keys_read_as_empty() {
 async fn one_bad_health_record_does_not_hide_the_others() {
     let ctx = TestContext::new();
     let bb = ctx.blackboard().await;
-    bb.set_health(&Health::new("good", "worker"), Duration::from_secs(600))
-        .await
-        .unwrap();
+    bb.set_health(
+        &Health::new("good", kitbash::blackboard::ProcessRole::Worker),
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
     let _: () = ctx
         .raw()
         .set(ctx.keys().health("garbage"), "{oops")
