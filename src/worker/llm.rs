@@ -477,19 +477,46 @@ const KOBOLD_LOGPROBS_SINCE: (u32, u32) = (1, 67);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What we know about a KoboldCpp server's log-probabilities.
-const LP_UNKNOWN: u8 = 0;
-/// They come back in the generate answer.
-const LP_INLINE: u8 = 1;
-/// They come from `/api/extra/last_logprobs`.
-const LP_ENDPOINT: u8 = 2;
-/// The server has none.
-const LP_NONE: u8 = 3;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Logprobs {
+    /// Not found out yet.
+    Unknown = 0,
+    /// They come back in the generate answer.
+    Inline = 1,
+    /// They come from `/api/extra/last_logprobs`.
+    Endpoint = 2,
+    /// The server has none.
+    None = 3,
+}
+
+/// A [`Logprobs`] that concurrent jobs read and update.
+struct LogprobsCell(AtomicU8);
+
+impl LogprobsCell {
+    fn new() -> Self {
+        Self(AtomicU8::new(Logprobs::Unknown as u8))
+    }
+
+    fn get(&self) -> Logprobs {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Logprobs::Inline,
+            2 => Logprobs::Endpoint,
+            3 => Logprobs::None,
+            _ => Logprobs::Unknown,
+        }
+    }
+
+    fn set(&self, value: Logprobs) {
+        self.0.store(value as u8, Ordering::Relaxed);
+    }
+}
 
 /// Per-protocol state.
 enum Kind {
     Kobold {
-        /// One of the `LP_*` values.
-        logprobs: AtomicU8,
+        /// Where its log-probabilities come from.
+        logprobs: LogprobsCell,
         /// `/api/extra/version` was read (or is not there).
         version_known: AtomicBool,
         /// The model name `/api/v1/model` gave.
@@ -573,7 +600,7 @@ impl LlmBackend {
         )?;
         let kind = match settings.backend {
             Protocol::Kobold => Kind::Kobold {
-                logprobs: AtomicU8::new(LP_UNKNOWN),
+                logprobs: LogprobsCell::new(),
                 version_known: AtomicBool::new(false),
                 model: Mutex::new(None),
             },
@@ -614,8 +641,8 @@ impl LlmBackend {
 
     /// Reads KoboldCpp's version once; servers too old for log-probabilities
     /// are not asked for them.
-    async fn probe_kobold_version(&self, logprobs: &AtomicU8, version_known: &AtomicBool) {
-        if version_known.load(Ordering::Relaxed) || logprobs.load(Ordering::Relaxed) != LP_UNKNOWN {
+    async fn probe_kobold_version(&self, logprobs: &LogprobsCell, version_known: &AtomicBool) {
+        if version_known.load(Ordering::Relaxed) || logprobs.get() != Logprobs::Unknown {
             return;
         }
         let path = "/api/extra/version";
@@ -633,7 +660,7 @@ impl LlmBackend {
         match version.and_then(parse_version) {
             Some(v) if v < KOBOLD_LOGPROBS_SINCE => {
                 tracing::info!(url = %self.http.shown(), version = version.unwrap_or(""), "KoboldCpp too old for log-probabilities; answers get workers.llm.fixed_confidence");
-                logprobs.store(LP_NONE, Ordering::Relaxed);
+                logprobs.set(Logprobs::None);
             }
             Some(_) => {
                 tracing::debug!(url = %self.http.shown(), version = version.unwrap_or(""), "KoboldCpp version")
@@ -759,12 +786,12 @@ impl LlmBackend {
         let mut tokens = None;
         match result.get("logprobs") {
             Some(lp) if lp.is_object() => {
-                logprobs.store(LP_INLINE, Ordering::Relaxed);
+                logprobs.set(Logprobs::Inline);
                 tokens = self.kobold_tokens(lp, path);
             }
             _ => {
-                let state = logprobs.load(Ordering::Relaxed);
-                if state != LP_NONE && state != LP_INLINE {
+                let state = logprobs.get();
+                if state != Logprobs::None && state != Logprobs::Inline {
                     tokens = self.kobold_last_logprobs(&genkey, logprobs, deadline).await;
                 }
             }
@@ -800,7 +827,7 @@ impl LlmBackend {
     async fn kobold_last_logprobs(
         &self,
         genkey: &str,
-        logprobs: &AtomicU8,
+        logprobs: &LogprobsCell,
         deadline: Instant,
     ) -> Option<TokenLogprobs> {
         let path = "/api/extra/last_logprobs";
@@ -818,7 +845,7 @@ impl LlmBackend {
         };
         if reply.status == reqwest::StatusCode::NOT_FOUND {
             tracing::info!(url = %self.http.shown(), "this KoboldCpp has no {path}; answers get workers.llm.fixed_confidence");
-            logprobs.store(LP_NONE, Ordering::Relaxed);
+            logprobs.set(Logprobs::None);
             return None;
         }
         if !reply.status.is_success() {
@@ -834,7 +861,7 @@ impl LlmBackend {
         };
         // `{"logprobs": null}`: another generation ran since ours.
         let lp = value.get("logprobs").filter(|v| v.is_object())?;
-        logprobs.store(LP_ENDPOINT, Ordering::Relaxed);
+        logprobs.set(Logprobs::Endpoint);
         self.kobold_tokens(lp, path)
     }
 
