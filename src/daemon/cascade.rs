@@ -30,8 +30,8 @@ pub(super) struct Run {
     pub(super) entry: Vec<u8>,
     pub(super) events: Vec<Event>,
     /// Counters and grain hits, written with the finishing step.
-    pub(super) extra: redis::Pipeline,
-    /// Latency samples (metric, ms, unix ms), added to `extra` only when the
+    pub(super) counters: redis::Pipeline,
+    /// Latency samples (metric, ms, unix ms), added to `counters` only when the
     /// finishing step is sent, so the sample that takes its metric's
     /// trimming turn is not held back while the query waits on a worker.
     pub(super) samples: Vec<(String, f64, i64)>,
@@ -140,7 +140,7 @@ impl Run {
             state,
             entry,
             events: Vec::with_capacity(8),
-            extra: redis::pipe(),
+            counters: redis::pipe(),
             samples: Vec::new(),
             started,
             replaces: None,
@@ -281,7 +281,7 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
         }
         run.events.push(ev);
         sh.bb
-            .add_attempt_to(&mut run.extra, name, attempt.outcome, attempt.latency_ms);
+            .add_attempt_to(&mut run.counters, name, attempt.outcome, attempt.latency_ms);
         if attempt.outcome != Outcome::Skipped {
             run.samples.push((
                 layer_latency_metric(name),
@@ -389,7 +389,7 @@ async fn grain_attempt(sh: &Instance, run: &mut Run, name: &str, layer: &LayerSe
         Ok(Ok(Some(m))) => {
             let hit = m.confidence >= layer.min_confidence;
             if hit {
-                sh.bb.add_grain_hit_to(&mut run.extra, &m.fact_id);
+                sh.bb.add_grain_hit_to(&mut run.counters, &m.fact_id);
             }
             Attempt {
                 outcome: if hit { Outcome::Hit } else { Outcome::Miss },

@@ -72,7 +72,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
         ));
     }
     for (metric, value, ts_ms) in run.samples.drain(..) {
-        sh.bb.add_sample_to(&mut run.extra, &metric, value, ts_ms);
+        sh.bb.add_sample_to(&mut run.counters, &metric, value, ts_ms);
     }
     let keys = sh.bb.keys();
     let o = &sh.settings.orchestrator;
@@ -109,7 +109,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
     }
     let mut pipe = redis::pipe();
     pipe.add_command(evalsha);
-    for c in run.extra.cmd_iter() {
+    for c in run.counters.cmd_iter() {
         pipe.add_command(c.clone()).ignore();
     }
     let mut conn = sh.bb.connection();
@@ -134,7 +134,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
                 if counters == Counters::Unknown {
                     // The script ran only now, so the earlier try (script
                     // first, counters after it) did not reach Redis.
-                    if let Err(e) = run.extra.query_async::<()>(&mut conn).await {
+                    if let Err(e) = run.counters.query_async::<()>(&mut conn).await {
                         tracing::debug!(query_id = %qid, "counters not written: {e}");
                     }
                 }
