@@ -31,13 +31,13 @@
 //! stored again. Deleting the winner does not bring the loser back.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::blackboard::{Blackboard, BlackboardError, Result};
 use crate::matching::{MatchKey, normalize};
+use crate::scripts::{DELETE_GRAIN, STORE_GRAIN};
 use crate::state::now_rfc3339;
 
 /// Name of the question index under `<p>:grains:index:`.
@@ -45,111 +45,6 @@ const QUESTION_INDEX: &str = "questions";
 
 /// Fact ids starting with this would name an index key (`<p>:grains:index:*`).
 const RESERVED_ID_PREFIX: &str = "index:";
-
-/// `check_types` fails a script on a wrong-typed key before anything is
-/// written (a Lua error does not undo earlier writes); `owner` reads the fact
-/// id of an index entry.
-/// Shared by both scripts; spliced in at their `-- @helpers` line.
-const HELPERS_LUA: &str = r#"
-local function check_types(wanted)
-  for i, want in ipairs(wanted) do
-    local t = redis.call('TYPE', KEYS[i]).ok
-    if want ~= '' and t ~= 'none' and t ~= want then
-      return redis.error_reply('WRONGTYPE key ' .. i .. ' holds a ' .. t .. ', expected a ' .. want)
-    end
-  end
-  return nil
-end
--- The fact id an index entry belongs to; false when the entry is not JSON.
-local function owner(entry)
-  local ok, v = pcall(cjson.decode, entry)
-  if ok and type(v) == 'table' and type(v.fact_id) == 'string' then
-    return v.fact_id
-  end
-  return false
-end
-"#;
-
-/// Stores one grain and keeps the question index consistent, atomically.
-const STORE_GRAIN_LUA: &str = r#"-- Store one grain and keep the question index consistent, atomically.
--- KEYS[1]: the grain hash (<p>:grains:<fact_id>)
--- KEYS[2]: the question index (<p>:grains:index:questions), match key -> entry JSON
--- KEYS[3]: the set of every fact id (<p>:grains:index:all)
--- ARGV[1]: fact_id
--- ARGV[2]: match key ('' when the question has no content word: not indexed)
--- ARGV[3]: the index entry (JSON)
--- ARGV[4..7]: question, answer, confidence, source ('' for none)
--- ARGV[8]: now (updated_at); ARGV[9]: created_at and ARGV[10]: hits, used when new
--- ARGV[11]: 'replace' overwrites an existing grain, 'keep' leaves it as it is
--- Returns {status, displaced}: status 'stored' or 'kept'; displaced is the
--- fact id whose index entry this grain took over ('' when none).
--- @helpers
-local err = check_types({'hash', 'hash', 'set'})
-if err then return err end
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if exists and ARGV[11] == 'keep' then
-  return {'kept', ''}
-end
--- The old entry goes when the question changed, unless another grain took it.
-local old_key = redis.call('HGET', KEYS[1], 'match_key')
-if old_key and old_key ~= '' and old_key ~= ARGV[2] then
-  local entry = redis.call('HGET', KEYS[2], old_key)
-  if entry then
-    local o = owner(entry)
-    if o == ARGV[1] or o == false then
-      redis.call('HDEL', KEYS[2], old_key)
-    end
-  end
-end
-redis.call('HSET', KEYS[1], 'question', ARGV[4], 'answer', ARGV[5], 'confidence', ARGV[6],
-  'source', ARGV[7], 'updated_at', ARGV[8], 'match_key', ARGV[2])
-redis.call('HSETNX', KEYS[1], 'created_at', ARGV[9])
-redis.call('HSETNX', KEYS[1], 'hits', ARGV[10])
-local displaced = ''
-if ARGV[2] ~= '' then
-  local current = redis.call('HGET', KEYS[2], ARGV[2])
-  if current then
-    local o = owner(current)
-    if o and o ~= ARGV[1] then displaced = o end
-  end
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-end
-redis.call('SADD', KEYS[3], ARGV[1])
-return {'stored', displaced}
-"#;
-
-/// Deletes one grain and its index entry, atomically.
-const DELETE_GRAIN_LUA: &str = r#"-- Delete one grain and its index entry, atomically.
--- KEYS[1]: the grain hash (<p>:grains:<fact_id>); any type is deleted
--- KEYS[2]: the question index (<p>:grains:index:questions)
--- KEYS[3]: the set of every fact id (<p>:grains:index:all)
--- ARGV[1]: fact_id
--- Returns 1 when a grain was deleted, 0 when there was none. The index
--- entry under the grain's match_key goes too, unless another grain owns it.
--- @helpers
-local err = check_types({'', 'hash', 'set'})
-if err then return err end
-if redis.call('TYPE', KEYS[1]).ok == 'hash' then
-  local key = redis.call('HGET', KEYS[1], 'match_key')
-  if key and key ~= '' then
-    local entry = redis.call('HGET', KEYS[2], key)
-    if entry then
-      local o = owner(entry)
-      if o == ARGV[1] or o == false then
-        redis.call('HDEL', KEYS[2], key)
-      end
-    end
-  end
-end
-local n = redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-return n
-"#;
-
-static STORE_GRAIN: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(&STORE_GRAIN_LUA.replace("-- @helpers\n", HELPERS_LUA)));
-static DELETE_GRAIN: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(&DELETE_GRAIN_LUA.replace("-- @helpers\n", HELPERS_LUA)));
 
 /// One crystallised fact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -72,7 +72,8 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
         ));
     }
     for (metric, value, ts_ms) in run.samples.drain(..) {
-        sh.bb.add_sample_to(&mut run.counters, &metric, value, ts_ms);
+        sh.bb
+            .add_sample_to(&mut run.counters, &metric, value, ts_ms);
     }
     let keys = sh.bb.keys();
     let o = &sh.settings.orchestrator;

@@ -1,7 +1,7 @@
 //! Every Lua script Kitbash runs, in one place. Each `.lua` file beside
 //! this module opens with a `KEYS`/`ARGV` header; the scripts that write
-//! query states share the prelude `terminal.lua` (prepended here, so each
-//! stays one `EVALSHA`). [`load_all`] loads them once at start, so the hot
+//! query states share the prelude `terminal.lua`, the grain scripts
+//! `grain_helpers.lua` (prepended here, so each stays one `EVALSHA`). [`load_all`] loads them once at start, so the hot
 //! path's `EVALSHA` rarely meets `NOSCRIPT`; redis-rs reloads any that
 //! Redis has lost.
 
@@ -45,6 +45,19 @@ pub(crate) static RETURN_ONE: LazyLock<redis::Script> =
 /// Compare-and-set of one query state.
 pub(crate) static CAS_STATE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("cas_state.lua")));
+
+/// The grain scripts: their shared prelude in front of each body.
+fn with_grain_helpers(body: &str) -> redis::Script {
+    redis::Script::new(&[include_str!("grain_helpers.lua"), body].concat())
+}
+
+/// Stores one grain and keeps the question index consistent.
+pub(crate) static STORE_GRAIN: LazyLock<redis::Script> =
+    LazyLock::new(|| with_grain_helpers(include_str!("store_grain.lua")));
+
+/// Deletes one grain and its index entry.
+pub(crate) static DELETE_GRAIN: LazyLock<redis::Script> =
+    LazyLock::new(|| with_grain_helpers(include_str!("delete_grain.lua")));
 
 /// Loads every script into Redis's script cache; a failure is logged (the
 /// first use loads it again).
