@@ -284,9 +284,10 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
     );
 
     // Ctrl-C.
-    unsafe {
-        libc::kill(up_pid as libc::pid_t, libc::SIGINT);
-    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up_pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
     let out = tokio::task::spawn_blocking(move || up.wait_with_output())
         .await
         .unwrap()
@@ -303,7 +304,7 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
         "AOF under ./.kitbash"
     );
     for pid in children {
-        let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
         assert!(!alive, "process {pid} still running after Ctrl-C");
     }
     assert!(

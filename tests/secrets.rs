@@ -112,9 +112,9 @@ impl Proc {
 
     /// SIGTERM, then waits for a clean exit.
     fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // Our own child's pid, which is not reaped yet.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         self.wait(PATIENCE)
     }
 

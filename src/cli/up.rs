@@ -8,6 +8,8 @@
 //! Ctrl-C or SIGTERM stops them all (SIGTERM, then SIGKILL after a grace),
 //! then the Redis it started. Nothing is left running.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -344,10 +346,9 @@ async fn supervise(
 async fn stop_child(name: &str, child: Option<&mut Child>, grace: Duration) {
     let Some(child) = child else { return };
     if let Some(pid) = child.id() {
-        // SAFETY: sending a signal to a pid we spawned and have not reaped.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
+        // A pid we spawned and have not reaped; if it exited meanwhile the
+        // signal fails harmlessly and the wait below returns at once.
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(_) => say(format!("{name} stopped")),

@@ -114,8 +114,11 @@ impl TestRedis {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id() as i32;
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            // Our own child's pid, not reaped yet.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {

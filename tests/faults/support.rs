@@ -1,6 +1,8 @@
 //! Real processes for the fault suite: `kitbash serve` and `kitbash worker`
 //! binaries with their logs captured, load, and outcome accounting.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, SysconfVar, sysconf};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
@@ -117,29 +119,33 @@ impl Proc {
     /// silent, as in a long GC pause, a VM migration or a laptop lid; until
     /// [`Proc::cont`].
     pub fn stop(&mut self) {
-        self.signal(libc::SIGSTOP);
+        self.signal(Signal::SIGSTOP);
         self.stopped = true;
     }
 
     /// SIGCONT: a process frozen by [`Proc::stop`] runs on from where it was.
     pub fn cont(&mut self) {
-        self.signal(libc::SIGCONT);
+        self.signal(Signal::SIGCONT);
         self.stopped = false;
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    fn signal(&self, sig: Signal) {
         let pid = self.pid() as i32;
-        // SAFETY: kill(2) on our own child's pid, which is not reaped yet
-        // (`child` is still held), so the pid cannot name another process.
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "signal {sig} to {} (pid {pid})", self.label);
+        // Our own child's pid, not reaped yet (`child` is still held), so it
+        // cannot name another process.
+        let sent = kill(Pid::from_raw(pid), sig);
+        assert!(
+            sent.is_ok(),
+            "{sig} to {} (pid {pid}): {sent:?}",
+            self.label
+        );
     }
 
     /// SIGTERM (and SIGCONT, if stopped), then waits up to 20 s; returns the
     /// exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         self.child.as_ref()?;
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::SIGTERM);
         if self.stopped {
             // A stopped process sees SIGTERM only once it runs again.
             self.cont();
@@ -174,8 +180,7 @@ impl Proc {
         let rest = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let hz = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
         Duration::from_millis(ticks * 1000 / hz)
     }
 }
