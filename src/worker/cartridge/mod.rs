@@ -18,8 +18,8 @@
 //! All facts go into one in-RAM tantivy index (BM25, English stemming and
 //! stop words); [`FactIndex::search`] explains the confidence.
 //!
-//! **Reloading** builds a complete new index off to the side and swaps an
-//! `Arc` under a `RwLock`; each query clones the `Arc` it starts with, so
+//! **Reloading** builds a complete new index off to the side and swaps it in
+//! atomically (`arc-swap`); each query holds the `Arc` it starts with, so
 //! queries in progress finish on the old index and none waits for the
 //! build. A failed reload (unreadable file, duplicate cartridge name, or no
 //! fact at all where there were some) keeps the old index and says why.
@@ -36,8 +36,10 @@ mod load;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant as StdInstant};
+
+use arc_swap::ArcSwap;
 
 use tokio::time::Instant;
 
@@ -117,7 +119,7 @@ pub struct CartridgeBackend {
 
 struct Inner {
     paths: Vec<PathBuf>,
-    current: RwLock<Arc<FactIndex>>,
+    current: ArcSwap<FactIndex>,
     /// One reload at a time; queries never take it.
     reloading: Mutex<()>,
     /// Successful loads so far (1 after `open`).
@@ -167,7 +169,7 @@ impl CartridgeBackend {
         let backend = Self {
             inner: Arc::new(Inner {
                 paths: paths.to_vec(),
-                current: RwLock::new(Arc::new(index)),
+                current: ArcSwap::from_pointee(index),
                 reloading: Mutex::new(()),
                 generation: AtomicU64::new(1),
                 poll_interval: opts.poll_interval,
@@ -232,12 +234,7 @@ impl CartridgeBackend {
 
 impl Inner {
     fn current(&self) -> Arc<FactIndex> {
-        // The lock guards one Arc: a panic elsewhere cannot leave it half
-        // written, so a poisoned lock is still good to read.
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.load_full()
     }
 
     fn reload(&self) -> Result<LoadReport, CartridgeError> {
@@ -258,7 +255,7 @@ impl Inner {
         match result {
             Ok(new) => {
                 let report = new.report.clone();
-                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
+                self.current.store(Arc::new(new));
                 self.generation.fetch_add(1, Ordering::Relaxed);
                 Ok(report)
             }
