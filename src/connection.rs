@@ -19,6 +19,7 @@ use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RedisSettings, TlsFileError, redact_url};
+use crate::outage::Backoff;
 
 /// Errors raised while opening connections.
 #[derive(Debug, thiserror::Error)]
@@ -225,29 +226,30 @@ impl Connector {
         conn: &mut ConnectionManager,
         cancel: &CancellationToken,
     ) -> Result<(), ConnectError> {
-        let mut delay = Duration::from_millis(100);
-        let max = Duration::from_millis(self.settings.retry_max_delay_ms);
+        let mut backoff = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(self.settings.retry_max_delay_ms),
+        );
         loop {
             match redis::cmd("PING").query_async::<String>(conn).await {
                 Ok(_) => return Ok(()),
                 Err(err) => match tls_hint(&err) {
                     Some(hint) => tracing::warn!(
                         url = %self.url(),
-                        retry_in_ms = delay.as_millis() as u64,
+                        retry_in_ms = backoff.peek().as_millis() as u64,
                         "TLS handshake with Redis failed ({err}); {hint}; retrying"
                     ),
                     None => tracing::warn!(
                         url = %self.url(),
-                        retry_in_ms = delay.as_millis() as u64,
+                        retry_in_ms = backoff.peek().as_millis() as u64,
                         "Redis is not reachable ({err}); is redis-server running and is redis.url right? retrying"
                     ),
                 },
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url: self.url() }),
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.next_wait()) => {}
             }
-            delay = (delay * 2).min(max);
         }
     }
 

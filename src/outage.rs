@@ -72,34 +72,48 @@ impl OutageLog {
     }
 }
 
-/// The wait between retries of a loop while Redis fails: 50 ms, doubling up
-/// to 1 s, back to 50 ms once it answers. Short at first, so service resumes
-/// soon after a restart; capped, so an outage is no busy loop.
+/// The wait between retries of a loop while Redis (or a peer) fails: the
+/// one retry policy of the program. By default 50 ms, doubling up to 1 s,
+/// back to 50 ms once it answers: short at first, so service resumes soon
+/// after a restart; capped, so an outage is no busy loop.
 #[derive(Debug)]
 pub struct Backoff {
+    first: Duration,
+    max: Duration,
     next: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { next: Self::FIRST }
+        Self::new(Duration::from_millis(50), Duration::from_secs(1))
     }
 }
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(1);
+    /// Waits from `first`, doubling up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            next: first,
+        }
+    }
 
     /// The wait before the next try; the one after is twice as long.
     pub fn next_wait(&mut self) -> Duration {
         let wait = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
+        self.next = (self.next * 2).min(self.max);
         wait
+    }
+
+    /// The wait [`Self::next_wait`] will give, without taking it.
+    pub fn peek(&self) -> Duration {
+        self.next
     }
 
     /// Redis answered: start again from the shortest wait.
     pub fn reset(&mut self) {
-        self.next = Self::FIRST;
+        self.next = self.first;
     }
 }
 
@@ -135,5 +149,11 @@ mod tests {
         assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
         b.reset();
         assert_eq!(b.next_wait(), Duration::from_millis(50));
+        let mut custom = Backoff::new(Duration::from_millis(100), Duration::from_millis(300));
+        assert_eq!(custom.peek(), Duration::from_millis(100));
+        let waits: Vec<u64> = (0..4)
+            .map(|_| custom.next_wait().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 300, 300]);
     }
 }

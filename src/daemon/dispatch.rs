@@ -12,6 +12,7 @@ use super::instance::Instance;
 use crate::blackboard::is_wrong_type;
 use crate::config::LayerSettings;
 use crate::feed::{Event, EventKind};
+use crate::outage::Backoff;
 use crate::protocol::{Job, ReplyOutcome};
 use crate::scripts::{PUSH_JOB, push_events};
 use crate::state::{Answer, Outcome};
@@ -87,7 +88,7 @@ pub(super) async fn worker_attempt(
         let mut conn = sh.bb.connection();
         // While Redis is away, keep trying within the layer's time: a Redis
         // blip should not cost the query its worker layers.
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         loop {
             let mut push = PUSH_JOB.prepare_invoke();
             for k in &script_keys {
@@ -97,13 +98,12 @@ pub(super) async fn worker_attempt(
                 push.arg(a);
             }
             match push.invoke_async::<(i64, i64)>(&mut conn).await {
-                Err(e) if t0.elapsed() + delay < layer.timeout() && !is_wrong_type(&e) => {
+                Err(e) if t0.elapsed() + backoff.peek() < layer.timeout() && !is_wrong_type(&e) => {
                     sh.status.redis_failed("handing jobs to workers", &e);
                     tokio::select! {
                         _ = abort.cancelled() => break Err(e),
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                     }
-                    delay = (delay * 2).min(Duration::from_millis(500));
                 }
                 other => break other,
             }

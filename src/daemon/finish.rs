@@ -11,6 +11,7 @@ use super::instance::Instance;
 use crate::blackboard::is_wrong_type;
 use crate::feed::{Event, EventKind};
 use crate::metrics::QUERY_LATENCY_METRIC;
+use crate::outage::Backoff;
 use crate::scripts::{DEAD_ENTRY, FINISH, push_events};
 use crate::state::{QueryState, QueryStatus, now_rfc3339};
 
@@ -114,7 +115,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
         pipe.add_command(c.clone()).ignore();
     }
     let mut conn = sh.bb.connection();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut counters = Counters::NotSent;
     loop {
         let written: redis::RedisResult<i64> = if counters != Counters::NotSent {
@@ -176,9 +177,8 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
                 }
                 tokio::select! {
                     _ = abort.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }

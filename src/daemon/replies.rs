@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blackboard::{Blackboard, ProcessRole};
 use crate::feed::{Event, EventKind};
+use crate::outage::Backoff;
 use crate::protocol::Reply;
 
 /// A job whose query waits for its reply.
@@ -96,7 +97,7 @@ pub async fn read_replies(
     let (dropped_tx, dropped_rx) = mpsc::channel(DROPPED_BACKLOG);
     let recorder = tokio::spawn(record_dropped(bb.clone(), dropped_rx));
     let mut unrecorded = 0u64;
-    let mut backoff = crate::outage::Backoff::default();
+    let mut backoff = Backoff::default();
     loop {
         let mut cmd = redis::cmd("BLMPOP");
         cmd.arg(1)

@@ -35,7 +35,7 @@ use crate::connection::{ConnectError, Connector};
 use crate::feed::{Event, EventKind};
 use crate::liveness::{DeathWatch, HeartbeatFailures, Reading};
 use crate::orphans::{Held, OrphanSweep};
-use crate::outage::OutageLog;
+use crate::outage::{Backoff, OutageLog};
 use crate::protocol::{Job, Reply, ReplyOutcome};
 use crate::state::now_rfc3339;
 
@@ -450,7 +450,7 @@ async fn take_loop<B: Backend>(
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
-    let mut backoff = crate::outage::Backoff::default();
+    let mut backoff = Backoff::default();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -603,6 +603,7 @@ async fn handle_job<B: Backend>(sh: &Runtime<B>, raw: &[u8]) {
 async fn send_reply<B: Backend>(sh: &Runtime<B>, raw: &[u8], reply_to: &str, reply: &Reply) {
     let json = serde_json::to_string(reply).expect("a reply serializes");
     let mut conn = sh.bb.connection();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
     for attempt in 0..5 {
         let res: redis::RedisResult<()> = redis::pipe()
             .lpush(reply_to, &json)
@@ -618,7 +619,7 @@ async fn send_reply<B: Backend>(sh: &Runtime<B>, raw: &[u8], reply_to: &str, rep
             Err(e) => {
                 sh.outage.failed(&sh.name, "sending a reply", &e);
                 tracing::debug!(worker = %sh.name, job_id = %reply.job_id, attempt, "cannot send the reply: {e}");
-                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }
