@@ -36,7 +36,8 @@
 //!   shutdown.
 //!   Its HTTP endpoint (health, Prometheus) is [`daemon::http`].
 //! - [`worker`]: `kitbash worker <kind>`: one runtime (taking jobs,
-//!   deadlines, replies, heartbeats, shutdown) and a backend per kind.
+//!   deadlines, replies, heartbeats, shutdown) and a backend per kind; the
+//!   model backends (bitnet, llm) share one HTTP client.
 //! - [`telemetry`]: log set-up.
 //! - [`client`]: enqueue, wait for the outcome (`kitbash query`, the REPL).
 //! - [`acl`]: least-privilege Redis ACL users for the daemon, a worker and a client.

@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::backend::{Backend, BackendAnswer, BackendError, check_prompt_template};
-use super::llm::http::HttpClient;
+use super::http_client::HttpClient;
 use super::logprobs::TokenLogprobs;
 use crate::config::BitnetSettings;
 

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod bitnet;
 pub mod cartridge;
 pub mod echo;
+mod http_client;
 pub mod llm;
 pub mod logprobs;
 
