@@ -1,0 +1,169 @@
+//! Validation: what types alone cannot check, ranges and consistency.
+
+use super::*;
+
+/// Checks what types alone cannot: ranges and consistency.
+/// Returns (key, shown value, reason) for each problem.
+pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut bad =
+        |key: &str, value: String, why: &str| out.push((key.to_string(), value, why.to_string()));
+    let url = s.redis.effective_url();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    {
+        bad(
+            "redis.url",
+            format!("{:?}", redact_url(&url)),
+            "must start with redis://, rediss:// or unix://",
+        );
+    }
+    validate_tls_files(&s.redis, &url, &mut bad);
+    let prefix = &s.redis.key_prefix;
+    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '*') {
+        bad(
+            "redis.key_prefix",
+            format!("{prefix:?}"),
+            "must be non-empty, without spaces or `*`",
+        );
+    }
+    for (key, v) in [
+        ("redis.connect_timeout_ms", s.redis.connect_timeout_ms),
+        ("redis.response_timeout_ms", s.redis.response_timeout_ms),
+        ("redis.retry_max_delay_ms", s.redis.retry_max_delay_ms),
+        ("orchestrator.state_ttl_s", s.orchestrator.state_ttl_s),
+        ("orchestrator.done_ttl_s", s.orchestrator.done_ttl_s),
+        ("orchestrator.max_queue_len", s.orchestrator.max_queue_len),
+        (
+            "orchestrator.max_jobs_per_layer",
+            s.orchestrator.max_jobs_per_layer,
+        ),
+        (
+            "orchestrator.heartbeat_interval_ms",
+            s.orchestrator.heartbeat_interval_ms,
+        ),
+        (
+            "orchestrator.recovery_interval_s",
+            s.orchestrator.recovery_interval_s,
+        ),
+        (
+            "orchestrator.max_attempts",
+            s.orchestrator.max_attempts as u64,
+        ),
+        (
+            "orchestrator.max_in_flight",
+            s.orchestrator.max_in_flight as u64,
+        ),
+        (
+            "orchestrator.max_query_bytes",
+            s.orchestrator.max_query_bytes as u64,
+        ),
+        (
+            "workers.heartbeat_interval_ms",
+            s.workers.heartbeat_interval_ms,
+        ),
+        (
+            "workers.bitnet.concurrency",
+            s.workers.bitnet.concurrency as u64,
+        ),
+        (
+            "workers.cartridge.concurrency",
+            s.workers.cartridge.concurrency as u64,
+        ),
+        ("workers.llm.concurrency", s.workers.llm.concurrency as u64),
+        ("feed.max_len", s.feed.max_len),
+        ("metrics.retention_s", s.metrics.retention_s),
+        ("metrics.max_samples", s.metrics.max_samples),
+    ] {
+        if v == 0 {
+            bad(key, "0".into(), "must be greater than 0");
+        }
+    }
+    if s.redis.url.is_none() && s.redis.db < 0 {
+        bad("redis.db", s.redis.db.to_string(), "must be 0 or more");
+    }
+    if s.redis.url.is_none() && s.redis.port == 0 {
+        bad("redis.port", "0".into(), "must be a TCP port, 1 to 65535");
+    }
+    if s.orchestrator.health_ttl_s.saturating_mul(1000) <= s.orchestrator.heartbeat_interval_ms {
+        bad(
+            "orchestrator.health_ttl_s",
+            s.orchestrator.health_ttl_s.to_string(),
+            "must be longer than orchestrator.heartbeat_interval_ms, or a live daemon looks dead",
+        );
+    }
+    if s.workers.health_ttl_s.saturating_mul(1000) <= s.workers.heartbeat_interval_ms {
+        bad(
+            "workers.health_ttl_s",
+            s.workers.health_ttl_s.to_string(),
+            "must be longer than workers.heartbeat_interval_ms, or a live worker looks dead",
+        );
+    }
+    if let Some(id) = &s.orchestrator.instance_id
+        && (id.is_empty() || id.chars().any(|c| c.is_whitespace() || c == '*'))
+    {
+        bad(
+            "orchestrator.instance_id",
+            format!("{id:?}"),
+            "must be non-empty, without spaces or `*`",
+        );
+    }
+    for (name, layer) in &s.layers {
+        let key = |field: &str| format!("layers.{name}.{field}");
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            bad(
+                &format!("layers.{name}"),
+                format!("{name:?}"),
+                "a layer name may hold only letters, digits, `_` and `-`",
+            );
+        }
+        if !(0.0..=1.0).contains(&layer.min_confidence) {
+            bad(
+                &key("min_confidence"),
+                layer.min_confidence.to_string(),
+                "must be between 0 and 1",
+            );
+        }
+        if layer.timeout_ms == 0 {
+            bad(&key("timeout_ms"), "0".into(), "must be greater than 0");
+        }
+        match (layer.kind, layer.worker) {
+            (LayerKind::Worker, None) => bad(
+                &key("worker"),
+                "null".into(),
+                "a worker layer must name its worker: bitnet, cartridge or llm",
+            ),
+            (LayerKind::Grain, Some(w)) => bad(
+                &key("worker"),
+                format!("{:?}", w.as_str()),
+                "a grain layer is answered by the daemon; remove `worker`",
+            ),
+            _ => {}
+        }
+    }
+    if !(0.0..=1.0).contains(&s.workers.echo_confidence) {
+        bad(
+            "workers.echo_confidence",
+            s.workers.echo_confidence.to_string(),
+            "must be between 0 and 1",
+        );
+    }
+    if !(0.0..=1.0).contains(&s.workers.llm.fixed_confidence) {
+        bad(
+            "workers.llm.fixed_confidence",
+            s.workers.llm.fixed_confidence.to_string(),
+            "must be between 0 and 1",
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.logging.level) {
+        bad(
+            "logging.level",
+            format!("{:?}", s.logging.level),
+            &e.to_string(),
+        );
+    }
+    out
+}
