@@ -33,7 +33,6 @@
 //! those of the llm backend (shared [`super::llm`] plumbing).
 
 use std::fmt;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -42,9 +41,6 @@ use super::backend::{Backend, BackendAnswer, BackendError, check_prompt_template
 use super::http_client::HttpClient;
 use super::logprobs::TokenLogprobs;
 use crate::config::BitnetSettings;
-
-/// Longest a health check waits for the server.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Client of a llama.cpp-style server.
 pub struct BitnetBackend {
@@ -163,12 +159,15 @@ impl Backend for BitnetBackend {
             "stream": false,
             "cache_prompt": true,
         });
-        let reply = self.http.post_json(path, &body, deadline).await?;
-        let value = self.http.success_json(
-            path,
-            reply,
-            " (not a llama.cpp server? check workers.bitnet.url)",
-        )?;
+        let value = self
+            .http
+            .post_for_json(
+                path,
+                &body,
+                deadline,
+                " (not a llama.cpp server? check workers.bitnet.url)",
+            )
+            .await?;
         let content = value
             .get("content")
             .and_then(Value::as_str)
@@ -217,12 +216,7 @@ impl Backend for BitnetBackend {
 
     async fn check(&self) -> Result<(), String> {
         let path = "/health";
-        let timeout = self.http.request_timeout().min(CHECK_TIMEOUT);
-        let reply = self
-            .http
-            .get(path, timeout)
-            .await
-            .map_err(|f| self.http.check_failure(path, &f, timeout))?;
+        let reply = self.http.check_get(path).await?;
         let value: Option<Value> = serde_json::from_slice(&reply.body).ok();
         match reply.status.as_u16() {
             200 => match value

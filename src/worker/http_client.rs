@@ -17,6 +17,8 @@ use crate::worker::backend::BackendError;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest a health check waits for the server.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of a server's text an error message quotes.
 const QUOTE_CHARS: usize = 120;
 
@@ -303,6 +305,29 @@ impl HttpClient {
                 BackendError::Unreachable(format!("{}{path}: {}", self.shown, self.scrub(&cause)))
             }
         }
+    }
+
+    /// `GET path` for a health check, within the request timeout and at
+    /// most [`CHECK_TIMEOUT`]; a failure is the message the health record
+    /// shows.
+    pub async fn check_get(&self, path: &str) -> Result<Reply, String> {
+        let timeout = self.request_timeout().min(CHECK_TIMEOUT);
+        self.get(path, timeout)
+            .await
+            .map_err(|f| self.check_failure(path, &f, timeout))
+    }
+
+    /// [`Self::post_json`], then [`Self::success_json`]: the JSON body of a
+    /// successful answer, or an error naming the path, status and `hint`.
+    pub async fn post_for_json(
+        &self,
+        path: &str,
+        body: &Value,
+        deadline: Instant,
+        hint: &str,
+    ) -> Result<Value, BackendError> {
+        let reply = self.post_json(path, body, deadline).await?;
+        self.success_json(path, reply, hint)
     }
 
     /// `POST path` with a JSON body before `deadline`. A busy server

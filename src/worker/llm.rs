@@ -61,7 +61,6 @@
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -75,8 +74,6 @@ use super::http_client::HttpClient;
 /// KoboldCpp releases from this one on have `/api/extra/last_logprobs`
 /// (approximately: a 404 on it is what settles the question).
 const KOBOLD_LOGPROBS_SINCE: (u32, u32) = (1, 67);
-/// Longest a health check waits for the server.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What we know about a KoboldCpp server's log-probabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,8 +245,7 @@ impl LlmBackend {
             return;
         }
         let path = "/api/extra/version";
-        let timeout = self.http.request_timeout().min(CHECK_TIMEOUT);
-        let Ok(reply) = self.http.get(path, timeout).await else {
+        let Ok(reply) = self.http.check_get(path).await else {
             return;
         };
         version_known.store(true, Ordering::Relaxed);
@@ -283,12 +279,7 @@ impl LlmBackend {
             unreachable!("kobold check on another protocol");
         };
         let path = "/api/v1/model";
-        let timeout = self.http.request_timeout().min(CHECK_TIMEOUT);
-        let reply = self
-            .http
-            .get(path, timeout)
-            .await
-            .map_err(|f| self.http.check_failure(path, &f, timeout))?;
+        let reply = self.http.check_get(path).await?;
         if !reply.status.is_success() {
             return Err(format!(
                 "{}{path} answered HTTP {}: {}",
@@ -312,12 +303,7 @@ impl LlmBackend {
             unreachable!("openai check on another protocol");
         };
         let path = "/v1/models";
-        let timeout = self.http.request_timeout().min(CHECK_TIMEOUT);
-        let reply = self
-            .http
-            .get(path, timeout)
-            .await
-            .map_err(|f| self.http.check_failure(path, &f, timeout))?;
+        let reply = self.http.check_get(path).await?;
         if !reply.status.is_success() {
             let hint = match reply.status.as_u16() {
                 401 | 403 => self.http.credentials_hint(),
@@ -364,12 +350,15 @@ impl LlmBackend {
             "logprobs": true,
             "genkey": genkey,
         });
-        let reply = self.http.post_json(path, &body, deadline).await?;
-        let value = self.http.success_json(
-            path,
-            reply,
-            " (not a KoboldCpp server? check workers.llm.backend)",
-        )?;
+        let value = self
+            .http
+            .post_for_json(
+                path,
+                &body,
+                deadline,
+                " (not a KoboldCpp server? check workers.llm.backend)",
+            )
+            .await?;
         let result = self
             .http
             .element(&value, path, "/results/0", "results[0]")?;
