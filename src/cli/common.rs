@@ -37,6 +37,25 @@ pub fn setup(file: Option<PathBuf>) -> Result<(Settings, tokio::runtime::Runtime
     Ok((settings, runtime()?))
 }
 
+/// Configuration, a runtime and a Blackboard, then `f` on them: the whole
+/// of a command that only reads or writes Redis.
+pub fn with_blackboard<F, Fut>(file: Option<PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(Settings, Blackboard) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let (settings, rt) = match setup(file) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    rt.block_on(async move {
+        match blackboard(&settings).await {
+            Ok(bb) => f(settings, bb).await,
+            Err(c) => c,
+        }
+    })
+}
+
 /// A Blackboard over one connection, or a message naming the address.
 pub async fn blackboard(settings: &Settings) -> Result<Blackboard, ExitCode> {
     let connector = Connector::new(&settings.redis).map_err(|e| {

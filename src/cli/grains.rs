@@ -94,14 +94,10 @@ pub struct MatchArgs {
 /// Runs a `kitbash grains` command; returns the exit status (2 for a bad
 /// configuration or an unreachable Redis).
 pub fn run(file: Option<PathBuf>, args: GrainsArgs) -> ExitCode {
-    let loaded = match crate::config::load(file) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("kitbash: {e}");
-            return ExitCode::from(2);
-        }
+    let settings = match super::common::settings(file) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    crate::telemetry::init(&loaded.settings.logging);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -113,7 +109,6 @@ pub fn run(file: Option<PathBuf>, args: GrainsArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let settings = loaded.settings;
         let bb = match connect(&settings).await {
             Ok(bb) => bb,
             Err(msg) => {

@@ -22,15 +22,7 @@ pub struct StatsArgs {
 
 /// Prints one row per configured layer.
 pub fn run(file: Option<PathBuf>, args: StatsArgs) -> ExitCode {
-    let (settings, rt) = match common::setup(file) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    rt.block_on(async move {
-        let bb = match common::blackboard(&settings).await {
-            Ok(b) => b,
-            Err(c) => return c,
-        };
+    common::with_blackboard(file, |settings, bb| async move {
         let mut rows = Vec::new();
         for (layer, _) in settings.layers_in_order() {
             match bb

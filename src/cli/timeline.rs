@@ -20,15 +20,7 @@ pub struct TimelineArgs {
 
 /// Prints the query's events with times relative to the first.
 pub fn run(file: Option<PathBuf>, args: TimelineArgs) -> ExitCode {
-    let (settings, rt) = match common::setup(file) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    rt.block_on(async move {
-        let bb = match common::blackboard(&settings).await {
-            Ok(b) => b,
-            Err(c) => return c,
-        };
+    common::with_blackboard(file, |_settings, bb| async move {
         match bb.timeline(&args.query_id, 100_000).await {
             Ok(events) if args.json => {
                 for e in events {

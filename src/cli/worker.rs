@@ -60,15 +60,10 @@ pub struct WorkerArgs {
 
 /// Runs a worker until SIGTERM or SIGINT; SIGHUP reloads its backend.
 pub fn run(file: Option<PathBuf>, args: WorkerArgs) -> ExitCode {
-    let loaded = match crate::config::load(file) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("kitbash: {e}");
-            return ExitCode::from(2);
-        }
+    let settings = match super::common::settings(file) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    crate::telemetry::init(&loaded.settings.logging);
-    let settings = loaded.settings;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
