@@ -24,7 +24,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
-use kitbash::config::{BitnetSettings, LlmBackend as Protocol, LlmSettings, Secret, WorkerKind};
+use kitbash::config::{BitnetSettings, LlmProtocol as Protocol, LlmSettings, Secret, WorkerKind};
 use kitbash::daemon::Daemon;
 use kitbash::worker::bitnet::BitnetBackend;
 use kitbash::worker::llm::LlmBackend;

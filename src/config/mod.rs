@@ -572,7 +572,7 @@ impl Default for CartridgeSettings {
 /// Which protocol the llm worker speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LlmBackend {
+pub enum LlmProtocol {
     /// KoboldCpp (`POST /api/v1/generate`).
     Kobold,
     /// Any OpenAI-compatible server (`POST /v1/chat/completions`).
@@ -584,7 +584,7 @@ pub enum LlmBackend {
 #[serde(deny_unknown_fields, default)]
 pub struct LlmSettings {
     /// `kobold` or `openai`.
-    pub backend: LlmBackend,
+    pub backend: LlmProtocol,
     /// Base URL of the server.
     pub url: String,
     /// API key sent as a bearer token (openai backend). Never printed.
@@ -607,7 +607,7 @@ pub struct LlmSettings {
 impl Default for LlmSettings {
     fn default() -> Self {
         Self {
-            backend: LlmBackend::Kobold,
+            backend: LlmProtocol::Kobold,
             url: "http://127.0.0.1:5001".into(),
             api_key: None,
             model: None,

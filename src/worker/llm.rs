@@ -67,7 +67,7 @@ use tokio::time::Instant;
 
 use super::backend::{Backend, BackendAnswer, BackendError, check_prompt_template};
 use super::logprobs::TokenLogprobs;
-use crate::config::{LlmBackend as Protocol, LlmSettings};
+use crate::config::{LlmProtocol as Protocol, LlmSettings};
 
 use super::http_client::HttpClient;
 
