@@ -165,7 +165,10 @@ fn check_intake(i: &Intake) -> Result<(), TestCaseError> {
         Intake::Run { state, .. } => {
             prop_assert!(!state.query_text.trim().is_empty());
         }
-        Intake::AlreadyDone { query_id } => prop_assert!(!query_id.is_empty()),
+        Intake::AlreadyDone { query_id, status } => {
+            prop_assert!(!query_id.is_empty());
+            prop_assert!(status.is_terminal());
+        }
         Intake::Fail { state, reason } => {
             prop_assert!(!reason.is_empty());
             prop_assert_eq!(&state.status, &QueryStatus::Failed);
@@ -266,10 +269,11 @@ proptest! {
                 prop_assert!(state.query_text.len() <= max);
             }
             Intake::Fail { state, .. } => prop_assert_eq!(&state.query_id, &id),
-            Intake::AlreadyDone { query_id } => {
+            Intake::AlreadyDone { query_id, status } => {
                 prop_assert_eq!(query_id, &id);
                 let p = parsed.clone().unwrap();
                 prop_assert!(p.status.is_terminal());
+                prop_assert_eq!(status, &p.status);
             }
             Intake::Dead { .. } => prop_assert!(false, "a stored state is never dead: {i:?}"),
         }
@@ -290,7 +294,7 @@ proptest! {
     ) {
         let raw = json!({"query_id": id, "query_text": text, "status": status}).to_string();
         let i = from_stored(&id, Some(&raw), max);
-        prop_assert!(matches!(&i, Intake::AlreadyDone { query_id } if *query_id == id), "{i:?}");
+        prop_assert!(matches!(&i, Intake::AlreadyDone { query_id, .. } if *query_id == id), "{i:?}");
     }
 }
 

@@ -8,11 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::worker_attempt;
-use super::finish::{dead_letter, finish, record_fenced};
+use super::finish::{dead_letter, drop_duplicate, finish, record_fenced};
 use super::instance::Instance;
 use super::intake::{self, EntryKind, Intake};
 use crate::blackboard::is_wrong_type;
@@ -93,10 +92,8 @@ pub(super) async fn handle_entry(
 
     match intake {
         Intake::Dead { reason } => dead_letter(sh, &entry, &reason).await,
-        Intake::AlreadyDone { query_id } => {
-            tracing::debug!(query_id = %query_id, "already terminal; dropping the duplicate entry");
-            let mut conn = sh.bb.connection();
-            let _: redis::RedisResult<i64> = conn.lrem(&sh.processing_key, 1, &entry).await;
+        Intake::AlreadyDone { query_id, status } => {
+            drop_duplicate(sh, &entry, &query_id, &status).await;
         }
         Intake::Fail { mut state, reason } => {
             tracing::info!(query_id = %state.query_id, "query failed: {reason}");

@@ -197,6 +197,36 @@ enum Counters {
     Unknown,
 }
 
+/// Drops a queue entry for a query that is finished already (a client
+/// pushed its id again, or a duplicate delivery): nothing is redone, but
+/// the drop leaves a trace (`query_fenced`, naming the final status) and
+/// the completion signal is given again, so a client waiting on the
+/// re-pushed id wakes and reads the outcome instead of timing out.
+pub(super) async fn drop_duplicate(sh: &Instance, entry: &[u8], qid: &str, status: &QueryStatus) {
+    tracing::info!(query_id = %qid, "a queue entry for a query that is {} already; dropped, waiting clients signalled", status.as_str());
+    let keys = sh.bb.keys();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .lrem(&sh.processing_key, 1, entry)
+        .ignore()
+        .lpush(keys.done(qid), status.as_str())
+        .ignore()
+        .expire(keys.done(qid), sh.settings.orchestrator.done_ttl_s as i64)
+        .ignore();
+    sh.bb.add_event_to(
+        &mut pipe,
+        &Event::new(EventKind::QueryFenced, qid).reason(format!(
+            "daemon {} dropped a duplicate entry: the query is {} already",
+            sh.status.instance,
+            status.as_str()
+        )),
+    );
+    let mut conn = sh.bb.connection();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        tracing::warn!(query_id = %qid, "cannot drop a duplicate entry: {e}; it stays in the processing list");
+    }
+}
+
 /// Ends a query that recovery gave up on (`orchestrator.max_attempts`):
 /// failed with `reason`, its record in the dead list, its clients
 /// signalled, all in the one step that writes the outcome ([`finish`]), so

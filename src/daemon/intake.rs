@@ -23,10 +23,13 @@ pub enum Intake {
         /// It came from a JSON entry and has no state in Redis yet.
         created: bool,
     },
-    /// The query's outcome is final already; only the entry is removed.
+    /// The query's outcome is final already: the entry is a duplicate,
+    /// dropped with a trace (`query_fenced`) and its clients signalled.
     AlreadyDone {
         /// Its id.
         query_id: String,
+        /// Its final status.
+        status: QueryStatus,
     },
     /// An id is known: write a `failed` state with the reason.
     Fail {
@@ -178,6 +181,7 @@ pub fn from_stored(id: &str, raw: Option<&str>, max_query_bytes: usize) -> Intak
     if state.status.is_terminal() {
         return Intake::AlreadyDone {
             query_id: id.to_string(),
+            status: state.status.clone(),
         };
     }
     check_text(state, false, max_query_bytes)

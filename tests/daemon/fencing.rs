@@ -558,3 +558,40 @@ async fn a_burst_of_forged_replies_does_not_delay_a_valid_one() {
     d.stop().await;
     worker.stop().await;
 }
+
+/// An id pushed again after its query finished is not redone, but it does
+/// not vanish either: the feed says why it was dropped (`query_fenced`) and
+/// a client waiting on it gets the completion signal (before, it was
+/// dropped silently and the client timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_query_pushed_again_is_dropped_with_a_trace_and_a_signal() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    let bb = ctx.blackboard().await;
+    bb.store_grain(&kitbash::Grain::new(
+        "kenya",
+        "What is the capital of Kenya?",
+        "Nairobi",
+    ))
+    .await
+    .unwrap();
+    let d = RunningDaemon::start(&ctx.settings);
+    let q = QueryState::with_id("pushed-twice", "What is the capital of Kenya?");
+    bb.enqueue(&q).await.unwrap();
+    let first = wait_done(&ctx, &bb, &q.query_id, PATIENCE.as_secs_f64()).await;
+    assert_eq!(first.status, QueryStatus::Answered);
+
+    let _: () = ctx.raw().lpush(ctx.keys().queue(), &q.query_id).unwrap();
+    let again = wait_done(&ctx, &bb, &q.query_id, PATIENCE.as_secs_f64()).await;
+    assert_eq!(again, first, "the outcome is not redone");
+    assert_eq!(count_events(&bb, "query_completed", &q.query_id).await, 1);
+    let trace = bb.timeline(&q.query_id, 1_000).await.unwrap();
+    assert!(
+        trace.iter().any(|e| e.event() == Some("query_fenced")
+            && e.get("reason").is_some_and(|r| r.contains("duplicate"))),
+        "{trace:?}"
+    );
+    let held: i64 = ctx.raw().llen(ctx.keys().processing(&d.instance)).unwrap();
+    assert_eq!(held, 0);
+    d.stop().await;
+}
