@@ -741,6 +741,25 @@ fn exact_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 mod tests {
 
     #[test]
+    fn log_filters_must_name_levels() {
+        use super::validate::check_log_filter;
+        for ok in [
+            "info",
+            "WARN",
+            "kitbash=debug,warn",
+            "off",
+            "kitbash::daemon=trace",
+        ] {
+            assert!(check_log_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["warning", "verbose", "info,chatty"] {
+            let why = check_log_filter(bad).unwrap_err();
+            assert!(why.contains("not a log level"), "{bad}: {why}");
+        }
+        assert!(check_log_filter("kitbash=loud").is_err());
+    }
+
+    #[test]
     fn layers_run_in_the_order_of_their_numbers() {
         let mut s = Settings::default();
         for name in ["layer10", "layer3", "extra"] {

@@ -158,12 +158,34 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
             "must be between 0 and 1",
         );
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.logging.level) {
-        bad(
-            "logging.level",
-            format!("{:?}", s.logging.level),
-            &e.to_string(),
-        );
+    if let Err(why) = check_log_filter(&s.logging.level) {
+        bad("logging.level", format!("{:?}", s.logging.level), &why);
     }
     out
+}
+
+/// The levels a log filter names.
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// A log filter is a level or comma-separated `target=level` directives.
+/// `tracing` takes a lone word it does not know as a target to enable, so
+/// `warning` or `verbose` would silently turn logging off: refuse them.
+pub(super) fn check_log_filter(filter: &str) -> Result<(), String> {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+        return Err(e.to_string());
+    }
+    let is_level = |l: &str| {
+        let l = l.trim().to_ascii_lowercase();
+        LOG_LEVELS.contains(&l.as_str()) || matches!(l.as_str(), "0" | "1" | "2" | "3" | "4" | "5")
+    };
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !is_level(level) {
+            return Err(format!(
+                "{level:?} is not a log level: use one of {} or target=level directives (kitbash=debug,warn)",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
