@@ -62,6 +62,17 @@ impl Client {
         &self.bb
     }
 
+    /// How many daemons have a live health key now (0: nobody takes queries).
+    pub async fn live_daemons(&self) -> Result<usize, ClientError> {
+        Ok(self
+            .bb
+            .list_health()
+            .await?
+            .iter()
+            .filter(|h| h.role == crate::blackboard::ProcessRole::Daemon)
+            .count())
+    }
+
     /// Enqueues `text`; refuses when the queue is at `max_queue_len`.
     pub async fn submit(
         &self,

@@ -149,6 +149,11 @@ async fn query_times_out_without_a_daemon_and_refuses_a_full_queue() {
         "says what to check: {}",
         text(&o)
     );
+    assert!(
+        text(&o).contains("no daemon is running"),
+        "says at once that nobody will answer: {}",
+        text(&o)
+    );
 
     let o = Command::new(env!("CARGO_BIN_EXE_kitbash"))
         .args(["query", "--timeout", "0.1", "one more"])
@@ -183,6 +188,8 @@ capital of Kenya
 :grains kenya
 :frobnicate
 :help
+quit
+What is the capital of Kenya?
 ";
     let o = run(&ctx, &["repl"], Some(script)).await;
     assert_eq!(
@@ -195,7 +202,7 @@ capital of Kenya
     assert_eq!(
         out.matches("Nairobi").count(),
         3,
-        "two answers and one :grains line: {out}"
+        "two answers and one :grains line (nothing asked after `quit`): {out}"
     );
     for want in [
         "redis mode",

@@ -1,6 +1,6 @@
 //! `kitbash query "…"`: one-shot questions.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,13 +43,20 @@ pub fn run(file: Option<PathBuf>, args: QueryArgs) -> ExitCode {
         Err(c) => return c,
     };
     let texts: Vec<String> = match args.text.as_deref() {
-        Some("-") | None => std::io::stdin()
-            .lock()
-            .lines()
-            .map_while(Result::ok)
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect(),
+        Some("-") | None => {
+            if std::io::stdin().is_terminal() {
+                eprintln!(
+                    "kitbash query: reading questions from the terminal, one a line; Ctrl-D to ask them"
+                );
+            }
+            std::io::stdin()
+                .lock()
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        }
         Some(t) => vec![t.to_string()],
     };
     if texts.is_empty() {
@@ -69,6 +76,14 @@ pub fn run(file: Option<PathBuf>, args: QueryArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        // Nobody to answer: say so now, not after the whole wait.
+        if let Ok(0) = client.live_daemons().await {
+            eprintln!(
+                "kitbash query: no daemon is running (no live `kitbash serve` health key); \
+                 the question waits in the queue for up to {:.0} s. Start one with `kitbash serve` or `kitbash up`.",
+                timeout.as_secs_f64()
+            );
+        }
         // Submit everything first (the daemon works on them meanwhile), then
         // wait for each in order.
         let mut submitted = Vec::with_capacity(texts.len());
@@ -86,10 +101,18 @@ pub fn run(file: Option<PathBuf>, args: QueryArgs) -> ExitCode {
         };
         let mut worst = 0u8;
         for (i, s) in submitted.into_iter().enumerate() {
+            let waiting = std::io::stderr().is_terminal();
+            if waiting {
+                eprint!("{}", paint.dim("waiting for the answer…"));
+            }
             let outcome = match s {
                 Ok(id) => client.wait(&id, timeout).await,
                 Err(e) => Err(e),
             };
+            if waiting {
+                // Erase the waiting line.
+                eprint!("\r\x1b[K");
+            }
             match outcome {
                 Ok(state) => {
                     worst = worst.max(code(&state));

@@ -41,7 +41,8 @@ Type a question to ask it. Commands:
   :direct          run the cascade in this process (no daemon needed)
   :redis           go through the queue and a daemon (default)
   :help            this text
-  :quit            leave (Ctrl-D too); Ctrl-C cancels a wait";
+  :quit            leave (also quit, exit, Ctrl-D); Ctrl-C cancels a wait
+Lines you type are kept in ~/.kitbash_history.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -173,7 +174,8 @@ impl Session {
             None => (line, ""),
         };
         match cmd {
-            ":quit" | ":q" | ":exit" => return false,
+            // A bare `quit` or `exit` is never a question worth asking.
+            ":quit" | ":q" | ":exit" | "quit" | "exit" if rest.is_empty() => return false,
             ":help" | ":h" | ":?" => println!("{HELP}"),
             ":direct" => self.switch(Mode::Direct).await,
             ":redis" => self.switch(Mode::Redis).await,
