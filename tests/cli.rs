@@ -132,6 +132,21 @@ async fn query_prints_answers_and_exit_codes_follow_the_outcome() {
         out.contains("query_started") && out.contains("layer_hit") && out.contains("+0.000 ms"),
         "{out}"
     );
+    let o = run(&ctx, &["timeline", "--json", id], None).await;
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let hit = events.iter().find(|e| e["event"] == "layer_hit").unwrap();
+    assert!(hit["latency_ms"].is_number(), "{hit}");
+    assert!(hit["confidence"].is_number(), "{hit}");
+    let o = run(&ctx, &["stats"], None).await;
+    let table = String::from_utf8_lossy(&o.stdout);
+    let layer4 = table.lines().find(|l| l.starts_with("layer4")).unwrap();
+    assert!(
+        layer4.ends_with('-') && !layer4.contains("0.000"),
+        "no percentiles for a layer never tried: {table}"
+    );
     let o = run(&ctx, &["stats", "--json"], None).await;
     let stats: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(stats[0]["layer"], "layer0");

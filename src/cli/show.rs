@@ -153,9 +153,17 @@ pub fn stats(rows: &[LayerStats], p: Paint) -> String {
     );
     for r in rows {
         let c = &r.counters;
+        // No sample in the window: no percentile to show, not a zero.
+        let ms = |v: f64| {
+            if r.window.count == 0 {
+                "-".to_string()
+            } else {
+                format!("{v:.3}")
+            }
+        };
         let _ = writeln!(
             out,
-            "{:<8} {:>8} {:>8} {:>6.1}% {:>7} {:>8} {:>7} {:>7} {:>9.3} {:>9.3} {:>9.3}",
+            "{:<8} {:>8} {:>8} {:>6.1}% {:>7} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9}",
             r.layer,
             c.attempts,
             c.hits,
@@ -164,9 +172,9 @@ pub fn stats(rows: &[LayerStats], p: Paint) -> String {
             c.timeouts,
             c.errors,
             c.skips,
-            r.window.p50,
-            r.window.p95,
-            r.window.p99
+            ms(r.window.p50),
+            ms(r.window.p95),
+            ms(r.window.p99)
         );
     }
     out.trim_end().to_string()

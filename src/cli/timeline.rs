@@ -27,7 +27,17 @@ pub fn run(file: Option<PathBuf>, args: TimelineArgs) -> ExitCode {
                     let mut obj = serde_json::Map::new();
                     obj.insert("id".into(), e.id.clone().into());
                     for (k, v) in e.fields {
-                        obj.insert(k, v.into());
+                        // The feed stores flat strings; numbers go out as
+                        // numbers.
+                        let value = match k.as_str() {
+                            "confidence" | "latency_ms" => v
+                                .parse::<f64>()
+                                .ok()
+                                .and_then(serde_json::Number::from_f64)
+                                .map_or_else(|| v.clone().into(), serde_json::Value::Number),
+                            _ => v.into(),
+                        };
+                        obj.insert(k, value);
                     }
                     println!("{}", serde_json::Value::Object(obj));
                 }
