@@ -132,6 +132,8 @@ const DAEMON: &[&str] = &[
     "lpush", "rpush", "lrem", "lrange", "llen", "ltrim", "lmove", "blmove", "blmpop",
     // fencing: is the entry still in this daemon's processing list
     "lpos",
+    // dropping expired jobs from the old end of a job list
+    "lindex", "rpop",
     // hashes: grain lookups and hit counts, per-layer stats
     "hget", "hgetall", "hincrby",
     // the grain id index (counts on the HTTP status page)
@@ -349,6 +351,7 @@ mod tests {
             include_str!("scripts/return_all.lua"),
             include_str!("scripts/return_one.lua"),
             include_str!("scripts/cas_state.lua"),
+            include_str!("scripts/drop_expired_jobs.lua"),
         ];
         let worker_scripts = [
             include_str!("scripts/return_all.lua"),

@@ -180,7 +180,13 @@ impl Daemon {
             sh.clone(),
             background.clone(),
         ));
-        tracker.spawn(maintenance(bb.clone(), background.clone()));
+        let worker_layers = settings
+            .layers_in_order()
+            .into_iter()
+            .filter(|(_, l)| l.kind == crate::config::LayerKind::Worker)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        tracker.spawn(maintenance(bb.clone(), worker_layers, background.clone()));
 
         let take_conn = connector.blocking(BLOCK_FOR).await?;
         let abort = CancellationToken::new();
@@ -402,7 +408,7 @@ async fn spawn_instance_tasks(
 
 /// Keeps the feed and the metrics at their caps, every 10 s (the writers
 /// trim as they go, on a fraction of their writes; this catches the rest).
-async fn maintenance(bb: Blackboard, cancel: CancellationToken) {
+async fn maintenance(bb: Blackboard, worker_layers: Vec<String>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -410,6 +416,31 @@ async fn maintenance(bb: Blackboard, cancel: CancellationToken) {
         }
         if let Err(e) = bb.maintain_streams_and_metrics().await {
             tracing::debug!("maintenance pass failed: {e}");
+        }
+        drop_expired_jobs(&bb, &worker_layers).await;
+    }
+}
+
+/// Removes jobs whose deadline has passed from the old end of each worker
+/// layer's job list (a layer whose workers all stopped keeps nothing its
+/// queries no longer wait for). Each daemon's query already recorded the
+/// layer's timeout; this says how many jobs went, in one log line.
+async fn drop_expired_jobs(bb: &Blackboard, layers: &[String]) {
+    let mut conn = bb.connection();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for layer in layers {
+        let dropped: redis::RedisResult<i64> = crate::scripts::DROP_EXPIRED_JOBS
+            .key(bb.keys().jobs(layer))
+            .arg(now_ms)
+            .arg(10_000)
+            .invoke_async(&mut conn)
+            .await;
+        match dropped {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(layer = %layer, dropped = n, "dropped jobs whose deadline passed before any worker took them")
+            }
+            Err(e) => tracing::debug!(layer = %layer, "cannot drop expired jobs: {e}"),
         }
     }
 }

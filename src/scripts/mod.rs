@@ -42,6 +42,10 @@ pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
 pub(crate) static RETURN_ONE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("return_one.lua")));
 
+/// Drops the expired jobs at the old end of a layer's job list.
+pub(crate) static DROP_EXPIRED_JOBS: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("drop_expired_jobs.lua")));
+
 /// Compare-and-set of one query state.
 pub(crate) static CAS_STATE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("cas_state.lua")));
@@ -71,6 +75,7 @@ pub(crate) async fn load_all(conn: &mut redis::aio::ConnectionManager) {
         &*RETURN_ALL,
         &*RETURN_ONE,
         &*CAS_STATE,
+        &*DROP_EXPIRED_JOBS,
     ] {
         if let Err(e) = script.load_async(conn).await {
             tracing::warn!("cannot load a script: {e}");

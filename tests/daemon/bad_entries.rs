@@ -172,3 +172,45 @@ async fn states_that_only_look_terminal_are_not_dropped() {
     );
     d.stop().await;
 }
+
+/// Jobs left in a layer's job list after its last worker stopped do not
+/// accumulate: the daemon drops those whose deadline has passed, from the
+/// old end, and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_jobs_of_a_layer_nobody_serves_are_dropped() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let job = |id: &str, deadline_ms: i64| {
+        serde_json::json!({
+            "job_id": id, "query_id": id, "layer": "layer2", "text": "t",
+            "deadline_ms": deadline_ms,
+            "reply_to": ctx.keys().replies("gone-daemon"),
+        })
+        .to_string()
+    };
+    let mut conn = ctx.raw();
+    // Oldest first: three expired, then one still in time (at the head).
+    for (id, deadline) in [
+        ("old-1", now_ms - 60_000),
+        ("old-2", now_ms - 30_000),
+        ("old-3", now_ms - 1_000),
+        ("fresh", now_ms + 3_600_000),
+    ] {
+        let _: () = conn
+            .lpush(ctx.keys().jobs("layer2"), job(id, deadline))
+            .unwrap();
+    }
+    let d = RunningDaemon::start(&ctx.settings);
+    let left = || -> Vec<String> { ctx.raw().lrange(ctx.keys().jobs("layer2"), 0, -1).unwrap() };
+    assert!(
+        eventually(crate::common::PATIENCE.as_secs_f64(), || async {
+            left().len() == 1
+        })
+        .await,
+        "{:?}",
+        left()
+    );
+    assert!(left()[0].contains("\"fresh\""));
+    d.stop().await;
+}
