@@ -152,7 +152,7 @@ impl Event {
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
             ("event", self.kind.as_str().to_string()),
-            ("ts", now_rfc3339()),
+            ("ts", self.ts.clone()),
         ];
         if let Some(q) = &self.query_id {
             f.push(("query_id", q.clone()));

@@ -390,3 +390,48 @@ async fn late_and_forged_replies_are_recorded_and_dropped() {
     d.stop().await;
     late.stop().await;
 }
+
+/// Each event carries the time of its decision, not the time its batch was
+/// written: a worker that takes 300 ms puts 300 ms between the query's start
+/// and the layer's hit in the timeline (before, the buffered events of a
+/// query were all stamped when they were written).
+#[tokio::test]
+async fn events_carry_the_time_of_their_decision() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    for l in ["layer1", "layer4"] {
+        ctx.settings.layers.get_mut(l).unwrap().enabled = false;
+    }
+    let bb = ctx.blackboard().await;
+    let worker = TestWorker::start(
+        &ctx,
+        "layer2",
+        Behaviour::Answer {
+            outcome: ReplyOutcome::Hit,
+            answer: "slowly".into(),
+            confidence: 0.93,
+            delay: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
+    let q = QueryState::new("a question for a slow worker");
+    bb.enqueue(&q).await.unwrap();
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
+    assert_eq!(s.status, QueryStatus::Answered, "{s:?}");
+    let events = bb.timeline(&q.query_id, 1_000).await.unwrap();
+    let at = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e.event() == Some(kind))
+            .and_then(|e| e.time())
+            .unwrap_or_else(|| panic!("no {kind} in {events:?}"))
+    };
+    let gap = at("layer_hit") - at("query_started");
+    assert!(gap.num_milliseconds() >= 300, "{gap:?}");
+    let miss = at("layer_miss") - at("query_started");
+    assert!(miss < gap, "layer0's miss came before the worker's hit");
+    d.stop().await;
+    worker.stop().await;
+}
