@@ -345,3 +345,32 @@ fn child_pids(parent: u32) -> Vec<u32> {
         .filter_map(|l| l.trim().parse().ok())
         .collect()
 }
+
+/// A second `kitbash up` on a machine where one runs (its HTTP address
+/// taken) stops at once with one message, instead of restarting its daemon
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_stops_at_once_when_its_http_address_is_taken() {
+    let ctx = TestContext::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kitbash"))
+        .args(["up", "--no-demo"])
+        .env_remove("KITBASH_CONFIG")
+        .env("KITBASH_REDIS__URL", &ctx.redis.url)
+        .env("KITBASH_REDIS__KEY_PREFIX", &ctx.prefix)
+        .env("KITBASH_HTTP__LISTEN", &addr)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&addr) && err.contains("not free"), "{err}");
+    assert!(
+        ctx.keys_left().iter().all(|k| !k.contains(":health:")),
+        "nothing was started: {:?}",
+        ctx.keys_left()
+    );
+}

@@ -56,6 +56,19 @@ fn say(msg: impl AsRef<str>) {
 }
 
 async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCode {
+    // The daemon we start listens on http.listen: if that is taken (another
+    // `kitbash up` or `kitbash serve` on this machine), it would fail and be
+    // restarted over and over. Say so once, before starting anything.
+    if settings.http.enabled
+        && let Err(e) = std::net::TcpListener::bind(settings.http.listen)
+    {
+        say(format!(
+            "{} (http.listen) is not free ({e}): is another `kitbash up` or `kitbash serve` running? \
+             Stop it, or give this one another address (KITBASH_HTTP__LISTEN=127.0.0.1:0 picks a free port)",
+            settings.http.listen
+        ));
+        return ExitCode::from(2);
+    }
     let cancel = CancellationToken::new();
     tokio::spawn(super::signals::cancel_on_signal(cancel.clone()));
 
