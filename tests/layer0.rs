@@ -753,3 +753,29 @@ fn cli_reports_an_unreachable_redis() {
         stderr(&out)
     );
 }
+
+/// A server that refuses every write (here a read-only replica) is one
+/// error naming the server's answer, not one bad entry per line.
+#[test]
+fn cli_load_stops_at_once_when_the_server_refuses_writes() {
+    // A replica of a primary that does not exist: it answers, read-only.
+    let ctx = TestContext::with_redis(common::TestRedis::start_private(&[
+        "--replicaof",
+        "127.0.0.1",
+        "1",
+    ]));
+    let cli = Cli::new(&ctx);
+    let file = data("layer0_grains.jsonl");
+    let out = cli.run(&["grains", "load", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("read only replica"),
+        "names the server's answer: {err}"
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one message, not one per line: {err}"
+    );
+}

@@ -190,6 +190,17 @@ async fn load(bb: &Blackboard, args: LoadArgs) -> CmdResult {
                         );
                     }
                 }
+                // The server refused the write (a cluster node's MOVED, a
+                // replica's READONLY, a missing permission): not the line's
+                // fault, and every other line would get the same answer.
+                Err(crate::BlackboardError::Redis(e)) => {
+                    eprintln!(
+                        "kitbash: Redis refused to store the grains of {} ({e}); this is the server \
+                         or its configuration, not the file. Nothing more was loaded ({stored} stored before).",
+                        file.display()
+                    );
+                    return Ok(ExitCode::from(2));
+                }
                 Err(e) => {
                     eprintln!("{at}{e}");
                     failed += 1;
