@@ -134,6 +134,9 @@ pub struct ParsedGrains {
     pub grains: Vec<ParsedGrain>,
     /// Bad entries, in file order.
     pub errors: Vec<EntryError>,
+    /// Entries that repeat an earlier one (same question once normalised,
+    /// same answer): the same fact said twice, loaded once.
+    pub repeated: usize,
 }
 
 /// Reads and parses a grains file in the format its extension names.
@@ -254,15 +257,9 @@ fn yaml_item_lines(text: &str, items: usize) -> Option<Vec<usize>> {
 fn check(entries: Vec<RawEntry>) -> ParsedGrains {
     let mut out = ParsedGrains::default();
     let mut ids: HashMap<String, Location> = HashMap::new();
-    let mut keys: HashMap<String, (Location, String)> = HashMap::new();
+    let mut keys: HashMap<String, (Location, String, String)> = HashMap::new();
     for (location, value) in entries {
         let result = value.and_then(grain_from_value).and_then(|grain| {
-            if let Some(first) = ids.get(&grain.fact_id) {
-                return Err(format!(
-                    "duplicate fact_id {:?} (first at {first}); give each fact its own id",
-                    grain.fact_id
-                ));
-            }
             let key = normalize(&grain.question);
             if key.is_empty() {
                 return Err(format!(
@@ -270,7 +267,19 @@ fn check(entries: Vec<RawEntry>) -> ParsedGrains {
                     grain.question
                 ));
             }
-            if let Some((first, id)) = keys.get(key.as_str()) {
+            if let Some((_, _, answer)) = keys.get(key.as_str())
+                && *answer == grain.answer
+            {
+                // The same fact said twice: one grain, kept once.
+                return Ok(None);
+            }
+            if let Some(first) = ids.get(&grain.fact_id) {
+                return Err(format!(
+                    "duplicate fact_id {:?} (first at {first}); give each fact its own id",
+                    grain.fact_id
+                ));
+            }
+            if let Some((first, id, _)) = keys.get(key.as_str()) {
                 return Err(format!(
                     "question {:?} is the same as the question of {id:?} at {first} once normalised (match key {:?}); layer0 can answer only one of them: merge them or reword one",
                     grain.question,
@@ -278,11 +287,15 @@ fn check(entries: Vec<RawEntry>) -> ParsedGrains {
                 ));
             }
             ids.insert(grain.fact_id.clone(), location);
-            keys.insert(key.into_string(), (location, grain.fact_id.clone()));
-            Ok(grain)
+            keys.insert(
+                key.into_string(),
+                (location, grain.fact_id.clone(), grain.answer.clone()),
+            );
+            Ok(Some(grain))
         });
         match result {
-            Ok(grain) => out.grains.push(ParsedGrain { location, grain }),
+            Ok(Some(grain)) => out.grains.push(ParsedGrain { location, grain }),
+            Ok(None) => out.repeated += 1,
             Err(reason) => out.errors.push(EntryError { location, reason }),
         }
     }
@@ -447,12 +460,14 @@ mod tests {
             "{\"id\":7,\"question\":\"What is the capital of Peru?\",\"answer\":\"Lima\",\"confidence\":0.5,\"source\":\"atlas\"}\n",
             "{\"fact_id\":\"c\",\"question\":\"q\",\"answer\":\"x\",\"confidence\":1.5}\n",
             "{\"fact_id\":\"a\",\"question\":\"What is the capital of Chad?\",\"answer\":\"N'Djamena\"}\n",
-            "{\"fact_id\":\"d\",\"question\":\"Kenya's capital?\",\"answer\":\"Nairobi\"}\n",
+            "{\"fact_id\":\"d\",\"question\":\"Kenya's capital?\",\"answer\":\"Mombasa\"}\n",
             "{\"fact_id\":\"e\",\"answer\":\"x\"}\n",
             "{\"fact_id\":\"f\",\"question\":\"  \",\"answer\":\"x\"}\n",
             "{\"fact_id\":\"g\",\"question\":\"Why?\",\"answer\":\"x\",\"confidance\":0.2}\n",
             "[1,2]\n",
             "{\"fact_id\":\"h\",\"question\":\"What is the?\",\"answer\":\"x\"}\n",
+            // The same fact said again (same match key, same answer): loaded once.
+            "{\"fact_id\":\"a2\",\"question\":\"capital of Kenya\",\"answer\":\"Nairobi\"}\n",
         );
         let parsed = parse(text, Format::Jsonl);
         let ids: Vec<_> = parsed
@@ -480,6 +495,7 @@ mod tests {
         assert!(reason(11).contains("unknown field `confidance`"));
         assert!(reason(12).contains("JSON array"));
         assert!(reason(13).contains("no content word"));
+        assert_eq!(parsed.repeated, 1);
     }
 
     #[test]

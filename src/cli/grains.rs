@@ -212,6 +212,12 @@ async fn load(bb: &Blackboard, args: LoadArgs) -> CmdResult {
         if kept > 0 {
             summary += &format!(", kept {kept} existing (use --replace to overwrite them)");
         }
+        if parsed.repeated > 0 {
+            summary += &format!(
+                ", {} repeated entries (same question and answer) loaded once",
+                parsed.repeated
+            );
+        }
         let n_bad = parsed.errors.len() + failed;
         if n_bad > 0 {
             summary += &format!(", {n_bad} bad entries");
