@@ -70,6 +70,10 @@ pub struct Grain {
     /// Times layer0 answered with it.
     #[serde(default)]
     pub hits: u64,
+    /// The fact it was made from (provenance), when a grains file gives
+    /// both `id` (the grain's key) and `fact_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_fact: Option<String>,
 }
 
 fn one() -> f64 {
@@ -92,6 +96,7 @@ impl Grain {
             created_at: None,
             updated_at: None,
             hits: 0,
+            from_fact: None,
         }
     }
 
@@ -127,6 +132,7 @@ impl Grain {
             created_at: take("created_at"),
             updated_at: take("updated_at"),
             hits,
+            from_fact: take("from_fact").filter(|s| !s.is_empty()),
         })
     }
 }
@@ -322,7 +328,8 @@ impl Blackboard {
             .arg(match if_exists {
                 IfExists::Replace => "replace",
                 IfExists::Keep => "keep",
-            });
+            })
+            .arg(grain.from_fact.as_deref().unwrap_or(""));
         Ok((invocation, match_key))
     }
 

@@ -18,7 +18,8 @@
 //!     answer: Nairobi
 //!   ```
 //!
-//! Fields: `fact_id` (or `id`; a string or an integer, no whitespace),
+//! Fields: `fact_id` (or `id`; a string or an integer, no whitespace; with
+//! both, `id` is the grain's key and `fact_id` the fact it was made from),
 //! `question` and `answer` (non-empty strings), optional `confidence` (a
 //! number in [0, 1], default 1.0) and `source`. `created_at`, `updated_at`
 //! and `hits` are accepted too, so the output of `kitbash grains list
@@ -313,7 +314,7 @@ fn grain_from_value(value: Value) -> Result<Grain, String> {
     if let Some(field) = obj.keys().find(|k| !is_known_field(k)) {
         return Err(format!("unknown field `{field}`; the fields are {FIELDS}"));
     }
-    let fact_id = fact_id(&mut obj)?;
+    let (fact_id, from_fact) = fact_id(&mut obj)?;
     let question = text_field(&mut obj, "question")?;
     let answer = text_field(&mut obj, "answer")?;
     let confidence = match obj.remove("confidence") {
@@ -355,6 +356,7 @@ fn grain_from_value(value: Value) -> Result<Grain, String> {
         created_at,
         updated_at: None,
         hits,
+        from_fact,
     })
 }
 
@@ -373,7 +375,10 @@ fn is_known_field(field: &str) -> bool {
     )
 }
 
-fn fact_id(obj: &mut Map<String, Value>) -> Result<String, String> {
+/// The grain's key and the fact it was made from: with both `id` and
+/// `fact_id`, `id` is the key and `fact_id` provenance; `fact_id` alone is
+/// the key, as in the Python original.
+fn fact_id(obj: &mut Map<String, Value>) -> Result<(String, Option<String>), String> {
     let id_of = |field: &str, v: Value| match v {
         Value::String(s) => Ok(s),
         Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
@@ -387,13 +392,9 @@ fn fact_id(obj: &mut Map<String, Value>) -> Result<String, String> {
         .map(|v| id_of("fact_id", v))
         .transpose()?;
     let id = obj.remove("id").map(|v| id_of("id", v)).transpose()?;
-    let fact_id = match (fact_id, id) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(format!(
-                "fact_id {a:?} and id {b:?} disagree; give only one of them"
-            ));
-        }
-        (Some(a), _) | (None, Some(a)) => a,
+    let (fact_id, from_fact) = match (fact_id, id) {
+        (Some(fact), Some(id)) if fact != id => (id, Some(fact)),
+        (Some(a), _) | (None, Some(a)) => (a, None),
         (None, None) => return Err("missing field fact_id (or id)".into()),
     };
     if fact_id.is_empty() {
@@ -409,7 +410,7 @@ fn fact_id(obj: &mut Map<String, Value>) -> Result<String, String> {
             "fact_id {fact_id:?} starts with \"index:\", which is reserved for the grain indexes; choose another id"
         ));
     }
-    Ok(fact_id)
+    Ok((fact_id, from_fact))
 }
 
 fn text_field(obj: &mut Map<String, Value>, field: &str) -> Result<String, String> {
@@ -496,6 +497,30 @@ mod tests {
         assert!(reason(12).contains("JSON array"));
         assert!(reason(13).contains("no content word"));
         assert_eq!(parsed.repeated, 1);
+    }
+
+    #[test]
+    fn id_is_the_key_and_fact_id_its_provenance() {
+        let text = concat!(
+            "{\"id\":\"g-ke\",\"fact_id\":\"geo-00012\",\"question\":\"What is the capital of Kenya?\",\"answer\":\"Nairobi\"}\n",
+            "{\"fact_id\":\"geo-00013\",\"question\":\"What is the capital of Peru?\",\"answer\":\"Lima\"}\n",
+            "{\"id\":\"same\",\"fact_id\":\"same\",\"question\":\"What is the capital of Chad?\",\"answer\":\"N'Djamena\"}\n",
+        );
+        let parsed = parse(text, Format::Jsonl);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let got: Vec<(&str, Option<&str>)> = parsed
+            .grains
+            .iter()
+            .map(|g| (g.grain.fact_id.as_str(), g.grain.from_fact.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("g-ke", Some("geo-00012")),
+                ("geo-00013", None),
+                ("same", None)
+            ]
+        );
     }
 
     #[test]

@@ -779,3 +779,28 @@ fn cli_load_stops_at_once_when_the_server_refuses_writes() {
         "one message, not one per line: {err}"
     );
 }
+
+/// A grain keeps the fact it was made from, and loses it when stored again
+/// without one.
+#[tokio::test]
+async fn a_grain_keeps_the_fact_it_was_made_from() {
+    let ctx = TestContext::new();
+    let bb = ctx.blackboard().await;
+    let mut g = Grain::new("g-ke", "What is the capital of Kenya?", "Nairobi");
+    g.from_fact = Some("geo-00012".into());
+    for r in bb
+        .store_grains(&[g.clone()], IfExists::Replace)
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let stored = bb.get_grain("g-ke").await.unwrap().unwrap();
+    assert_eq!(stored.from_fact.as_deref(), Some("geo-00012"));
+    g.from_fact = None;
+    for r in bb.store_grains(&[g], IfExists::Replace).await.unwrap() {
+        r.unwrap();
+    }
+    let stored = bb.get_grain("g-ke").await.unwrap().unwrap();
+    assert_eq!(stored.from_fact, None);
+}

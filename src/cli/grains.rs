@@ -277,6 +277,9 @@ async fn get(bb: &Blackboard, args: GetArgs) -> CmdResult {
         println!("answer:     {}", g.answer);
         println!("confidence: {}", g.confidence);
         println!("source:     {}", g.source.as_deref().unwrap_or("-"));
+        if let Some(fact) = &g.from_fact {
+            println!("from fact:  {fact}");
+        }
         println!("hits:       {}", g.hits);
         println!("created_at: {}", g.created_at.as_deref().unwrap_or("-"));
         println!("updated_at: {}", g.updated_at.as_deref().unwrap_or("-"));

@@ -8,6 +8,7 @@
 -- ARGV[4..7]: question, answer, confidence, source ('' for none)
 -- ARGV[8]: now (updated_at); ARGV[9]: created_at and ARGV[10]: hits, used when new
 -- ARGV[11]: 'replace' overwrites an existing grain, 'keep' leaves it as it is
+-- ARGV[12]: the fact the grain was made from (provenance), or 
 -- Returns {status, displaced}: status 'stored' or 'kept'; displaced is the
 -- fact id whose index entry this grain took over ('' when none).
 local err = check_types({'hash', 'hash', 'set'})
@@ -29,6 +30,11 @@ if old_key and old_key ~= '' and old_key ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[1], 'question', ARGV[4], 'answer', ARGV[5], 'confidence', ARGV[6],
   'source', ARGV[7], 'updated_at', ARGV[8], 'match_key', ARGV[2])
+if ARGV[12] ~= '' then
+  redis.call('HSET', KEYS[1], 'from_fact', ARGV[12])
+else
+  redis.call('HDEL', KEYS[1], 'from_fact')
+end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[9])
 redis.call('HSETNX', KEYS[1], 'hits', ARGV[10])
 local displaced = ''
