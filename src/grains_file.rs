@@ -160,8 +160,7 @@ pub fn parse(text: &str, format: Format) -> ParsedGrains {
 }
 
 /// The fields a grain entry may have.
-const FIELDS: &str =
-    "fact_id (or id), question, answer, confidence, source, created_at, updated_at, hits";
+const FIELDS: &str = "fact_id (or id), question, answer, confidence, source, created_at, updated_at, hits, from_fact";
 
 type RawEntry = (Location, Result<Value, String>);
 
@@ -315,6 +314,11 @@ fn grain_from_value(value: Value) -> Result<Grain, String> {
         return Err(format!("unknown field `{field}`; the fields are {FIELDS}"));
     }
     let (fact_id, from_fact) = fact_id(&mut obj)?;
+    // `grains list --json` writes the provenance back as `from_fact`.
+    let from_fact = match (from_fact, optional_string(&mut obj, "from_fact")?) {
+        (Some(f), _) | (None, Some(f)) if !f.trim().is_empty() => Some(f),
+        _ => None,
+    };
     let question = text_field(&mut obj, "question")?;
     let answer = text_field(&mut obj, "answer")?;
     let confidence = match obj.remove("confidence") {
@@ -372,6 +376,7 @@ fn is_known_field(field: &str) -> bool {
             | "created_at"
             | "updated_at"
             | "hits"
+            | "from_fact"
     )
 }
 
