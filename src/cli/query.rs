@@ -99,6 +99,7 @@ pub fn run(file: Option<PathBuf>, args: QueryArgs) -> ExitCode {
         let paint = Paint {
             color: common::color(),
         };
+        let threshold = |l: &str| settings.layers.get(l).map(|l| l.min_confidence);
         let mut worst = 0u8;
         for (i, s) in submitted.into_iter().enumerate() {
             let waiting = std::io::stderr().is_terminal();
@@ -125,7 +126,7 @@ pub fn run(file: Option<PathBuf>, args: QueryArgs) -> ExitCode {
                         if texts.len() > 1 {
                             println!("{} {}", paint.dim("?"), texts[i]);
                         }
-                        println!("{}", show::answer(&state, paint));
+                        println!("{}", show::answer(&state, paint, &threshold));
                     }
                 }
                 Err(e) => {

@@ -232,7 +232,8 @@ impl Session {
         match outcome {
             Ok(state) => {
                 self.last_id = Some(state.query_id.clone());
-                println!("{}", show::answer(&state, self.paint));
+                let threshold = |l: &str| self.settings.layers.get(l).map(|l| l.min_confidence);
+                println!("{}", show::answer(&state, self.paint, &threshold));
             }
             Err(e) => println!("{}", self.paint.red(&e)),
         }

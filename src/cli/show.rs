@@ -47,7 +47,15 @@ impl Paint {
 }
 
 /// A finished query as a user reads it: the answer, then where it came from.
-pub fn answer(s: &QueryState, p: Paint) -> String {
+/// How close to its layer's threshold a below-threshold answer must come to
+/// be shown as a best guess: nearer than this fraction of the threshold, it
+/// is a near miss worth seeing; further, it is noise (an unrelated fact that
+/// happened to rank first).
+pub const GUESS_FLOOR: f64 = 0.8;
+
+/// A query's outcome for a person. `threshold` gives a layer's
+/// `min_confidence` (to judge a best guess).
+pub fn answer(s: &QueryState, p: Paint, threshold: &dyn Fn(&str) -> Option<f64>) -> String {
     let mut out = String::new();
     let lat = latency_ms(s)
         .map(|ms| format!("{ms:.1} ms"))
@@ -68,11 +76,29 @@ pub fn answer(s: &QueryState, p: Paint) -> String {
         (QueryStatus::Unanswered, best) => {
             let _ = writeln!(out, "{}", p.yellow("No layer was confident enough."));
             if let Some(a) = best {
-                let _ = writeln!(
-                    out,
-                    "  best guess from {} (confidence {:.2}): {}",
-                    a.layer, a.confidence, a.text
-                );
+                match threshold(&a.layer) {
+                    Some(t) if a.confidence >= t * GUESS_FLOOR => {
+                        let _ = writeln!(
+                            out,
+                            "  best guess, below {}'s threshold ({:.2} < {t:.2}): {}",
+                            a.layer, a.confidence, a.text
+                        );
+                    }
+                    Some(t) => {
+                        let _ = writeln!(
+                            out,
+                            "  no plausible guess (the best, from {}, had confidence {:.2}, far below {t:.2})",
+                            a.layer, a.confidence
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "  best guess from {} (confidence {:.2}): {}",
+                            a.layer, a.confidence, a.text
+                        );
+                    }
+                }
             }
             let tried: Vec<String> = s
                 .layer_attempts
@@ -215,4 +241,36 @@ pub fn health(records: &[Health], layers: &[String], p: Paint) -> String {
         }
     }
     out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Answer;
+
+    fn unanswered(confidence: f64) -> QueryState {
+        let mut s = QueryState::new("What is the capital of Atlantis?");
+        s.status = QueryStatus::Unanswered;
+        s.answer = Some(Answer {
+            text: "Jerusalem".into(),
+            layer: "layer2".into(),
+            confidence,
+            source: None,
+        });
+        s
+    }
+
+    #[test]
+    fn a_best_guess_shows_only_near_its_threshold_and_says_so() {
+        let threshold = |l: &str| (l == "layer2").then_some(0.55);
+        let p = Paint { color: false };
+        let near = answer(&unanswered(0.5), p, &threshold);
+        assert!(
+            near.contains("below layer2's threshold (0.50 < 0.55): Jerusalem"),
+            "{near}"
+        );
+        let far = answer(&unanswered(0.2), p, &threshold);
+        assert!(far.contains("no plausible guess"), "{far}");
+        assert!(!far.contains("Jerusalem"), "{far}");
+    }
 }
