@@ -141,13 +141,15 @@ pub fn timeline(entries: &[FeedEntry], p: Paint) -> String {
             .map(|t| (t - t0).num_microseconds().unwrap_or(0) as f64 / 1000.0)
             .unwrap_or(0.0);
         let ev = e.event().unwrap_or("?");
+        // Padded before it is coloured: the colour codes take no column.
+        let padded = format!("{ev:<16}");
         let name = match ev {
-            "layer_hit" | "query_completed" => p.green(ev),
-            "layer_timeout" | "layer_error" | "query_failed" | "query_dead" => p.red(ev),
-            "layer_miss" | "layer_skipped" | "escalation" => p.yellow(ev),
-            _ => ev.to_string(),
+            "layer_hit" | "query_completed" => p.green(&padded),
+            "layer_timeout" | "layer_error" | "query_failed" | "query_dead" => p.red(&padded),
+            "layer_miss" | "layer_skipped" | "escalation" => p.yellow(&padded),
+            _ => padded,
         };
-        let mut line = format!("{:>+10.3} ms  {name:<16}", rel);
+        let mut line = format!("{:>+10.3} ms  {name}", rel);
         for field in ["layer", "confidence", "latency_ms", "worker", "reason"] {
             if let Some(v) = e.get(field) {
                 let _ = write!(line, " {}={v}", p.dim(field));
@@ -258,6 +260,44 @@ mod tests {
             source: None,
         });
         s
+    }
+
+    #[test]
+    fn coloured_timeline_columns_line_up() {
+        let entry = |id: &str, event: &str| FeedEntry {
+            id: id.into(),
+            fields: [
+                ("event".to_string(), event.to_string()),
+                ("ts".to_string(), "2026-11-30T10:00:00.000000Z".to_string()),
+                ("layer".to_string(), "layer0".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let out = timeline(
+            &[entry("1-0", "query_started"), entry("1-1", "layer_hit")],
+            Paint { color: true },
+        );
+        // Where `layer=` starts once the colour codes are taken out.
+        let column = |line: &str| {
+            let mut plain = String::new();
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\x1b' {
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(c);
+                }
+            }
+            plain.find("layer=").unwrap()
+        };
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].contains('\x1b'), "coloured: {out:?}");
+        assert_eq!(column(lines[0]), column(lines[1]), "{out:?}");
     }
 
     #[test]
