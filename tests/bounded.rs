@@ -899,7 +899,9 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
         "none finished twice"
     );
     assert_eq!(peak_jobs, CAP, "the job list stops at the cap");
-    assert_eq!(conn.llen::<_, u64>(&jobs).unwrap(), CAP);
+    // Nobody takes them; once their deadline passes, the daemon's
+    // maintenance (every 10 s) may already have dropped some.
+    assert!(conn.llen::<_, u64>(&jobs).unwrap() <= CAP);
     let l2: HashMap<String, u64> = conn.hgetall(keys.stats("layer2")).unwrap();
     assert_eq!(l2.get("timeouts").copied(), Some(CAP), "{l2:?}");
     assert_eq!(
