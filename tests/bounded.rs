@@ -856,8 +856,9 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
 
     // The first CAP queries to reach layer2 fill the job list (max_in_flight
     // is CAP too) and wait for replies that never come; once they time out
-    // the rest find the list full and skip the layer. The list never passes
-    // the cap, and nobody takes from it, so it stays full.
+    // the rest find the list full and skip the layer, except those that
+    // come after the daemon dropped expired jobs (every 10 s). The list
+    // never passes the cap.
     let jobs = keys.jobs("layer2");
     let mut peak_jobs = 0;
     let mut sample = |conn: &mut redis::Connection| -> u64 {
@@ -902,13 +903,16 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
     // Nobody takes them; once their deadline passes, the daemon's
     // maintenance (every 10 s) may already have dropped some.
     assert!(conn.llen::<_, u64>(&jobs).unwrap() <= CAP);
+    // How many jobs were pushed depends on timing: at least the cap, and
+    // more when pushing outlasted the layer's timeout and the daemon dropped
+    // expired jobs meanwhile. The invariants: every query was either pushed
+    // (and timed out, nobody answers) or skipped because the list was full.
     let l2: HashMap<String, u64> = conn.hgetall(keys.stats("layer2")).unwrap();
-    assert_eq!(l2.get("timeouts").copied(), Some(CAP), "{l2:?}");
-    assert_eq!(
-        l2.get("skips").copied(),
-        Some(QUERIES as u64 - CAP),
-        "{l2:?}"
-    );
+    let pushed = l2.get("attempts").copied().unwrap_or(0);
+    let skipped = l2.get("skips").copied().unwrap_or(0);
+    assert!(pushed >= CAP, "{l2:?}");
+    assert_eq!(pushed + skipped, QUERIES as u64, "{l2:?}");
+    assert_eq!(l2.get("timeouts").copied(), Some(pushed), "{l2:?}");
     let mut full = 0;
     for i in 0..QUERIES {
         let raw: String = conn.get(keys.state(&format!("j{i}"))).unwrap();
@@ -925,7 +929,7 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
             full += 1;
         }
     }
-    assert_eq!(full, QUERIES as u64 - CAP);
+    assert_eq!(full, skipped);
 
     // The feed records a layer_attempt only for the jobs pushed.
     let feed: Vec<HashMap<String, String>> = {
@@ -949,9 +953,9 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
             })
             .count() as u64
     };
-    assert_eq!(count("layer_attempt"), CAP);
-    assert_eq!(count("layer_skipped"), QUERIES as u64 - CAP);
-    assert_eq!(count("layer_timeout"), CAP);
+    assert_eq!(count("layer_attempt"), pushed);
+    assert_eq!(count("layer_skipped"), skipped);
+    assert_eq!(count("layer_timeout"), pushed);
 
     let per_waiting = waiting_rss.saturating_sub(idle_rss) / CAP;
     println!(
