@@ -85,6 +85,14 @@ impl DeathWatch {
         }
     }
 
+    /// The watch for peers that beat every `beat` and reconnect with a
+    /// backoff of at most `reconnect_max` (`redis.retry_max_delay_ms`):
+    /// two looks a beat apart, and after a failed heartbeat of our own two
+    /// beats plus that backoff before anyone is declared dead.
+    pub fn for_peers(beat: Duration, reconnect_max: Duration) -> Self {
+        Self::new(beat).after_failure(beat * 2 + reconnect_max)
+    }
+
     /// How long after this process's last failed heartbeat no peer is
     /// declared dead (at least `grace`): a peer reconnects on its own
     /// schedule, up to its connection backoff after us, and then needs a

@@ -239,7 +239,6 @@ pub(super) async fn finish_dead(
     abort: &CancellationToken,
 ) {
     let qid = state.query_id.clone();
-    state.recoveries += 1;
     state.status = QueryStatus::Failed;
     state.error = Some(reason.clone());
     state.completed_at = Some(now_rfc3339());

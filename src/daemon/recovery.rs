@@ -57,8 +57,7 @@ pub(super) async fn run(
 ) {
     let mut sweep = OrphanSweep::default();
     let beat = Duration::from_millis(sh.settings.orchestrator.heartbeat_interval_ms);
-    let mut watch =
-        DeathWatch::new(beat).after_failure(beat * 2 + sh.settings.redis.retry_max_delay());
+    let mut watch = DeathWatch::for_peers(beat, sh.settings.redis.retry_max_delay());
     loop {
         match recover_dead(&bb, &instance, max_attempts, &sh, &mut watch, &cancel).await {
             Ok(0) => {}
@@ -184,41 +183,36 @@ async fn recover_list(
             _ => None,
         };
         if let Some(id) = &id {
-            match bb.get_state(id).await {
-                Ok(Some(s)) if s.status.is_terminal() => {
+            // Count the recovery (one read and one compare-and-set), then
+            // decide on the counted state.
+            let counted = bb
+                .update_state(id, |s| {
+                    if !s.status.is_terminal() {
+                        s.recoveries += 1;
+                    }
+                })
+                .await;
+            match counted {
+                Ok(s) if s.status.is_terminal() => {
                     // Finished before its daemon died: just drop the entry.
                     let _: i64 = conn.lrem(&sh.processing_key, 1, &entry).await?;
                     continue;
                 }
-                Ok(Some(s)) if s.recoveries + 1 >= max_attempts => {
+                Ok(s) if s.recoveries >= max_attempts => {
                     // Its last chance is used up: failed, in the dead list,
                     // clients signalled, in one step with the outcome
                     // (`finish.lua`), so no crash leaves a failed state
                     // without its completion signal or dead-list record.
                     let reason = format!(
                         "recovered {} times from daemons that died holding it (orchestrator.max_attempts = {max_attempts})",
-                        s.recoveries + 1
+                        s.recoveries
                     );
                     super::finish::finish_dead(sh, s, entry, reason, cancel).await;
                     continue;
                 }
-                Ok(Some(_)) => {
-                    let counted = bb
-                        .update_state(id, |s| {
-                            if !s.status.is_terminal() {
-                                s.recoveries += 1;
-                            }
-                        })
-                        .await;
-                    if let Err(e) = counted
-                        && !unusable(&e)
-                    {
-                        return Err(e);
-                    }
-                }
+                Ok(_) => {}
                 // No state, or an unreadable one: the next daemon to take it
                 // records why it fails.
-                Ok(None) => {}
                 Err(e) if unusable(&e) => {}
                 Err(e) => return Err(e),
             }

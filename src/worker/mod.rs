@@ -251,8 +251,7 @@ impl<B: Backend> Worker<B> {
         // when taken).
         return_jobs(&sh, &sh.processing_key).await;
         let beat = Duration::from_millis(settings.workers.heartbeat_interval_ms);
-        let mut watch =
-            DeathWatch::new(beat).after_failure(beat * 2 + settings.redis.retry_max_delay());
+        let mut watch = DeathWatch::for_peers(beat, settings.redis.retry_max_delay());
         recover_dead_workers(&sh, &mut watch).await;
 
         let check = self.backend.check().await;
