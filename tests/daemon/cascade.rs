@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-use kitbash::protocol::ReplyOutcome;
 use kitbash::{Grain, Outcome, QueryState, QueryStatus};
 use redis::Commands;
 
@@ -62,12 +61,7 @@ async fn a_miss_escalates_to_a_worker_layer_that_answers() {
     let worker = TestWorker::start(
         &ctx,
         "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "Kampala".into(),
-            confidence: 0.93,
-            delay: Duration::from_millis(5),
-        },
+        Behaviour::hit("Kampala", 0.93, Duration::from_millis(5)),
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
@@ -142,12 +136,7 @@ async fn a_confident_but_low_reply_is_a_miss_and_the_best_answer_is_kept() {
     let worker = TestWorker::start(
         &ctx,
         "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "maybe Kampala".into(),
-            confidence: 0.3,
-            delay: Duration::ZERO,
-        },
+        Behaviour::hit("maybe Kampala", 0.3, Duration::ZERO),
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
@@ -184,12 +173,7 @@ async fn a_silent_worker_times_out_and_the_query_escalates() {
     let answering = TestWorker::start(
         &ctx,
         "layer4",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "Kampala".into(),
-            confidence: 0.8,
-            delay: Duration::ZERO,
-        },
+        Behaviour::hit("Kampala", 0.8, Duration::ZERO),
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
@@ -399,19 +383,12 @@ async fn late_and_forged_replies_are_recorded_and_dropped() {
 async fn events_carry_the_time_of_their_decision() {
     let mut ctx = TestContext::new();
     fast(&mut ctx);
-    for l in ["layer1", "layer4"] {
-        ctx.settings.layers.get_mut(l).unwrap().enabled = false;
-    }
+    layer2_only(&mut ctx.settings);
     let bb = ctx.blackboard().await;
     let worker = TestWorker::start(
         &ctx,
         "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "slowly".into(),
-            confidence: 0.93,
-            delay: Duration::from_millis(300),
-        },
+        Behaviour::hit("slowly", 0.93, Duration::from_millis(300)),
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);

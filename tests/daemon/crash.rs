@@ -1,7 +1,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kitbash::protocol::ReplyOutcome;
 use kitbash::{Grain, QueryState};
 use redis::Commands;
 
@@ -18,9 +17,7 @@ async fn a_daemon_dropped_mid_run_loses_nothing_and_answers_nothing_twice() {
     // Slow enough that the first daemon is still busy when it is dropped,
     // however fast the machine: 500 worker queries, 16 at a time, 100 ms each.
     s.orchestrator.max_in_flight = 16;
-    for l in ["layer1", "layer4"] {
-        s.layers.get_mut(l).unwrap().enabled = false;
-    }
+    layer2_only(s);
     let bb = ctx.blackboard().await;
     bb.store_grain(&Grain::new("g", "What is the capital of Kenya?", "Nairobi"))
         .await
@@ -28,12 +25,7 @@ async fn a_daemon_dropped_mid_run_loses_nothing_and_answers_nothing_twice() {
     let worker = TestWorker::start(
         &ctx,
         "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "from the worker".into(),
-            confidence: 0.95,
-            delay: Duration::from_millis(100),
-        },
+        Behaviour::hit("from the worker", 0.95, Duration::from_millis(100)),
     )
     .await;
 

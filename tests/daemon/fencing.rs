@@ -171,12 +171,7 @@ async fn a_daemon_that_lost_its_query_to_a_peer_writes_nothing_more() {
     let fast_worker = TestWorker::start(
         &ctx,
         "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "layer2 answer".into(),
-            confidence: 0.99,
-            delay: Duration::ZERO,
-        },
+        Behaviour::hit("layer2 answer", 0.99, Duration::ZERO),
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);
@@ -496,9 +491,7 @@ async fn a_long_wait_after_a_short_one_waits_its_full_time() {
 async fn a_burst_of_forged_replies_does_not_delay_a_valid_one() {
     let mut ctx = TestContext::private();
     fast(&mut ctx).layers.get_mut("layer2").unwrap().timeout_ms = 10_000;
-    for l in ["layer1", "layer4"] {
-        ctx.settings.layers.get_mut(l).unwrap().enabled = false;
-    }
+    layer2_only(&mut ctx.settings);
     let bb = ctx.blackboard().await;
     let worker = TestWorker::start(
         &ctx,

@@ -1,7 +1,6 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kitbash::protocol::ReplyOutcome;
 use kitbash::{QueryState, QueryStatus};
 use redis::Commands;
 
@@ -111,12 +110,7 @@ async fn sigterm_with_queries_in_flight_exits_zero_and_loses_nothing() {
     let worker = TestWorker::start(
         &ctx,
         "layer2",
-        Behaviour::Answer {
-            outcome: ReplyOutcome::Hit,
-            answer: "an answer".into(),
-            confidence: 0.9,
-            delay: Duration::ZERO,
-        },
+        Behaviour::hit("an answer", 0.9, Duration::ZERO),
     )
     .await;
     let d = RunningDaemon::start(&ctx.settings);

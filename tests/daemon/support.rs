@@ -42,6 +42,13 @@ pub fn fast(ctx: &mut TestContext) -> &mut Settings {
     s
 }
 
+/// The cascade of layer0 and layer2 only (layer1 and layer4 off).
+pub fn layer2_only(s: &mut Settings) {
+    for l in ["layer1", "layer4"] {
+        s.layers.get_mut(l).unwrap().enabled = false;
+    }
+}
+
 /// A daemon running in this test's runtime until the handle is stopped.
 pub struct RunningDaemon {
     pub instance: String,
@@ -99,6 +106,18 @@ pub enum Behaviour {
     /// Reply with a confident hit only once the query has its outcome: a
     /// reply that is late however slow the machine.
     AfterOutcome { answer: String },
+}
+
+impl Behaviour {
+    /// A hit with `answer` at `confidence` after `delay`.
+    pub fn hit(answer: &str, confidence: f64, delay: Duration) -> Self {
+        Behaviour::Answer {
+            outcome: ReplyOutcome::Hit,
+            answer: answer.into(),
+            confidence,
+            delay,
+        }
+    }
 }
 
 impl Drop for TestWorker {
