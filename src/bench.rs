@@ -7,11 +7,13 @@
 //! mode a stalled sender does not hide a stall, the coordinated-omission
 //! trap). Redis commands and CPU per query come from `INFO commandstats` and
 //! `INFO cpu` deltas; daemon CPU and peak RSS from `/proc/<pid>` of the
-//! daemons whose health records name a pid on this machine. Everything the
-//! bench wrote (states, completion signals, its grains) is deleted at the
-//! end.
+//! daemons whose health records name a pid on this machine. Its queries
+//! are marked as benchmark traffic (`metadata.bench: true`), so daemons keep
+//! their counters and latency samples apart from the deployment's
+//! statistics. Everything the bench wrote (states, completion signals, its
+//! grains, those counters and samples) is deleted at the end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -20,7 +22,7 @@ use serde::Serialize;
 
 use crate::blackboard::{Blackboard, BlackboardError, ProcessRole};
 use crate::grains::{Grain, IfExists};
-use crate::metrics::quantile;
+use crate::metrics::{BENCH_MARK, bench_scoped, layer_latency_metric, quantile};
 use crate::state::{QueryState, QueryStatus, parse_timestamp};
 
 /// How queries are sent.
@@ -179,6 +181,13 @@ fn proc_usage(pid: u32) -> Option<(f64, f64)> {
     Some((ticks * 1000.0 / hz, hwm_kb))
 }
 
+/// The metadata of every bench query: it names the client and marks the
+/// query as benchmark traffic, which daemons count apart from the
+/// deployment's own statistics (see [`crate::metrics::bench_scoped`]).
+fn bench_metadata() -> serde_json::Value {
+    serde_json::json!({"client": "kitbash bench", BENCH_MARK: true})
+}
+
 fn bench_question(i: usize) -> String {
     format!("bench question {i} alpha")
 }
@@ -241,7 +250,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                 let now = Utc::now();
                 for &i in chunk {
                     let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
-                    q.metadata = serde_json::json!({"client": "kitbash bench"});
+                    q.metadata = bench_metadata();
                     pipe.set_ex(
                         keys.state(&ids[i]),
                         serde_json::to_string(&q).expect("state"),
@@ -266,7 +275,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                     start_wall + chrono::Duration::from_std(every * i as u32).unwrap_or_default();
                 intended.push(when);
                 let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
-                q.metadata = serde_json::json!({"client": "kitbash bench"});
+                q.metadata = bench_metadata();
                 let mut c = conn.clone();
                 let (state_key, queue) = (keys.state(&ids[i]), keys.queue());
                 inflight.spawn(async move {
@@ -347,6 +356,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
 
     let mut e2e = Vec::with_capacity(opts.n);
     let mut per_layer: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut layers_seen: BTreeSet<String> = BTreeSet::new();
     let mut by_status: HashMap<String, usize> = HashMap::new();
     let mut last_done: Option<DateTime<Utc>> = None;
     for (i, s) in outcomes.iter().enumerate() {
@@ -358,6 +368,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
         }
         if s.status != QueryStatus::Failed {
             for a in &s.layer_attempts {
+                layers_seen.insert(a.layer.clone());
                 if a.outcome != crate::state::Outcome::Skipped {
                     per_layer
                         .entry(a.layer.clone())
@@ -399,6 +410,18 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
         }
         let _: () = pipe.query_async(&mut conn).await?;
     }
+    // The bench's own counters and samples (daemons keep them apart).
+    let mut pipe = redis::pipe();
+    pipe.del(keys.metric(&layer_latency_metric(&bench_scoped("query"))))
+        .ignore();
+    for layer in &layers_seen {
+        let scoped = bench_scoped(layer);
+        pipe.del(keys.stats(&scoped))
+            .ignore()
+            .del(keys.metric(&layer_latency_metric(&scoped)))
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await?;
     if opts.layer0_ratio > 0.0 {
         for g in &grains {
             bb.delete_grain(&g.fact_id).await?;

@@ -53,8 +53,27 @@ pub fn layer_latency_metric(layer: &str) -> String {
     format!("latency:{layer}")
 }
 
-/// The metric holding end-to-end query latencies, in ms.
+/// The metric holding end-to-end query latencies, in ms (the latency metric
+/// of the pseudo-layer `query`).
 pub const QUERY_LATENCY_METRIC: &str = "latency:query";
+
+/// What a query's metadata carries to mark it as benchmark traffic:
+/// `{"bench": true}`. `kitbash bench` marks its queries so.
+pub const BENCH_MARK: &str = "bench";
+
+/// The name a benchmark query's counters and samples are kept under instead
+/// of `name` (a layer, or `query` for the end-to-end latency): `bench:<name>`,
+/// so `kitbash:stats:bench:layer0` and `kitbash:metrics:latency:bench:layer0`.
+/// A deployment's own statistics never count benchmark traffic, and
+/// `kitbash bench` deletes these keys when it ends.
+pub fn bench_scoped(name: &str) -> String {
+    format!("{BENCH_MARK}:{name}")
+}
+
+/// Whether a query's metadata marks it as benchmark traffic.
+pub fn is_bench(metadata: &serde_json::Value) -> bool {
+    metadata.get(BENCH_MARK) == Some(&serde_json::Value::Bool(true))
+}
 
 /// One sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -374,3 +374,54 @@ async fn up_stops_at_once_when_its_http_address_is_taken() {
         ctx.keys_left()
     );
 }
+
+/// `kitbash bench` traffic stays out of the deployment's statistics: its
+/// queries are marked, the daemon counts them under `bench:` names, and the
+/// bench deletes those when it ends. A real query before it is still
+/// counted once, and the bench report accounts for every query it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_traffic_stays_out_of_the_deployments_statistics() {
+    let (ctx, d) = setup().await;
+    let o = run(&ctx, &["query", "What is the capital of Kenya?"], None).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let keys = ctx.keys();
+    let mut conn = ctx.raw();
+    let counters = |conn: &mut redis::Connection| -> (u64, u64) {
+        let hits: Option<u64> = redis::cmd("HGET")
+            .arg(keys.stats("layer0"))
+            .arg("hits")
+            .query(conn)
+            .unwrap();
+        let samples: u64 = redis::cmd("ZCARD")
+            .arg(keys.metric("latency:query"))
+            .query(conn)
+            .unwrap();
+        (hits.unwrap_or(0), samples)
+    };
+    let before = counters(&mut conn);
+    assert_eq!(before, (1, 1), "the real query is counted");
+
+    let o = run(
+        &ctx,
+        &["bench", "-n", "300", "--grains", "20", "--json"],
+        None,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["sent"], 300, "{report}");
+    assert_eq!(report["completed"], 300, "{report}");
+
+    assert_eq!(
+        counters(&mut conn),
+        before,
+        "bench traffic is not in the deployment's counters or samples"
+    );
+    let left: Vec<String> = ctx
+        .keys_left()
+        .into_iter()
+        .filter(|k| k.contains("bench"))
+        .collect();
+    assert!(left.is_empty(), "the bench deletes what it wrote: {left:?}");
+    d.stop().await;
+}

@@ -17,7 +17,7 @@ use super::intake::{self, EntryKind, Intake};
 use crate::blackboard::is_wrong_type;
 use crate::config::{LayerKind, LayerSettings};
 use crate::feed::{Event, EventKind};
-use crate::metrics::layer_latency_metric;
+use crate::metrics::{bench_scoped, is_bench, layer_latency_metric};
 use crate::orphans::HeldEntry;
 use crate::outage::Backoff;
 use crate::scripts::{ADOPT, RETURN_ONE};
@@ -35,6 +35,9 @@ pub(super) struct Run {
     /// trimming turn is not held back while the query waits on a worker.
     pub(super) samples: Vec<(String, f64, i64)>,
     pub(super) started: Instant,
+    /// Benchmark traffic (`metadata.bench: true`): its counters and samples
+    /// go to the `bench:` names, and Prometheus does not count it.
+    pub(super) bench: bool,
     /// A stored state judged unusable, which the outcome replaces even if it
     /// claims to be terminal (it was not written by a daemon).
     pub(super) replaces: Option<String>,
@@ -134,6 +137,7 @@ fn judge_stored(id: &str, raw: Option<String>, max: usize, stored: &mut Option<S
 impl Run {
     pub(super) fn new(state: QueryState, entry: Vec<u8>, started: Instant) -> Self {
         Self {
+            bench: is_bench(&state.metadata),
             state,
             entry,
             events: Vec::with_capacity(8),
@@ -143,6 +147,16 @@ impl Run {
             replaces: None,
             dead: None,
             fenced: None,
+        }
+    }
+
+    /// The name this query's counters and samples for `name` (a layer, or
+    /// `query`) are kept under: `name` itself, or its `bench:` name.
+    pub(super) fn counted_as(&self, name: &str) -> String {
+        if self.bench {
+            bench_scoped(name)
+        } else {
+            name.to_string()
         }
     }
 }
@@ -277,18 +291,25 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
             ev = ev.reason(r.as_str());
         }
         run.events.push(ev);
-        sh.bb
-            .add_attempt_to(&mut run.counters, name, attempt.outcome, attempt.latency_ms);
+        let counted_as = run.counted_as(name);
+        sh.bb.add_attempt_to(
+            &mut run.counters,
+            &counted_as,
+            attempt.outcome,
+            attempt.latency_ms,
+        );
         if attempt.outcome != Outcome::Skipped {
             run.samples.push((
-                layer_latency_metric(name),
+                layer_latency_metric(&counted_as),
                 attempt.latency_ms,
                 chrono::Utc::now().timestamp_millis(),
             ));
         }
-        sh.status
-            .prom
-            .layer_attempt(name, attempt.outcome, attempt.latency_ms);
+        if !run.bench {
+            sh.status
+                .prom
+                .layer_attempt(name, attempt.outcome, attempt.latency_ms);
+        }
         run.state.layer_attempts.push(LayerAttempt {
             layer: name.clone(),
             outcome: attempt.outcome,

@@ -10,7 +10,7 @@ use super::cascade::{Run, ms_since};
 use super::instance::Instance;
 use crate::blackboard::is_wrong_type;
 use crate::feed::{Event, EventKind};
-use crate::metrics::QUERY_LATENCY_METRIC;
+use crate::metrics::layer_latency_metric;
 use crate::outage::Backoff;
 use crate::scripts::{DEAD_ENTRY, FINISH, push_events};
 use crate::state::{QueryState, QueryStatus, now_rfc3339};
@@ -67,7 +67,8 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
     }
     if run.dead.is_none() {
         run.samples.push((
-            QUERY_LATENCY_METRIC.to_string(),
+            // `QUERY_LATENCY_METRIC`, or its bench name.
+            layer_latency_metric(&run.counted_as("query")),
             latency_ms,
             chrono::Utc::now().timestamp_millis(),
         ));
@@ -140,13 +141,17 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
                         tracing::debug!(query_id = %qid, "counters not written: {e}");
                     }
                 }
-                sh.status.prom.query_finished(status.as_str(), latency_ms);
+                if !run.bench {
+                    sh.status.prom.query_finished(status.as_str(), latency_ms);
+                }
                 tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
                 return;
             }
             Ok(2) => {
                 // An earlier try wrote exactly this outcome; its reply was lost.
-                sh.status.prom.query_finished(status.as_str(), latency_ms);
+                if !run.bench {
+                    sh.status.prom.query_finished(status.as_str(), latency_ms);
+                }
                 tracing::debug!(query_id = %qid, status = %status, "finished (by an earlier try)");
                 return;
             }
