@@ -1,8 +1,9 @@
 //! The Docker Compose stack and the demo knowledge, checked without Docker:
 //! the services of `docker-compose.yml` and their properties, that every
 //! Kitbash command the stack runs is a real subcommand, that every variable
-//! the compose file interpolates is documented in `.env.example`, the two
-//! Dockerfiles, and the demo grains and cartridges under `config/`.
+//! the compose file interpolates is documented in `.env.example`, that the
+//! one image is built once, the Dockerfile, and the demo grains and
+//! cartridges under `config/`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,16 +13,19 @@ use kitbash::grains_file;
 use kitbash::matching::normalize;
 use serde_yaml::Value;
 
-/// The Kitbash services and the Dockerfile each is built from.
-const KITBASH_SERVICES: [(&str, &str); 5] = [
-    ("grains_loader", "docker/Dockerfile.kitbash"),
-    ("kitbash_core", "docker/Dockerfile.kitbash"),
-    ("cartridge_worker", "docker/Dockerfile.worker"),
-    ("bitnet_worker", "docker/Dockerfile.worker"),
-    ("kobold_worker", "docker/Dockerfile.worker"),
+/// The Kitbash services; all run the one image.
+const KITBASH_SERVICES: [&str; 5] = [
+    "grains_loader",
+    "kitbash_core",
+    "cartridge_worker",
+    "bitnet_worker",
+    "kobold_worker",
 ];
 
-const DOCKERFILES: [&str; 2] = ["docker/Dockerfile.kitbash", "docker/Dockerfile.worker"];
+/// The image every Kitbash service runs, and the service that builds it.
+const IMAGE: &str = "kitbash:local";
+const BUILDER: &str = "grains_loader";
+const DOCKERFILE: &str = "docker/Dockerfile";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -130,7 +134,7 @@ fn every_service_is_there() {
     let c = compose();
     for name in ["redis"]
         .into_iter()
-        .chain(KITBASH_SERVICES.iter().map(|(n, _)| *n))
+        .chain(KITBASH_SERVICES.iter().copied())
     {
         service(&c, name);
     }
@@ -207,7 +211,7 @@ fn the_daemon_listens_in_its_container_publishes_on_loopback_and_checks_ready() 
 #[test]
 fn kitbash_services_reach_redis_by_name_once_it_is_healthy() {
     let c = compose();
-    for (name, _) in KITBASH_SERVICES {
+    for name in KITBASH_SERVICES {
         let s = service(&c, name);
         assert_eq!(
             depends_condition(s, "redis"),
@@ -298,24 +302,12 @@ fn every_kitbash_command_in_the_stack_is_a_real_subcommand() {
     let mut checked = BTreeSet::new();
     for (name, s) in services {
         let name = str_of(name, "a service name");
-        let dockerfile = s["build"]["dockerfile"].as_str().unwrap_or_default();
         let entrypoint = words(&s["entrypoint"]);
-        let built_here = dockerfile.starts_with("docker/Dockerfile.");
-        if !built_here && entrypoint.first().map(String::as_str) != Some("kitbash") {
+        let ours = s["image"].as_str() == Some(IMAGE);
+        if !ours && entrypoint.first().map(String::as_str) != Some("kitbash") {
             continue;
         }
-        if built_here {
-            assert!(
-                root().join(dockerfile).is_file(),
-                "{name}: {dockerfile} does not exist"
-            );
-            assert_eq!(
-                s["build"]["context"].as_str(),
-                Some("."),
-                "{name}: build from the repository root"
-            );
-        }
-        // The images' ENTRYPOINT is `kitbash`, so a command is its arguments.
+        // The image's ENTRYPOINT is `kitbash`, so a command is its arguments.
         let mut args = words(&s["command"]);
         if !entrypoint.is_empty() {
             args = entrypoint[1..].iter().cloned().chain(args).collect();
@@ -323,16 +315,40 @@ fn every_kitbash_command_in_the_stack_is_a_real_subcommand() {
         assert_real_subcommand(&args, &format!("service {name}"));
         checked.insert(name.to_string());
     }
-    let expected: BTreeSet<String> = KITBASH_SERVICES
-        .iter()
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let expected: BTreeSet<String> = KITBASH_SERVICES.iter().map(|n| n.to_string()).collect();
     assert_eq!(checked, expected);
-    for (name, dockerfile) in KITBASH_SERVICES {
+}
+
+/// Compose builds the image once: one service has the `build` section and
+/// names the image; every other Kitbash service runs that image, never
+/// pulls it (it is on no registry), and depends on the builder, so that
+/// starting any one service alone builds the image first.
+#[test]
+fn the_image_is_built_once_and_shared() {
+    let c = compose();
+    let services = c["services"].as_mapping().expect("services is a map");
+    let builders: Vec<&str> = services
+        .iter()
+        .filter(|(_, s)| s.get("build").is_some())
+        .map(|(n, _)| str_of(n, "a service name"))
+        .collect();
+    assert_eq!(builders, [BUILDER], "exactly one service builds");
+    let b = service(&c, BUILDER);
+    assert_eq!(b["image"].as_str(), Some(IMAGE));
+    assert_eq!(b["build"]["context"].as_str(), Some("."), "from the root");
+    assert_eq!(b["build"]["dockerfile"].as_str(), Some(DOCKERFILE));
+    assert!(root().join(DOCKERFILE).is_file(), "{DOCKERFILE} exists");
+    for name in KITBASH_SERVICES.iter().filter(|n| **n != BUILDER) {
+        let s = service(&c, name);
+        assert_eq!(s["image"].as_str(), Some(IMAGE), "{name} runs {IMAGE}");
         assert_eq!(
-            service(&c, name)["build"]["dockerfile"].as_str(),
-            Some(dockerfile),
-            "{name} is built from {dockerfile}"
+            s["pull_policy"].as_str(),
+            Some("never"),
+            "{name} never pulls {IMAGE}"
+        );
+        assert!(
+            depends_condition(s, BUILDER).is_some(),
+            "{name} depends on {BUILDER}, which builds its image"
         );
     }
 }
@@ -418,7 +434,8 @@ fn instructions(text: &str) -> Vec<(String, String)> {
 fn dockerfiles_build_a_non_root_image_with_the_demo_config() {
     let c = compose();
     let core_check = words(&service(&c, "kitbash_core")["healthcheck"]["test"]);
-    for rel in DOCKERFILES {
+    {
+        let rel = DOCKERFILE;
         let text = read(rel);
         let ins = instructions(&text);
         let of = |k: &str| -> Vec<&str> {
@@ -467,7 +484,6 @@ fn dockerfiles_build_a_non_root_image_with_the_demo_config() {
         let runs = of("RUN").join("\n");
         if core_check.first().map(String::as_str) == Some("CMD")
             && core_check.get(1).map(String::as_str) == Some("curl")
-            && rel.ends_with(".kitbash")
         {
             assert!(
                 runs.contains(" curl"),
