@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kitbash::config::Settings;
-use kitbash::grains::IfExists;
-use kitbash::matching::normalize;
+use kitbash::layer0::grains::IfExists;
+use kitbash::layer0::matching::normalize;
 use kitbash::{Blackboard, Connector, Grain, Keys, Limits};
 
 const GRAINS: usize = 100_000;

@@ -6,72 +6,59 @@
 //!
 //! # Map of the modules
 //!
+//! The data path is take → cascade → finish: a client ([`client`]) writes a
+//! query to Redis, a daemon ([`daemon`]) takes it and walks it down the
+//! layers (layer0 in process, [`layer0`]; the others through workers,
+//! [`worker`]), and every decision lands in Redis ([`store`]) where users
+//! watch it ([`observe`]).
+//!
 //! - [`config`]: the one settings tree; defaults → `kitbash_config.yaml` →
-//!   `.env` → environment, with the source of every value.
-//! - [`keys`]: every Redis key name, built from the prefix. Nothing else
-//!   formats a key.
-//! - [`connection`]: the shared auto-reconnecting connection, dedicated
-//!   connections for blocking commands, and start-up retry.
+//!   `.env` → environment, with the source of every value; validation, TLS
+//!   files, URL redaction.
 //! - [`state`]: a query's record (`queries:state:<id>`), in the Python
-//!   original's field names.
-//! - [`blackboard`]: the typed async handle on Redis: states (atomic
-//!   updates), the queue, health.
-//! - [`grains`]: layer0's crystallised facts.
-//! - [`matching`]: layer0's question normal form (the match key), and
-//!   [`grains_file`], the JSONL/YAML grains files `kitbash grains load` reads.
-//! - [`feed`]: the diagnostic stream: writing events, reading them back,
-//!   one query's timeline.
-//! - [`metrics`]: latency samples with percentiles, per-layer counters, and
-//!   the maintenance that keeps every structure bounded.
-//! - [`protocol`]: the worker protocol's job and reply shapes.
-//! - [`names`]: daemon instance ids and worker names.
-//! - `scripts` (private): every Lua script, with its `KEYS`/`ARGV` header
-//!   in `src/scripts/*.lua`, and the one place that loads them.
-//! - [`outage`]: one log line per Redis outage, not one per query.
-//! - [`liveness`]: when a peer counts as dead (an absent health key, seen
-//!   twice a heartbeat apart, never a failed read).
-//! - [`orphans`]: finding entries in a live process's own processing list
-//!   that none of its tasks holds (a lost response), and returning them.
-//! - [`daemon`]: `kitbash serve`: taking, the cascade, replies, recovery,
-//!   shutdown.
-//!   Its HTTP endpoint (health, Prometheus) is [`daemon::http`].
+//!   original's field names; [`protocol`]: the worker protocol's job and
+//!   reply shapes. The value shapes of the contract.
+//! - [`store`]: Redis access. [`store::keys`] builds every key name (nothing
+//!   else formats a key); [`store::connection`] the shared auto-reconnecting
+//!   connection and dedicated ones for blocking commands;
+//!   [`store::blackboard`] the typed async handle (states, the queue,
+//!   health); `store::scripts` every Lua script, with its `KEYS`/`ARGV`
+//!   header in `src/store/scripts/*.lua`, loaded in one place;
+//!   [`store::liveness`] when a peer counts as dead; [`store::orphans`]
+//!   entries of a process's own list that none of its tasks holds;
+//!   [`store::outage`] one log line per Redis outage; [`store::names`]
+//!   instance and worker names; [`store::acl`] least-privilege ACL users.
+//! - [`layer0`]: grains ([`layer0::grains`]), the match key they are found
+//!   by ([`layer0::matching`]) and grains files ([`layer0::grains_file`]).
+//! - [`observe`]: the diagnostic stream and one query's timeline
+//!   ([`observe::feed`]), latency samples, counters and the maintenance that
+//!   keeps every structure bounded ([`observe::metrics`]), log set-up
+//!   ([`observe::telemetry`]).
+//! - [`daemon`]: `kitbash serve`: taking, the cascade, dispatch to workers
+//!   and their replies, finishing and the dead list, recovery, shutdown,
+//!   the HTTP endpoint ([`daemon::http`]).
 //! - [`worker`]: `kitbash worker <kind>`: one runtime (taking jobs,
 //!   deadlines, replies, heartbeats, shutdown) and a backend per kind; the
 //!   model backends (bitnet, llm) share one HTTP client.
-//! - [`telemetry`]: log set-up.
-//! - [`client`]: enqueue, wait for the outcome (`kitbash query`, the REPL).
-//! - [`acl`]: least-privilege Redis ACL users for the daemon, a worker and a client.
-//! - [`bench`]: `kitbash bench`, the load generator and report.
+//! - [`client`]: enqueue and wait for the outcome (`kitbash query`, the
+//!   REPL), and [`client::bench`](mod@client::bench), the load generator.
 //! - [`cli`]: the `kitbash` command line; one file per command.
 
-pub mod acl;
-pub mod bench;
-pub mod blackboard;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod connection;
 pub mod daemon;
-pub mod feed;
-pub mod grains;
-pub mod grains_file;
-pub mod keys;
-pub mod liveness;
-pub mod matching;
-pub mod metrics;
-pub mod names;
-pub mod orphans;
-pub mod outage;
+pub mod layer0;
+pub mod observe;
 pub mod protocol;
-mod scripts;
 pub mod state;
-pub mod telemetry;
+pub mod store;
 pub mod worker;
 
-pub use blackboard::{Blackboard, BlackboardError, Health, Limits};
 pub use config::{LoadedConfig, Settings};
-pub use connection::Connector;
-pub use feed::{Event, EventKind, FeedEntry};
-pub use grains::Grain;
-pub use keys::Keys;
+pub use layer0::grains::Grain;
+pub use observe::feed::{Event, EventKind, FeedEntry};
 pub use state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus};
+pub use store::blackboard::{Blackboard, BlackboardError, Health, Limits};
+pub use store::connection::Connector;
+pub use store::keys::Keys;

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, TestContext};
-use kitbash::acl::{self, Password, Role};
 use kitbash::config::{Secret, Settings, WorkerKind};
+use kitbash::store::acl::{self, Password, Role};
 use kitbash::worker::echo::EchoBackend;
 use kitbash::worker::{Worker, WorkerOptions};
 use kitbash::{Blackboard, Connector, Grain, Keys, QueryStatus};

@@ -3,7 +3,7 @@
 //! caps so that every cap is reached. The feed, the metrics and the job lists
 //! stay at their caps, states expire by their TTL, nothing is left in a
 //! processing or reply list, and Redis `used_memory` and the daemon's RSS
-//! stay under the bound README.md states ("Memory bounds").
+//! stay under the bound docs/memory.md states.
 //!
 //! `cargo test --test bounded -- --nocapture` prints the figures.
 
@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kitbash::daemon::DEAD_LIST_CAP;
-use kitbash::grains::IfExists;
+use kitbash::layer0::grains::IfExists;
 use kitbash::{Grain, Keys, QueryState};
 use redis::Commands;
 
@@ -37,7 +37,7 @@ struct Caps {
     worker_layers: u64,
 }
 
-// Constants of README.md, "Memory bounds": measured figures rounded up.
+// Constants of docs/memory.md: measured figures rounded up.
 // `cargo test --test bounded -- --nocapture` prints the measured ones, and
 // fails when one exceeds its constant here.
 /// Redis bytes per query state (JSON string key with a TTL), short texts.
@@ -60,7 +60,7 @@ const FEED_SLACK: u64 = 100;
 /// Samples a metric may hold past its cap between two trims, per daemon:
 /// one in `TRIM_EVERY` (64) samples of a metric trims it, and concurrent
 /// queries' writes may cross.
-const SAMPLE_SLACK: u64 = 2 * kitbash::metrics::TRIM_EVERY;
+const SAMPLE_SLACK: u64 = 2 * kitbash::observe::metrics::TRIM_EVERY;
 /// Fraction of expired keys Redis may not have reclaimed yet (its active
 /// expiry cycle aims at no more than 10% stale keys).
 const STALE_FRACTION: f64 = 0.10;
@@ -72,7 +72,7 @@ const DAEMON_BYTES_PER_IN_FLIGHT: u64 = 24 << 10;
 const DAEMON_SLACK_BYTES: u64 = 8 << 20;
 
 impl Caps {
-    /// Upper bound on Redis `used_memory` (README.md, "Memory bounds"):
+    /// Upper bound on Redis `used_memory` (docs/memory.md):
     /// `finished_per_state_ttl` and `finished_per_done_ttl` are the most
     /// queries finished within any `state_ttl_s` and `done_ttl_s` window (the
     /// throughput times the TTL).
@@ -97,7 +97,7 @@ impl Caps {
             + REDIS_SLACK_BYTES
     }
 
-    /// Upper bound on the daemon's RSS (README.md, "Memory bounds").
+    /// Upper bound on the daemon's RSS (docs/memory.md).
     fn daemon_bound(&self, idle_rss: u64) -> u64 {
         idle_rss + self.max_in_flight * DAEMON_BYTES_PER_IN_FLIGHT + DAEMON_SLACK_BYTES
     }
@@ -150,7 +150,7 @@ fn memory_usage_per(conn: &mut redis::Connection, key: &str, count: u64) -> f64 
     bytes as f64 / count.max(1) as f64
 }
 
-/// The per-item figures of README.md's "Memory bounds", on realistic items:
+/// The per-item figures of docs/memory.md, on realistic items:
 /// a terminal state the daemon wrote, a job, a dead record, and the feed and
 /// metrics as the run left them.
 fn measure_per_item(conn: &mut redis::Connection, keys: &Keys, state: &str) -> PerItem {
@@ -496,7 +496,7 @@ fn two_hundred_thousand_queries_stay_within_the_stated_bounds() {
 
     // Push like a client: a state and an id per query, pipelined, never
     // past max_queue_len. The client's own state_ttl_s must exceed the
-    // longest wait in the queue (README.md, "Memory bounds"), which a
+    // longest wait in the queue (docs/memory.md), which a
     // loaded machine can stretch past the daemon's 8 s: a client with a
     // longer one. The daemon writes every state it takes with its own.
     let queue = keys.queue();
@@ -710,7 +710,7 @@ fn two_hundred_thousand_queries_stay_within_the_stated_bounds() {
         }
     }
 
-    // Memory: under the bound README.md states.
+    // Memory: under the bound docs/memory.md states.
     let per_state_ttl = peaks.finished_within(caps.state_ttl_s as f64);
     let per_done_ttl = peaks.finished_within(caps.done_ttl_s as f64);
     let redis_bound = caps.redis_bound(baseline, per_state_ttl, per_done_ttl);
@@ -754,7 +754,7 @@ fn two_hundred_thousand_queries_stay_within_the_stated_bounds() {
     ] {
         assert!(
             measured <= stated as f64,
-            "{what}: {measured:.0} bytes measured, README states {stated}"
+            "{what}: {measured:.0} bytes measured, docs/memory.md states {stated}"
         );
     }
 
@@ -797,7 +797,7 @@ fn two_hundred_thousand_queries_stay_within_the_stated_bounds() {
 /// list stops at `orchestrator.max_jobs_per_layer`, the queries past it skip
 /// the layer at once (`job list full`), the ones that got in time out, and
 /// every query finishes. Also measures the daemon's RSS per query waiting on
-/// a worker (README.md, "Memory bounds").
+/// a worker (docs/memory.md).
 #[test]
 fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
     const CAP: u64 = 1_000;
@@ -821,7 +821,10 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
     let heart = {
         let stop = stop.clone();
         let mut conn = ctx.raw();
-        let mut h = kitbash::Health::new("idle-worker", kitbash::blackboard::ProcessRole::Worker);
+        let mut h = kitbash::Health::new(
+            "idle-worker",
+            kitbash::store::blackboard::ProcessRole::Worker,
+        );
         h.kind = Some("echo".into());
         h.layer = Some("layer2".into());
         let key = keys.health(&h.name);
@@ -966,7 +969,7 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
         hwm as f64 / 1_048_576.0,
         per_waiting as f64 / 1024.0,
     );
-    // The stated bound (README, "Memory bounds"), slack included: the
+    // The stated bound (docs/memory.md), slack included: the
     // allocator grows the heap in steps of megabytes, so the per-query
     // figure alone swings with where a step falls (15 to 23 KB seen).
     let bound = idle_rss + CAP * DAEMON_BYTES_PER_IN_FLIGHT + DAEMON_SLACK_BYTES;

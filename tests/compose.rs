@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kitbash::grains_file;
-use kitbash::matching::normalize;
+use kitbash::layer0::grains_file;
+use kitbash::layer0::matching::normalize;
 use serde_yaml::Value;
 
 /// The Kitbash services; all run the one image.

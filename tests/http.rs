@@ -358,19 +358,25 @@ async fn detailed_shows_queue_workers_and_layer_stats() {
     bb.enqueue(&QueryState::new("What is Redis?"))
         .await
         .unwrap();
-    let mut worker = Health::new("cartridge-1", kitbash::blackboard::ProcessRole::Worker);
+    let mut worker = Health::new(
+        "cartridge-1",
+        kitbash::store::blackboard::ProcessRole::Worker,
+    );
     worker.kind = Some("cartridge".into());
     worker.layer = Some("layer2".into());
     bb.set_health(&worker, Duration::from_secs(30))
         .await
         .unwrap();
-    let mut sick = Health::new("bitnet-1", kitbash::blackboard::ProcessRole::Worker);
+    let mut sick = Health::new("bitnet-1", kitbash::store::blackboard::ProcessRole::Worker);
     sick.layer = Some("layer1".into());
     sick.healthy = false;
     sick.reason = Some("backend down".into());
     bb.set_health(&sick, Duration::from_secs(30)).await.unwrap();
     bb.set_health(
-        &Health::new("daemon-test", kitbash::blackboard::ProcessRole::Daemon),
+        &Health::new(
+            "daemon-test",
+            kitbash::store::blackboard::ProcessRole::Daemon,
+        ),
         Duration::from_secs(30),
     )
     .await

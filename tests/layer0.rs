@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kitbash::grains::{GrainMatch, IfExists, StoreStatus};
-use kitbash::grains_file::{self, Format};
-use kitbash::matching::normalize;
+use kitbash::layer0::grains::{GrainMatch, IfExists, StoreStatus};
+use kitbash::layer0::grains_file::{self, Format};
+use kitbash::layer0::matching::normalize;
 use kitbash::{BlackboardError, Grain};
 use redis::Commands;
 

@@ -4,8 +4,8 @@
 
 use kitbash::config::{ConfigError, ConfigSources, load_from};
 use kitbash::daemon::intake::{EntryKind, Intake, MAX_ID_BYTES, classify, from_stored};
-use kitbash::grains_file::{Format, parse};
-use kitbash::matching::normalize;
+use kitbash::layer0::grains_file::{Format, parse};
+use kitbash::layer0::matching::normalize;
 use kitbash::protocol::{Reply, ReplyOutcome};
 use kitbash::state::{QueryState, QueryStatus, parse_timestamp};
 use kitbash::worker::logprobs::{TokenLogprobs, confidence};

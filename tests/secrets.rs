@@ -720,7 +720,7 @@ fn acl_never_prints_the_configured_passwords() {
         assert_clean(&format!("{args:?}"), &text);
     }
     // --passwords-from-env prints the ACL passwords it is given, by design
-    // (README "Redis TLS and ACL users"), and still not redis.password.
+    // (docs/security.md), and still not redis.password.
     let mut env = env.to_vec();
     env.extend([
         ("KITBASH_ACL_DAEMON_PASSWORD", "acl-daemon-pw"),

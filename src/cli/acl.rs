@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::acl::{self, Password, Role};
-use crate::keys::Keys;
+use crate::store::acl::{self, Password, Role};
+use crate::store::keys::Keys;
 
 /// Arguments of `kitbash acl`.
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::common;
-use crate::bench::{self, BenchOptions, Mode};
+use crate::client::bench::{self, BenchOptions, Mode};
 
 /// How queries are sent.
 #[derive(Debug, Clone, Copy, ValueEnum)]

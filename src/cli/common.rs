@@ -4,16 +4,16 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::blackboard::Blackboard;
 use crate::config::Settings;
-use crate::connection::{ConnectError, Connector};
+use crate::store::blackboard::Blackboard;
+use crate::store::connection::{ConnectError, Connector};
 
 /// Loads the configuration and sets up logs; prints the error and returns
 /// exit code 2 when the configuration is invalid.
 pub fn settings(file: Option<PathBuf>) -> Result<Settings, ExitCode> {
     match crate::config::load(file) {
         Ok(l) => {
-            crate::telemetry::init(&l.settings.logging);
+            crate::observe::telemetry::init(&l.settings.logging);
             Ok(l.settings)
         }
         Err(e) => {

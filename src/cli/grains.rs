@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 
 use crate::Blackboard;
 use crate::config::{LayerKind, Settings};
-use crate::grains::{GrainMatch, IfExists, StoreStatus};
-use crate::grains_file::{self, Location};
-use crate::matching::normalize;
+use crate::layer0::grains::{GrainMatch, IfExists, StoreStatus};
+use crate::layer0::grains_file::{self, Location};
+use crate::layer0::matching::normalize;
 
 /// Arguments of `kitbash grains`.
 #[derive(Debug, Args)]
@@ -133,7 +133,7 @@ pub fn run(file: Option<PathBuf>, args: GrainsArgs) -> ExitCode {
 
 async fn connect(settings: &Settings) -> Result<Blackboard, String> {
     let connector =
-        crate::connection::Connector::new(&settings.redis).map_err(|e| e.to_string())?;
+        crate::store::connection::Connector::new(&settings.redis).map_err(|e| e.to_string())?;
     let conn = connector.shared().await.map_err(|e| {
         format!("{e}; is redis-server running, and are redis.url / REDIS_URL right?")
     })?;

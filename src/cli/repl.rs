@@ -16,10 +16,10 @@ use rustyline::{DefaultEditor, Editor};
 
 use super::common;
 use super::show::{self, Paint};
-use crate::blackboard::Blackboard;
 use crate::client::Client;
 use crate::config::{LayerKind, Settings};
 use crate::daemon::direct::DirectRunner;
+use crate::store::blackboard::Blackboard;
 
 /// Arguments of `kitbash repl`.
 #[derive(Debug, Args)]

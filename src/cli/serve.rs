@@ -25,7 +25,7 @@ pub fn run(file: Option<PathBuf>, args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&loaded.settings.logging);
+    crate::observe::telemetry::init(&loaded.settings.logging);
     if let Some(id) = args.instance_id {
         loaded.settings.orchestrator.instance_id = Some(id);
     }

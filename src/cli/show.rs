@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 
-use crate::blackboard::{Health, ProcessRole};
 use crate::client::latency_ms;
-use crate::feed::FeedEntry;
-use crate::metrics::LayerStats;
+use crate::observe::feed::FeedEntry;
+use crate::observe::metrics::LayerStats;
 use crate::state::{QueryState, QueryStatus};
+use crate::store::blackboard::{Health, ProcessRole};
 
 /// ANSI styling that is a no-op when colour is off.
 #[derive(Debug, Clone, Copy)]

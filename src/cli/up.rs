@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::common;
-use crate::blackboard::Blackboard;
 use crate::config::{LayerKind, Settings, WorkerKind};
-use crate::connection::Connector;
+use crate::store::blackboard::Blackboard;
+use crate::store::connection::Connector;
 
 /// Arguments of `kitbash up`.
 #[derive(Debug, Args)]
@@ -232,14 +232,14 @@ async fn load_demo(bb: &Blackboard, path: &Path) {
         ));
         return;
     }
-    match crate::grains_file::read(path) {
+    match crate::layer0::grains_file::read(path) {
         Ok(parsed) => {
             for e in &parsed.errors {
                 say(format!("{}: {e}", path.display()));
             }
             let grains: Vec<_> = parsed.grains.into_iter().map(|p| p.grain).collect();
             match bb
-                .store_grains(&grains, crate::grains::IfExists::Keep)
+                .store_grains(&grains, crate::layer0::grains::IfExists::Keep)
                 .await
             {
                 Ok(_) => say(format!(

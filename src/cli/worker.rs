@@ -50,7 +50,7 @@ pub struct WorkerArgs {
     /// Layer to serve; default the first layer whose `worker` is this kind.
     #[arg(long)]
     pub layer: Option<String>,
-    /// Jobs worked on at once (default: workers.<kind>.concurrency).
+    /// Jobs worked on at once (default: `workers.<kind>.concurrency`).
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Cartridge files or directories (overrides workers.cartridge.paths).

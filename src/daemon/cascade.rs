@@ -14,14 +14,14 @@ use super::dispatch::worker_attempt;
 use super::finish::{dead_letter, drop_duplicate, finish, record_fenced};
 use super::instance::Instance;
 use super::intake::{self, EntryKind, Intake};
-use crate::blackboard::is_wrong_type;
 use crate::config::{LayerKind, LayerSettings};
-use crate::feed::{Event, EventKind};
-use crate::metrics::{bench_scoped, is_bench, layer_latency_metric};
-use crate::orphans::HeldEntry;
-use crate::outage::Backoff;
-use crate::scripts::{ADOPT, RETURN_ONE};
+use crate::observe::feed::{Event, EventKind};
+use crate::observe::metrics::{bench_scoped, is_bench, layer_latency_metric};
 use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_rfc3339};
+use crate::store::blackboard::is_wrong_type;
+use crate::store::orphans::HeldEntry;
+use crate::store::outage::Backoff;
+use crate::store::scripts::{ADOPT, RETURN_ONE};
 
 /// A query on its way down the cascade.
 pub(super) struct Run {
@@ -51,7 +51,7 @@ pub(super) struct Run {
 
 /// Handles one taken entry to its end. `preloaded` is the state read for an
 /// id entry in the taking batch (`None`: not read yet); `held` registers the
-/// entry as this task's (see [`crate::orphans`]). Returns early, leaving
+/// entry as this task's (see [`crate::store::orphans`]). Returns early, leaving
 /// the entry in the processing list, when `abort` fires.
 pub(super) async fn handle_entry(
     sh: &Instance,
@@ -170,7 +170,7 @@ async fn read_state(sh: &Instance, id: &str) -> Result<Option<String>, crate::Bl
 
 /// Puts an entry that could not be read back at the queue's tail after a
 /// pause, so a Redis hiccup does not lose it nor spin on it. If even that
-/// fails, the entry is an orphan that the sweep returns (`crate::orphans`).
+/// fails, the entry is an orphan that the sweep returns (`crate::store::orphans`).
 async fn retry_later(sh: &Instance, entry: &[u8]) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = sh.bb.connection();

@@ -16,10 +16,10 @@ use super::DaemonError;
 use super::cascade;
 use super::instance::Instance;
 use super::status::DaemonStatus;
-use crate::blackboard::{Blackboard, BlackboardError};
 use crate::config::Settings;
-use crate::connection::Connector;
 use crate::state::QueryState;
+use crate::store::blackboard::{Blackboard, BlackboardError};
+use crate::store::connection::Connector;
 
 /// Runs queries through the cascade in this process.
 pub struct DirectRunner {
@@ -33,7 +33,7 @@ impl DirectRunner {
     /// Connects and starts the reply reader, worker directory and heartbeat.
     pub async fn start(settings: Settings) -> Result<Self, DaemonError> {
         let settings = Arc::new(settings);
-        let instance = format!("direct-{}", crate::names::generate_instance_id());
+        let instance = format!("direct-{}", crate::store::names::generate_instance_id());
         let status = Arc::new(DaemonStatus::new(instance.clone()));
         let connector = Connector::new(&settings.redis)?;
         let conn = connector.shared().await?;

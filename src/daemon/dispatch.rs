@@ -9,13 +9,13 @@ use tokio_util::sync::CancellationToken;
 use super::cascade::{Attempt, Run, ms_since};
 use super::finish::lost_reason;
 use super::instance::Instance;
-use crate::blackboard::is_wrong_type;
 use crate::config::LayerSettings;
-use crate::feed::{Event, EventKind};
-use crate::outage::Backoff;
+use crate::observe::feed::{Event, EventKind};
 use crate::protocol::{Job, ReplyOutcome};
-use crate::scripts::{PUSH_JOB, push_events};
 use crate::state::{Answer, Outcome};
+use crate::store::blackboard::is_wrong_type;
+use crate::store::outage::Backoff;
+use crate::store::scripts::{PUSH_JOB, push_events};
 
 /// Hands the query to a worker layer and waits for the reply. `None` when
 /// the hand-off found that this daemon no longer holds the query

@@ -8,12 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::cascade::{Run, ms_since};
 use super::instance::Instance;
-use crate::blackboard::is_wrong_type;
-use crate::feed::{Event, EventKind};
-use crate::metrics::layer_latency_metric;
-use crate::outage::Backoff;
-use crate::scripts::{DEAD_ENTRY, FINISH, push_events};
+use crate::observe::feed::{Event, EventKind};
+use crate::observe::metrics::layer_latency_metric;
 use crate::state::{QueryState, QueryStatus, now_rfc3339};
+use crate::store::blackboard::is_wrong_type;
+use crate::store::outage::Backoff;
+use crate::store::scripts::{DEAD_ENTRY, FINISH, push_events};
 
 /// Most records kept in the dead list; the oldest go first.
 pub const DEAD_LIST_CAP: isize = 10_000;

@@ -31,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::prom::CONTENT_TYPE;
 use super::status::DaemonStatus;
-use crate::blackboard::{Blackboard, BlackboardError, Health, ProcessRole};
 use crate::config::LayerSettings;
-use crate::metrics::LayerStats;
+use crate::observe::metrics::LayerStats;
+use crate::store::blackboard::{Blackboard, BlackboardError, Health, ProcessRole};
 
 /// Window of the per-layer latency percentiles in `/health/detailed`.
 pub const DETAILED_STATS_WINDOW: Duration = Duration::from_secs(5 * 60);

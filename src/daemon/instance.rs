@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use super::replies::{Pending, WorkerDirectory};
 use super::status::DaemonStatus;
-use crate::blackboard::Blackboard;
 use crate::config::{LayerSettings, Settings};
-use crate::orphans::Held;
+use crate::store::blackboard::Blackboard;
+use crate::store::orphans::Held;
 
 /// One daemon instance: what every query task of it shares.
 pub(super) struct Instance {

@@ -39,12 +39,12 @@ pub use finish::DEAD_LIST_CAP;
 use instance::Instance;
 use status::DaemonStatus;
 
-use crate::blackboard::{Blackboard, Health, ProcessRole};
 use crate::config::Settings;
-use crate::connection::{ConnectError, Connector};
-use crate::outage::Backoff;
+use crate::store::blackboard::{Blackboard, Health, ProcessRole};
+use crate::store::connection::{ConnectError, Connector};
+use crate::store::outage::Backoff;
 
-use crate::scripts::TAKE_BATCH;
+use crate::store::scripts::TAKE_BATCH;
 
 /// How long one blocking take waits before looking at shutdown and capacity again.
 pub(crate) const BLOCK_FOR: Duration = Duration::from_secs(1);
@@ -82,7 +82,7 @@ impl Daemon {
             .orchestrator
             .instance_id
             .clone()
-            .unwrap_or_else(crate::names::generate_instance_id);
+            .unwrap_or_else(crate::store::names::generate_instance_id);
         Self {
             status: Arc::new(DaemonStatus::new(instance.clone())),
             settings: Arc::new(settings),
@@ -167,7 +167,7 @@ impl Daemon {
         let sh = Instance::new(bb.clone(), settings.clone(), status.clone());
 
         // Load the scripts once, so the hot path's EVALSHA rarely meets NOSCRIPT.
-        crate::scripts::load_all(&mut bb.connection()).await;
+        crate::store::scripts::load_all(&mut bb.connection()).await;
         // A previous life of this instance id may have left entries behind.
         recovery::return_own(&bb, &sh.processing_key).await;
 
@@ -429,7 +429,7 @@ async fn drop_expired_jobs(bb: &Blackboard, layers: &[String]) {
     let mut conn = bb.connection();
     let now_ms = chrono::Utc::now().timestamp_millis();
     for layer in layers {
-        let dropped: redis::RedisResult<i64> = crate::scripts::DROP_EXPIRED_JOBS
+        let dropped: redis::RedisResult<i64> = crate::store::scripts::DROP_EXPIRED_JOBS
             .key(bb.keys().jobs(layer))
             .arg(now_ms)
             .arg(10_000)

@@ -21,11 +21,11 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use super::instance::Instance;
-use crate::blackboard::{Blackboard, BlackboardError};
-use crate::feed::{Event, EventKind};
-use crate::liveness::{DeathWatch, Reading};
-use crate::orphans::OrphanSweep;
-use crate::scripts::{RETURN_ALL, RETURN_ONE};
+use crate::observe::feed::{Event, EventKind};
+use crate::store::blackboard::{Blackboard, BlackboardError};
+use crate::store::liveness::{DeathWatch, Reading};
+use crate::store::orphans::OrphanSweep;
+use crate::store::scripts::{RETURN_ALL, RETURN_ONE};
 
 /// Returns everything in `processing` to the queue; returns how many.
 pub(super) async fn return_own(bb: &Blackboard, processing: &str) -> usize {

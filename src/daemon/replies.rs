@@ -11,10 +11,10 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::blackboard::{Blackboard, ProcessRole};
-use crate::feed::{Event, EventKind};
-use crate::outage::Backoff;
+use crate::observe::feed::{Event, EventKind};
 use crate::protocol::Reply;
+use crate::store::blackboard::{Blackboard, ProcessRole};
+use crate::store::outage::Backoff;
 
 /// A job whose query waits for its reply.
 struct Waiting {

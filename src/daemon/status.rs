@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::prom::PromMetrics;
-use crate::liveness::HeartbeatFailures;
-use crate::outage::OutageLog;
 use crate::state::now_rfc3339;
+use crate::store::liveness::HeartbeatFailures;
+use crate::store::outage::OutageLog;
 
 /// Live status of one daemon instance. Cheap to read from any task.
 #[derive(Debug)]

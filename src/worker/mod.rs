@@ -30,15 +30,15 @@ use tokio_util::task::TaskTracker;
 
 pub use backend::{Backend, BackendAnswer, BackendError};
 
-use crate::blackboard::{Blackboard, Health, ProcessRole};
 use crate::config::{Settings, WorkerKind};
-use crate::connection::{ConnectError, Connector};
-use crate::feed::{Event, EventKind};
-use crate::liveness::{DeathWatch, HeartbeatFailures, Reading};
-use crate::orphans::{Held, OrphanSweep};
-use crate::outage::{Backoff, OutageLog};
+use crate::observe::feed::{Event, EventKind};
 use crate::protocol::{Job, Reply, ReplyOutcome};
 use crate::state::now_rfc3339;
+use crate::store::blackboard::{Blackboard, Health, ProcessRole};
+use crate::store::connection::{ConnectError, Connector};
+use crate::store::liveness::{DeathWatch, HeartbeatFailures, Reading};
+use crate::store::orphans::{Held, OrphanSweep};
+use crate::store::outage::{Backoff, OutageLog};
 
 /// How long a reply list lives after the last reply pushed to it. A live
 /// daemon reads its replies within milliseconds; this only bounds the list of
@@ -167,14 +167,14 @@ struct Runtime<B: Backend> {
     processing_key: String,
     replies_prefix: String,
     status: Arc<WorkerStatus>,
-    /// The jobs of the processing list a slot holds (see `crate::orphans`).
+    /// The jobs of the processing list a slot holds (see `crate::store::orphans`).
     held: Arc<Held>,
     /// One log line per Redis outage.
     outage: OutageLog,
 }
 
 fn default_name(kind: WorkerKind) -> String {
-    let id = crate::names::generate_instance_id();
+    let id = crate::store::names::generate_instance_id();
     format!("{kind}-{id}")
 }
 
@@ -306,7 +306,7 @@ impl<B: Backend> Worker<B> {
 /// Moves every job in `list` back to the tail of the job list (taken next).
 async fn return_jobs<B: Backend>(sh: &Runtime<B>, list: &str) -> usize {
     let mut conn = sh.bb.connection();
-    match crate::scripts::RETURN_ALL
+    match crate::store::scripts::RETURN_ALL
         .key(list)
         .key(&sh.jobs_key)
         .invoke_async::<Vec<Vec<u8>>>(&mut conn)

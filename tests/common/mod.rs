@@ -306,7 +306,7 @@ impl Drop for TestContext {
 /// worker for `layer` and will send it jobs.
 pub fn daemon_record_sees(raw: &str, layer: &str) -> bool {
     serde_json::from_str::<Health>(raw).is_ok_and(|h| {
-        h.role == kitbash::blackboard::ProcessRole::Daemon
+        h.role == kitbash::store::blackboard::ProcessRole::Daemon
             && h.live_layers.iter().any(|l| l == layer)
     })
 }

@@ -94,7 +94,7 @@ async fn one_bad_health_record_does_not_hide_the_others() {
     let ctx = TestContext::new();
     let bb = ctx.blackboard().await;
     bb.set_health(
-        &Health::new("good", kitbash::blackboard::ProcessRole::Worker),
+        &Health::new("good", kitbash::store::blackboard::ProcessRole::Worker),
         Duration::from_secs(600),
     )
     .await

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kitbash::config::RedisSettings;
-use kitbash::{Connector, connection::ConnectError};
+use kitbash::{Connector, store::connection::ConnectError};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{PATIENCE, TestContext, TestRedis};

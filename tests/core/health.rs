@@ -8,12 +8,15 @@ use crate::common::{PATIENCE, TestContext};
 async fn set_get_list_expire_remove() {
     let ctx = TestContext::new();
     let bb = ctx.blackboard().await;
-    let mut w = Health::new("cartridge-1", kitbash::blackboard::ProcessRole::Worker);
+    let mut w = Health::new(
+        "cartridge-1",
+        kitbash::store::blackboard::ProcessRole::Worker,
+    );
     w.kind = Some("cartridge".into());
     w.layer = Some("layer2".into());
     w.counters.insert("jobs_done".into(), serde_json::json!(3));
     bb.set_health(&w, Duration::from_secs(30)).await.unwrap();
-    let d = Health::new("daemon-a", kitbash::blackboard::ProcessRole::Daemon);
+    let d = Health::new("daemon-a", kitbash::store::blackboard::ProcessRole::Daemon);
     bb.set_health(&d, Duration::from_secs(30)).await.unwrap();
 
     assert_eq!(bb.get_health("cartridge-1").await.unwrap().unwrap(), w);

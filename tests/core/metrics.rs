@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use kitbash::Outcome;
-use kitbash::metrics::layer_latency_metric;
+use kitbash::observe::metrics::layer_latency_metric;
 use redis::Commands;
 
 use crate::common::TestContext;

@@ -143,7 +143,8 @@ async fn answer_as_a_peer(
     let raw = serde_json::to_string(&s).unwrap();
     let _: () = conn.set(ctx.keys().state(id), &raw).unwrap();
     bb.emit(
-        &kitbash::feed::Event::new(kitbash::feed::EventKind::QueryCompleted, id).reason("answered"),
+        &kitbash::observe::feed::Event::new(kitbash::observe::feed::EventKind::QueryCompleted, id)
+            .reason("answered"),
     )
     .await
     .unwrap();

@@ -148,7 +148,10 @@ impl TestWorker {
         let cancel = CancellationToken::new();
         let released = CancellationToken::new();
         let jobs_seen = Arc::new(AtomicU64::new(0));
-        let mut health = Health::new(name.clone(), kitbash::blackboard::ProcessRole::Worker);
+        let mut health = Health::new(
+            name.clone(),
+            kitbash::store::blackboard::ProcessRole::Worker,
+        );
         health.layer = Some(layer.to_string());
         health.kind = Some("test".into());
         bb.set_health(&health, WORKER_HEALTH_TTL).await.unwrap();

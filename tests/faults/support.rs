@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kitbash::grains::{Grain, IfExists};
+use kitbash::layer0::grains::{Grain, IfExists};
 use kitbash::{Blackboard, QueryState, QueryStatus};
 
 use crate::common::TestContext;

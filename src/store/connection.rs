@@ -19,7 +19,7 @@ use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RedisSettings, TlsFileError, redact_url};
-use crate::outage::Backoff;
+use crate::store::outage::Backoff;
 
 /// Errors raised while opening connections.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use redis::aio::ConnectionManager;
 
-use crate::scripts::RETURN_ONE;
+use crate::store::scripts::RETURN_ONE;
 
 fn fingerprint(entry: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();

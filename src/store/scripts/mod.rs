@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use crate::feed::Event;
+use crate::observe::feed::Event;
 
 /// A script that writes query states: the shared prelude in front of its body.
 fn with_prelude(body: &str) -> redis::Script {

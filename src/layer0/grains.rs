@@ -8,7 +8,7 @@
 //! # The question index
 //!
 //! `<p>:grains:index:questions` is a hash from a question's match key
-//! ([`crate::matching::normalize`]) to a compact JSON copy of what layer0
+//! ([`crate::layer0::matching::normalize`]) to a compact JSON copy of what layer0
 //! answers with: `{"fact_id","question","answer","confidence","source"}`.
 //! A lookup is therefore one HGET: one round trip and about a microsecond of
 //! Redis CPU, with no key built inside Redis (a lookup that read the index
@@ -35,10 +35,10 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::blackboard::{Blackboard, BlackboardError, Result};
-use crate::matching::{MatchKey, normalize};
-use crate::scripts::{DELETE_GRAIN, STORE_GRAIN};
+use crate::layer0::matching::{MatchKey, normalize};
 use crate::state::now_rfc3339;
+use crate::store::blackboard::{Blackboard, BlackboardError, Result};
+use crate::store::scripts::{DELETE_GRAIN, STORE_GRAIN};
 
 /// Name of the question index under `<p>:grains:index:`.
 const QUESTION_INDEX: &str = "questions";
@@ -335,7 +335,7 @@ impl Blackboard {
 
     /// Maps a script's error: a wrong-typed key names the key.
     fn script_error(&self, err: redis::RedisError, fact_id: &str) -> BlackboardError {
-        if !crate::blackboard::is_wrong_type(&err) {
+        if !crate::store::blackboard::is_wrong_type(&err) {
             return BlackboardError::Redis(err);
         }
         let text = err.to_string();
@@ -350,7 +350,7 @@ impl Blackboard {
     }
 
     /// Finds the grain layer0 would answer `text` with: the grain whose
-    /// question has the same match key ([`crate::matching::normalize`]).
+    /// question has the same match key ([`crate::layer0::matching::normalize`]).
     /// One round trip (one HGET); none at all when `text` has no content
     /// word. `None` is a miss (confidence 0). A hit carries the grain's own
     /// confidence, which the caller compares with its threshold.
@@ -492,7 +492,7 @@ impl Blackboard {
                         self.push_listed(id, h, &mut out).await?;
                     }
                 }
-                Err(e) if crate::blackboard::is_wrong_type(&e) => {
+                Err(e) if crate::store::blackboard::is_wrong_type(&e) => {
                     for id in chunk {
                         match self.get_grain(id).await {
                             Ok(Some(g)) => out.push(g),

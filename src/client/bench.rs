@@ -20,10 +20,10 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::blackboard::{Blackboard, BlackboardError, ProcessRole};
-use crate::grains::{Grain, IfExists};
-use crate::metrics::{BENCH_MARK, bench_scoped, layer_latency_metric, quantile};
+use crate::layer0::grains::{Grain, IfExists};
+use crate::observe::metrics::{BENCH_MARK, bench_scoped, layer_latency_metric, quantile};
 use crate::state::{QueryState, QueryStatus, parse_timestamp};
+use crate::store::blackboard::{Blackboard, BlackboardError, ProcessRole};
 
 /// How queries are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -183,7 +183,7 @@ fn proc_usage(pid: u32) -> Option<(f64, f64)> {
 
 /// The metadata of every bench query: it names the client and marks the
 /// query as benchmark traffic, which daemons count apart from the
-/// deployment's own statistics (see [`crate::metrics::bench_scoped`]).
+/// deployment's own statistics (see [`crate::observe::metrics::bench_scoped`]).
 fn bench_metadata() -> serde_json::Value {
     serde_json::json!({"client": "kitbash bench", BENCH_MARK: true})
 }

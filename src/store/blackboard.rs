@@ -12,8 +12,8 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::keys::Keys;
 use crate::state::{QueryState, now_rfc3339};
+use crate::store::keys::Keys;
 
 /// Errors of Blackboard operations. Bad data in Redis is a typed error,
 /// never a panic.
@@ -104,7 +104,7 @@ pub(crate) fn is_wrong_type(err: &redis::RedisError) -> bool {
 /// Result of Blackboard operations.
 pub type Result<T, E = BlackboardError> = std::result::Result<T, E>;
 
-use crate::scripts::CAS_STATE;
+use crate::store::scripts::CAS_STATE;
 
 /// The limits the Blackboard applies to what it writes.
 #[derive(Debug, Clone)]

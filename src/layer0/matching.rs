@@ -1,7 +1,7 @@
 //! Layer0 question matching: a question's *match key*.
 //!
 //! Layer0 answers a query when its match key equals the match key of a
-//! grain's question ([`crate::grains`] keeps a hash from match key to grain,
+//! grain's question ([`crate::layer0::grains`] keeps a hash from match key to grain,
 //! so a lookup is one HGET). The key is built so that it ignores what does
 //! not change a factoid question's meaning and keeps everything that does:
 //!

@@ -1,14 +1,17 @@
 //! The client side: enqueue a query, wait for its outcome, show it.
-//! Used by `kitbash query` and the REPL.
+//! Used by `kitbash query` and the REPL. [`bench`](mod@bench) is the load generator,
+//! a client that sends many.
+
+pub mod bench;
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use crate::blackboard::{Blackboard, BlackboardError};
 use crate::config::Settings;
-use crate::connection::{ConnectError, Connector};
 use crate::state::QueryState;
+use crate::store::blackboard::{Blackboard, BlackboardError};
+use crate::store::connection::{ConnectError, Connector};
 
 /// Errors of client operations.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +72,7 @@ impl Client {
             .list_health()
             .await?
             .iter()
-            .filter(|h| h.role == crate::blackboard::ProcessRole::Daemon)
+            .filter(|h| h.role == crate::store::blackboard::ProcessRole::Daemon)
             .count())
     }
 

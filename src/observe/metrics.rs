@@ -15,8 +15,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::blackboard::{Blackboard, BlackboardError, Result};
 use crate::state::Outcome;
+use crate::store::blackboard::{Blackboard, BlackboardError, Result};
 
 /// Distinguishes this process's members from other writers'.
 static WRITER: LazyLock<String> =
@@ -391,7 +391,7 @@ impl Blackboard {
                 .await;
             match res {
                 Ok((by_age, by_count)) => report.samples_trimmed += by_age + by_count,
-                Err(e) if crate::blackboard::is_wrong_type(&e) => {
+                Err(e) if crate::store::blackboard::is_wrong_type(&e) => {
                     tracing::warn!(key = %key, "not a sorted set; left alone")
                 }
                 Err(e) => return Err(e.into()),

@@ -31,7 +31,7 @@
 //! its item number and, when it can be found, its line) and what is wrong.
 //! Besides malformed entries, an entry is refused when its fact id repeats
 //! an earlier one in the file, or when its question has the same match key
-//! ([`crate::matching::normalize`]) as an earlier question, since layer0
+//! ([`crate::layer0::matching::normalize`]) as an earlier question, since layer0
 //! could answer only one of the two.
 
 use std::collections::HashMap;
@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::grains::Grain;
-use crate::matching::normalize;
+use crate::layer0::grains::Grain;
+use crate::layer0::matching::normalize;
 
 /// A grains file that cannot be read at all.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@
 //! SCAN takes no key, so ACL cannot limit which names it returns: a role
 //! granted SCAN sees every key *name* (never a value) in the database.
 
-use crate::keys::Keys;
+use crate::store::keys::Keys;
 
 /// Which role a user is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

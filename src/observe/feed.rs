@@ -12,8 +12,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use redis::Value;
 
-use crate::blackboard::{Blackboard, BlackboardError, Result};
 use crate::state::{now_rfc3339, parse_timestamp};
+use crate::store::blackboard::{Blackboard, BlackboardError, Result};
 
 macro_rules! event_kinds {
     ($($variant:ident => $name:literal,)*) => {
@@ -320,7 +320,7 @@ impl Blackboard {
         Ok(out)
     }
 
-    /// Recent events of one kind (see [`Self::recent_matching`] for `scan`).
+    /// Recent events of one kind (see `recent_matching` for `scan`).
     pub async fn events_by_kind(
         &self,
         kind: EventKind,
