@@ -287,11 +287,10 @@ impl Blackboard {
         Ok(parse_entries(v))
     }
 
-    /// The `count` most recent events, oldest first.
+    /// The `count` most recent events, oldest first. Read 1,000 at a time,
+    /// so a long feed is never one reply that outlasts the response timeout.
     pub async fn recent_events(&self, count: usize) -> Result<Vec<FeedEntry>> {
-        let mut v = self.xrange("XREVRANGE", "+", "-", count).await?;
-        v.reverse();
-        Ok(v)
+        self.recent_matching(count, count, |_| true).await
     }
 
     /// Up to `count` of the most recent events matching `keep`, looking at
