@@ -16,7 +16,7 @@ use kitbash::worker::cartridge::{CartridgeBackend, CartridgeOptions};
 
 const FACTS: usize = 100_000;
 const QUERIES: usize = 20_000;
-/// The threshold `tests/cartridge.rs` recommends.
+/// The threshold `tests/suite/cartridge.rs` recommends.
 const THRESHOLD: f64 = 0.55;
 
 const ATTRIBUTES: [&str; 40] = [

@@ -166,19 +166,13 @@ async fn redis_counters(conn: &mut ConnectionManager) -> Result<RedisCounters, r
     })
 }
 
-/// CPU time (ms) and peak RSS (kB) of a local process, from /proc.
+/// CPU time (ms) and peak RSS (kB) of a local process.
 fn proc_usage(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let hz = 100.0; // USER_HZ on Linux
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())?;
-    Some((ticks * 1000.0 / hz, hwm_kb))
+    let u = crate::observe::process::usage(pid)?;
+    Some((
+        u.cpu.as_secs_f64() * 1000.0,
+        u.peak_rss_bytes as f64 / 1024.0,
+    ))
 }
 
 /// The metadata of every bench query: it names the client and marks the

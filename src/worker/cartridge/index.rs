@@ -263,7 +263,7 @@ impl FactIndex {
     /// and is this likely the one meant". What it cannot see: a question
     /// about an attribute of a *mentioned* entity the facts do not hold
     /// ("population of Tokyo" finds "The capital of Japan is Tokyo", 0.77).
-    /// `tests/cartridge.rs` measures precision and recall per threshold.
+    /// `tests/suite/cartridge.rs` measures precision and recall per threshold.
     pub fn search(&self, text: &str) -> Result<Option<Hit>, CartridgeError> {
         if self.facts.is_empty() {
             return Ok(None);
