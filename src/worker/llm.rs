@@ -111,44 +111,71 @@ impl LogprobsCell {
     }
 }
 
-/// Per-protocol state.
-enum Kind {
-    Kobold {
-        /// Where its log-probabilities come from.
-        logprobs: LogprobsCell,
-        /// `/api/extra/version` was read (or is not there).
-        version_known: AtomicBool,
-        /// The model name `/api/v1/model` gave.
-        model: Mutex<Option<String>>,
-    },
-    OpenAi {
-        /// The model `/v1/models` listed first, used when none is configured.
-        listed_model: Mutex<Option<String>>,
-        /// The server rejected `logprobs`; they are no longer asked for.
-        no_logprobs: AtomicBool,
-    },
-}
-
-/// Client of KoboldCpp or an OpenAI-compatible server. Its `Debug` and
-/// `Display` never show the API key.
-pub struct LlmBackend {
+/// What both protocols' clients share: the HTTP client and the request
+/// settings.
+struct Common {
     http: HttpClient,
-    kind: Kind,
     prompt_template: String,
     max_tokens: u32,
     fixed_confidence: f64,
+    /// The configured model name (`workers.llm.model`).
     model: Option<String>,
+}
+
+impl Common {
+    fn prompt(&self, text: &str) -> String {
+        self.prompt_template.replace("{query}", text)
+    }
+
+    /// The confidence of an answer: from its tokens when they say anything,
+    /// else the configured fixed one.
+    fn confidence_of(&self, tokens: Option<TokenLogprobs>) -> f64 {
+        tokens
+            .filter(TokenLogprobs::is_informative)
+            .and_then(|t| t.confidence())
+            .unwrap_or(self.fixed_confidence)
+    }
+}
+
+/// Client of KoboldCpp (`/api/v1/generate`).
+pub struct KoboldBackend {
+    c: Common,
+    /// Where its log-probabilities come from.
+    logprobs: LogprobsCell,
+    /// `/api/extra/version` was read (or is not there).
+    version_known: AtomicBool,
+    /// The model name `/api/v1/model` gave.
+    served_model: Mutex<Option<String>>,
+}
+
+/// Client of an OpenAI-compatible server (`/v1/chat/completions`).
+pub struct OpenAiBackend {
+    c: Common,
+    /// The model `/v1/models` listed first, used when none is configured.
+    listed_model: Mutex<Option<String>>,
+    /// The server rejected `logprobs`; they are no longer asked for.
+    no_logprobs: AtomicBool,
+}
+
+/// The llm worker's backend: KoboldCpp or an OpenAI-compatible server, as
+/// `workers.llm.backend` says. Its `Debug` and `Display` never show the API
+/// key.
+pub enum LlmBackend {
+    /// KoboldCpp.
+    Kobold(KoboldBackend),
+    /// An OpenAI-compatible server.
+    OpenAi(OpenAiBackend),
 }
 
 impl fmt::Debug for LlmBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmBackend")
             .field("protocol", &self.protocol_name())
-            .field("url", &self.http.shown())
-            .field("model", &self.model)
-            .field("max_tokens", &self.max_tokens)
-            .field("fixed_confidence", &self.fixed_confidence)
-            .field("http", &self.http)
+            .field("url", &self.common().http.shown())
+            .field("model", &self.common().model)
+            .field("max_tokens", &self.common().max_tokens)
+            .field("fixed_confidence", &self.common().fixed_confidence)
+            .field("http", &self.common().http)
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +186,7 @@ impl fmt::Display for LlmBackend {
             f,
             "{} server at {}",
             self.protocol_name(),
-            self.http.shown()
+            self.common().http.shown()
         )
     }
 }
@@ -197,55 +224,53 @@ impl LlmBackend {
             settings.api_key.clone(),
             "workers.llm",
         )?;
-        let kind = match settings.backend {
-            Protocol::Kobold => Kind::Kobold {
-                logprobs: LogprobsCell::new(),
-                version_known: AtomicBool::new(false),
-                model: Mutex::new(None),
-            },
-            Protocol::Openai => Kind::OpenAi {
-                listed_model: Mutex::new(None),
-                no_logprobs: AtomicBool::new(false),
-            },
-        };
-        Ok(Self {
+        let c = Common {
             http,
-            kind,
             prompt_template: settings.prompt_template.clone(),
             max_tokens: settings.max_tokens,
             fixed_confidence: settings.fixed_confidence.clamp(0.0, 1.0),
             model: settings.model.clone().filter(|m| !m.is_empty()),
+        };
+        Ok(match settings.backend {
+            Protocol::Kobold => Self::Kobold(KoboldBackend {
+                c,
+                logprobs: LogprobsCell::new(),
+                version_known: AtomicBool::new(false),
+                served_model: Mutex::new(None),
+            }),
+            Protocol::Openai => Self::OpenAi(OpenAiBackend {
+                c,
+                listed_model: Mutex::new(None),
+                no_logprobs: AtomicBool::new(false),
+            }),
         })
     }
 
     fn protocol_name(&self) -> &'static str {
-        match self.kind {
-            Kind::Kobold { .. } => "KoboldCpp",
-            Kind::OpenAi { .. } => "OpenAI-compatible",
+        match self {
+            Self::Kobold(_) => "KoboldCpp",
+            Self::OpenAi(_) => "OpenAI-compatible",
         }
     }
 
-    fn prompt(&self, text: &str) -> String {
-        self.prompt_template.replace("{query}", text)
+    fn common(&self) -> &Common {
+        match self {
+            Self::Kobold(k) => &k.c,
+            Self::OpenAi(o) => &o.c,
+        }
     }
+}
 
-    /// The confidence of an answer: from its tokens when they say anything,
-    /// else the configured fixed one.
-    fn confidence_of(&self, tokens: Option<TokenLogprobs>) -> f64 {
-        tokens
-            .filter(TokenLogprobs::is_informative)
-            .and_then(|t| t.confidence())
-            .unwrap_or(self.fixed_confidence)
-    }
-
+impl KoboldBackend {
     /// Reads KoboldCpp's version once; servers too old for log-probabilities
     /// are not asked for them.
-    async fn probe_kobold_version(&self, logprobs: &LogprobsCell, version_known: &AtomicBool) {
+    async fn probe_version(&self) {
+        let (logprobs, version_known) = (&self.logprobs, &self.version_known);
         if version_known.load(Ordering::Relaxed) || logprobs.get() != Logprobs::Unknown {
             return;
         }
         let path = "/api/extra/version";
-        let Ok(reply) = self.http.check_get(path).await else {
+        let Ok(reply) = self.c.http.check_get(path).await else {
             return;
         };
         version_known.store(true, Ordering::Relaxed);
@@ -257,35 +282,28 @@ impl LlmBackend {
             .and_then(Value::as_str);
         match version.and_then(parse_version) {
             Some(v) if v < KOBOLD_LOGPROBS_SINCE => {
-                tracing::info!(url = %self.http.shown(), version = version.unwrap_or(""), "KoboldCpp too old for log-probabilities; answers get workers.llm.fixed_confidence");
+                tracing::info!(url = %self.c.http.shown(), version = version.unwrap_or(""), "KoboldCpp too old for log-probabilities; answers get workers.llm.fixed_confidence");
                 logprobs.set(Logprobs::None);
             }
             Some(_) => {
-                tracing::debug!(url = %self.http.shown(), version = version.unwrap_or(""), "KoboldCpp version")
+                tracing::debug!(url = %self.c.http.shown(), version = version.unwrap_or(""), "KoboldCpp version")
             }
             None => {
-                tracing::debug!(url = %self.http.shown(), "no KoboldCpp version at {path}; log-probability support is learned from the answers")
+                tracing::debug!(url = %self.c.http.shown(), "no KoboldCpp version at {path}; log-probability support is learned from the answers")
             }
         }
     }
 
-    async fn check_kobold(&self) -> Result<(), String> {
-        let Kind::Kobold {
-            logprobs,
-            version_known,
-            model,
-        } = &self.kind
-        else {
-            unreachable!("kobold check on another protocol");
-        };
+    async fn check(&self) -> Result<(), String> {
+        let model = &self.served_model;
         let path = "/api/v1/model";
-        let reply = self.http.check_get(path).await?;
+        let reply = self.c.http.check_get(path).await?;
         if !reply.status.is_success() {
             return Err(format!(
                 "{}{path} answered HTTP {}: {}",
-                self.http.shown(),
+                self.c.http.shown(),
                 reply.status.as_u16(),
-                reply.message(&self.http)
+                reply.message(&self.c.http)
             ));
         }
         if let Some(name) = serde_json::from_slice::<Value>(&reply.body)
@@ -294,63 +312,27 @@ impl LlmBackend {
         {
             store(model, name);
         }
-        self.probe_kobold_version(logprobs, version_known).await;
+        self.probe_version().await;
         Ok(())
     }
 
-    async fn check_openai(&self) -> Result<(), String> {
-        let Kind::OpenAi { listed_model, .. } = &self.kind else {
-            unreachable!("openai check on another protocol");
-        };
-        let path = "/v1/models";
-        let reply = self.http.check_get(path).await?;
-        if !reply.status.is_success() {
-            let hint = match reply.status.as_u16() {
-                401 | 403 => self.http.credentials_hint(),
-                _ => String::new(),
-            };
-            return Err(format!(
-                "{}{path} answered HTTP {}: {}{hint}",
-                self.http.shown(),
-                reply.status.as_u16(),
-                reply.message(&self.http)
-            ));
-        }
-        if self.model.is_none()
-            && let Some(id) = serde_json::from_slice::<Value>(&reply.body)
-                .ok()
-                .and_then(|v| {
-                    v.pointer("/data/0/id")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-        {
-            store(listed_model, id);
-        }
-        Ok(())
-    }
-
-    async fn answer_kobold(
+    async fn answer(
         &self,
         text: &str,
         deadline: Instant,
     ) -> Result<Option<BackendAnswer>, BackendError> {
-        let Kind::Kobold {
-            logprobs, model, ..
-        } = &self.kind
-        else {
-            unreachable!("kobold answer on another protocol");
-        };
+        let (logprobs, model) = (&self.logprobs, &self.served_model);
         let path = "/api/v1/generate";
         let genkey = format!("KB{}", uuid::Uuid::new_v4().simple());
         let body = json!({
-            "prompt": self.prompt(text),
-            "max_length": self.max_tokens,
+            "prompt": self.c.prompt(text),
+            "max_length": self.c.max_tokens,
             "temperature": 0,
             "logprobs": true,
             "genkey": genkey,
         });
         let value = self
+            .c
             .http
             .post_for_json(
                 path,
@@ -360,6 +342,7 @@ impl LlmBackend {
             )
             .await?;
         let result = self
+            .c
             .http
             .element(&value, path, "/results/0", "results[0]")?;
         let answer = result
@@ -389,7 +372,7 @@ impl LlmBackend {
         }
         Ok(Some(BackendAnswer {
             text: answer,
-            confidence: self.confidence_of(tokens),
+            confidence: self.c.confidence_of(tokens),
             source: Some(lock(model).unwrap_or_else(|| "koboldcpp".to_string())),
         }))
     }
@@ -401,7 +384,7 @@ impl LlmBackend {
             return match TokenLogprobs::from_openai_content(content) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    tracing::warn!(url = %self.http.shown(), "{path}: unreadable log-probabilities ({e}); using workers.llm.fixed_confidence");
+                    tracing::warn!(url = %self.c.http.shown(), "{path}: unreadable log-probabilities ({e}); using workers.llm.fixed_confidence");
                     None
                 }
             };
@@ -422,31 +405,32 @@ impl LlmBackend {
         deadline: Instant,
     ) -> Option<TokenLogprobs> {
         let path = "/api/extra/last_logprobs";
-        let (timeout, _) = self.http.timeout_before(deadline)?;
+        let (timeout, _) = self.c.http.timeout_before(deadline)?;
         let reply = match self
+            .c
             .http
             .post_once(path, &json!({ "genkey": genkey }), timeout)
             .await
         {
             Ok(r) => r,
             Err(f) => {
-                tracing::debug!(url = %self.http.shown(), "{path}: {f:?}; using workers.llm.fixed_confidence");
+                tracing::debug!(url = %self.c.http.shown(), "{path}: {f:?}; using workers.llm.fixed_confidence");
                 return None;
             }
         };
         if reply.status == reqwest::StatusCode::NOT_FOUND {
-            tracing::info!(url = %self.http.shown(), "this KoboldCpp has no {path}; answers get workers.llm.fixed_confidence");
+            tracing::info!(url = %self.c.http.shown(), "this KoboldCpp has no {path}; answers get workers.llm.fixed_confidence");
             logprobs.set(Logprobs::None);
             return None;
         }
         if !reply.status.is_success() {
-            tracing::debug!(url = %self.http.shown(), status = reply.status.as_u16(), "{path} failed; using workers.llm.fixed_confidence");
+            tracing::debug!(url = %self.c.http.shown(), status = reply.status.as_u16(), "{path} failed; using workers.llm.fixed_confidence");
             return None;
         }
         let value: Value = match serde_json::from_slice(&reply.body) {
             Ok(v) => v,
             Err(_) => {
-                tracing::warn!(url = %self.http.shown(), "{path} did not answer JSON; using workers.llm.fixed_confidence");
+                tracing::warn!(url = %self.c.http.shown(), "{path} did not answer JSON; using workers.llm.fixed_confidence");
                 return None;
             }
         };
@@ -455,24 +439,50 @@ impl LlmBackend {
         logprobs.set(Logprobs::Endpoint);
         self.kobold_tokens(lp, path)
     }
+}
 
-    async fn answer_openai(
+impl OpenAiBackend {
+    async fn check(&self) -> Result<(), String> {
+        let listed_model = &self.listed_model;
+        let path = "/v1/models";
+        let reply = self.c.http.check_get(path).await?;
+        if !reply.status.is_success() {
+            let hint = match reply.status.as_u16() {
+                401 | 403 => self.c.http.credentials_hint(),
+                _ => String::new(),
+            };
+            return Err(format!(
+                "{}{path} answered HTTP {}: {}{hint}",
+                self.c.http.shown(),
+                reply.status.as_u16(),
+                reply.message(&self.c.http)
+            ));
+        }
+        if self.c.model.is_none()
+            && let Some(id) = serde_json::from_slice::<Value>(&reply.body)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/data/0/id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+        {
+            store(listed_model, id);
+        }
+        Ok(())
+    }
+
+    async fn answer(
         &self,
         text: &str,
         deadline: Instant,
     ) -> Result<Option<BackendAnswer>, BackendError> {
-        let Kind::OpenAi {
-            listed_model,
-            no_logprobs,
-        } = &self.kind
-        else {
-            unreachable!("openai answer on another protocol");
-        };
+        let (listed_model, no_logprobs) = (&self.listed_model, &self.no_logprobs);
         let path = "/v1/chat/completions";
-        let model = self.model.clone().or_else(|| lock(listed_model));
+        let model = self.c.model.clone().or_else(|| lock(listed_model));
         let mut body = json!({
-            "messages": [{"role": "user", "content": self.prompt(text)}],
-            "max_tokens": self.max_tokens,
+            "messages": [{"role": "user", "content": self.c.prompt(text)}],
+            "max_tokens": self.c.max_tokens,
             "temperature": 0,
         });
         if let Some(m) = &model {
@@ -483,26 +493,27 @@ impl LlmBackend {
             body["logprobs"] = json!(true);
             body["top_logprobs"] = json!(2);
         }
-        let mut reply = self.http.post_json(path, &body, deadline).await?;
+        let mut reply = self.c.http.post_json(path, &body, deadline).await?;
         if asked_logprobs
             && reply.status == reqwest::StatusCode::BAD_REQUEST
-            && reply.message(&self.http).contains("logprobs")
+            && reply.message(&self.c.http).contains("logprobs")
         {
-            tracing::info!(url = %self.http.shown(), "the server does not take logprobs; asking without them (answers get workers.llm.fixed_confidence)");
+            tracing::info!(url = %self.c.http.shown(), "the server does not take logprobs; asking without them (answers get workers.llm.fixed_confidence)");
             no_logprobs.store(true, Ordering::Relaxed);
             asked_logprobs = false;
             if let Some(obj) = body.as_object_mut() {
                 obj.remove("logprobs");
                 obj.remove("top_logprobs");
             }
-            reply = self.http.post_json(path, &body, deadline).await?;
+            reply = self.c.http.post_json(path, &body, deadline).await?;
         }
-        let value = self.http.success_json(
+        let value = self.c.http.success_json(
             path,
             reply,
             " (not an OpenAI-compatible server? check workers.llm.url and workers.llm.backend)",
         )?;
         let choice = self
+            .c
             .http
             .element(&value, path, "/choices/0", "choices[0]")?;
         let content = choice.pointer("/message/content").ok_or_else(|| {
@@ -528,7 +539,7 @@ impl LlmBackend {
                 Some(content) => match TokenLogprobs::from_openai_content(content) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        tracing::warn!(url = %self.http.shown(), "{path}: unreadable log-probabilities ({e}); using workers.llm.fixed_confidence");
+                        tracing::warn!(url = %self.c.http.shown(), "{path}: unreadable log-probabilities ({e}); using workers.llm.fixed_confidence");
                         None
                     }
                 },
@@ -546,7 +557,7 @@ impl LlmBackend {
             .unwrap_or_else(|| "openai".to_string());
         Ok(Some(BackendAnswer {
             text: answer,
-            confidence: self.confidence_of(tokens),
+            confidence: self.c.confidence_of(tokens),
             source: Some(source),
         }))
     }
@@ -558,16 +569,16 @@ impl Backend for LlmBackend {
         text: &str,
         deadline: Instant,
     ) -> Result<Option<BackendAnswer>, BackendError> {
-        match self.kind {
-            Kind::Kobold { .. } => self.answer_kobold(text, deadline).await,
-            Kind::OpenAi { .. } => self.answer_openai(text, deadline).await,
+        match self {
+            Self::Kobold(k) => k.answer(text, deadline).await,
+            Self::OpenAi(o) => o.answer(text, deadline).await,
         }
     }
 
     async fn check(&self) -> Result<(), String> {
-        match self.kind {
-            Kind::Kobold { .. } => self.check_kobold().await,
-            Kind::OpenAi { .. } => self.check_openai().await,
+        match self {
+            Self::Kobold(k) => k.check().await,
+            Self::OpenAi(o) => o.check().await,
         }
     }
 }
