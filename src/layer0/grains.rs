@@ -525,6 +525,7 @@ impl Blackboard {
         Ok(())
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Adds one to a grain's hit count.
     pub async fn record_grain_hit(&self, fact_id: &str) -> Result<u64> {
         let key = self.keys.grain(fact_id);

@@ -287,6 +287,7 @@ impl Blackboard {
         Ok(parse_entries(v))
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// The `count` most recent events, oldest first. Read 1,000 at a time,
     /// so a long feed is never one reply that outlasts the response timeout.
     pub async fn recent_events(&self, count: usize) -> Result<Vec<FeedEntry>> {
@@ -319,6 +320,7 @@ impl Blackboard {
         Ok(out)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Recent events of one kind (see `recent_matching` for `scan`).
     pub async fn events_by_kind(
         &self,
@@ -330,6 +332,7 @@ impl Blackboard {
             .await
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Recent events about one layer.
     pub async fn events_by_layer(
         &self,
@@ -388,6 +391,7 @@ impl Blackboard {
         Ok(out)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Number of entries in the feed.
     pub async fn feed_len(&self) -> Result<u64> {
         let feed = self.keys.feed();

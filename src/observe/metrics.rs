@@ -201,6 +201,7 @@ impl Blackboard {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Records one sample of `metric`, stamped now, and trims the metric.
     pub async fn record_metric(&self, metric: &str, value: f64) -> Result<()> {
         let mut pipe = redis::pipe();
@@ -275,6 +276,7 @@ impl Blackboard {
         pipe.hincr(&key, field, 1).ignore();
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Records one attempt at `layer` in its counters and latency metric.
     pub async fn record_attempt(
         &self,
@@ -347,6 +349,7 @@ impl Blackboard {
         })
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Clears the counters of `layer`.
     pub async fn reset_layer_stats(&self, layer: &str) -> Result<()> {
         let mut conn = self.conn.clone();

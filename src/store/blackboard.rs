@@ -278,6 +278,7 @@ impl Blackboard {
         })
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Writes a new state; returns false (and writes nothing) when one
     /// exists already under that id.
     pub async fn create_state(&self, state: &QueryState) -> Result<bool> {
@@ -356,6 +357,7 @@ impl Blackboard {
         })
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Deletes a state; returns whether there was one.
     pub async fn delete_state(&self, query_id: &str) -> Result<bool> {
         let mut conn = self.conn.clone();
@@ -403,6 +405,7 @@ impl Blackboard {
             .map_err(|e| BlackboardError::on_key(e, &queue, "list"))
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// The next `n` entries to be taken, next first (the queue is FIFO:
     /// LPUSH at the head, taken from the tail).
     pub async fn peek_queue(&self, n: usize) -> Result<Vec<String>> {
@@ -419,6 +422,7 @@ impl Blackboard {
         Ok(entries)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Entries in the dead-letter list, newest first.
     pub async fn dead_entries(&self, n: usize) -> Result<Vec<String>> {
         let dead = self.keys.dead();
@@ -491,6 +495,7 @@ impl Blackboard {
         Ok(out)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Whether at least one healthy worker serves `layer`.
     pub async fn layer_has_live_worker(&self, layer: &str) -> Result<bool> {
         Ok(self.list_health().await?.iter().any(|h| {

@@ -207,6 +207,7 @@ impl CartridgeBackend {
         self.inner.current().search(text)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Reloads now, on this thread (the index build takes about a second
     /// per 100,000 facts). On error the old index stays.
     pub fn reload_blocking(&self) -> Result<LoadReport, CartridgeError> {
