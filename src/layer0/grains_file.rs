@@ -384,13 +384,8 @@ fn is_known_field(field: &str) -> bool {
 /// `fact_id`, `id` is the key and `fact_id` provenance; `fact_id` alone is
 /// the key, as in the Python original.
 fn fact_id(obj: &mut Map<String, Value>) -> Result<(String, Option<String>), String> {
-    let id_of = |field: &str, v: Value| match v {
-        Value::String(s) => Ok(s),
-        Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-        other => Err(format!(
-            "{field} must be a string, found {}",
-            json_kind(&other)
-        )),
+    let id_of = |field: &str, v: Value| {
+        id_text(&v).ok_or_else(|| format!("{field} must be a string, found {}", json_kind(&v)))
     };
     let fact_id = obj
         .remove("fact_id")
@@ -416,6 +411,17 @@ fn fact_id(obj: &mut Map<String, Value>) -> Result<(String, Option<String>), Str
         ));
     }
     Ok((fact_id, from_fact))
+}
+
+/// The text of an id in a data file (a grain's `fact_id`, a cartridge
+/// fact's `id`): a string as it is, an integer as its decimal digits;
+/// anything else is no id.
+pub(crate) fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 fn text_field(obj: &mut Map<String, Value>, field: &str) -> Result<String, String> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::CartridgeError;
+use crate::layer0::grains_file::id_text;
 
 /// At most this many bad lines are logged per file (all are counted); a file
 /// that is not JSONL at all would otherwise flood the log.
@@ -267,11 +268,10 @@ fn parse_line(line: &str) -> Result<(String, String, Option<String>), String> {
     let obj = value
         .as_object()
         .ok_or("not a JSON object; expected {\"id\": …, \"text\": …}")?;
-    let id = match obj.get("id") {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        Some(serde_json::Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
-        Some(serde_json::Value::String(_)) => return Err("empty \"id\"".into()),
-        Some(_) => return Err("\"id\" must be a string or an integer".into()),
+    let id = match obj.get("id").map(id_text) {
+        Some(Some(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(Some(_)) => return Err("empty \"id\"".into()),
+        Some(None) => return Err("\"id\" must be a string or an integer".into()),
         None => return Err("missing \"id\"".into()),
     };
     let text = match obj.get("text") {
