@@ -621,3 +621,108 @@ fn demo_cartridges_hold_thousands_of_valid_facts() {
     assert!(fact("elements", "au-group").contains("group 11"));
     assert!(fact("borders", "ke-borders").contains("Uganda"));
 }
+
+/// The words of one shell command line: quotes removed, stopping at a
+/// comment or at the first pipe, redirection, `&` or `;`.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let (mut word, mut quote, mut started) = (String::new(), None::<char>, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                started = true;
+            }
+            (None, '#' | '|' | '<' | '>' | '&' | ';') if !started || word.is_empty() => break,
+            (None, c) if c.is_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+/// The `sh` and `console` code blocks of a Markdown file, line by line.
+fn shell_lines(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in markdown.lines() {
+        let fence = line.trim_start();
+        if let Some(lang) = fence.strip_prefix("```") {
+            inside = !inside && matches!(lang.trim(), "sh" | "console");
+            continue;
+        }
+        if inside {
+            out.push(line.trim().trim_start_matches("$ ").to_string());
+        }
+    }
+    out
+}
+
+/// Every `kitbash` command README.md and the pages of docs/ show is one
+/// the binary accepts (subcommand and flags, checked with `--help`), and
+/// README calls it by the path the set-up builds, `./target/release/kitbash`,
+/// so each command works verbatim after the two set-up commands.
+#[test]
+fn every_documented_kitbash_command_is_accepted_and_readme_ones_run_verbatim() {
+    let mut pages = vec![("README.md".to_string(), read("README.md"))];
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let rel = format!("docs/{}", path.file_name().unwrap().to_string_lossy());
+            pages.push((rel.clone(), read(&rel)));
+        }
+    }
+    let mut checked = 0;
+    for (page, text) in &pages {
+        for line in shell_lines(text) {
+            let words: Vec<String> = shell_words(&line)
+                .into_iter()
+                .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+                .collect();
+            let Some(program) = words.first() else {
+                continue;
+            };
+            let is_readme = page == "README.md";
+            if is_readme && program == "kitbash" {
+                panic!(
+                    "README.md runs `kitbash` from PATH, which the set-up does not provide: {line}"
+                );
+            }
+            let ours =
+                program == "./target/release/kitbash" || (!is_readme && program == "kitbash");
+            if !ours || words.len() < 2 {
+                continue;
+            }
+            assert_real_subcommand(&words[1..], &format!("{page}: {line}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} documented commands found");
+}
+
+#[test]
+fn shell_words_split_like_a_shell() {
+    assert_eq!(
+        shell_words(r#"./k query "What is it?"   # a comment"#),
+        ["./k", "query", "What is it?"]
+    );
+    assert_eq!(
+        shell_words("k stats --json | head"),
+        ["k", "stats", "--json"]
+    );
+    assert_eq!(shell_words("k query < q.txt"), ["k", "query"]);
+    assert_eq!(shell_words("A=1 k 'x y'"), ["A=1", "k", "x y"]);
+}
