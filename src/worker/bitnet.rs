@@ -159,15 +159,8 @@ impl Backend for BitnetBackend {
             "stream": false,
             "cache_prompt": true,
         });
-        let value = self
-            .http
-            .post_for_json(
-                path,
-                &body,
-                deadline,
-                " (not a llama.cpp server? check workers.bitnet.url)",
-            )
-            .await?;
+        let hint = " (not a llama.cpp server? check workers.bitnet.url)";
+        let value = self.http.post_for_json(path, &body, deadline, hint).await?;
         let content = value
             .get("content")
             .and_then(Value::as_str)

@@ -111,6 +111,9 @@ impl LogprobsCell {
     }
 }
 
+/// What answering one job gives: an answer, nothing, or why not.
+type Answered = Result<Option<BackendAnswer>, BackendError>;
+
 /// What both protocols' clients share: the HTTP client and the request
 /// settings.
 struct Common {
@@ -316,11 +319,7 @@ impl KoboldBackend {
         Ok(())
     }
 
-    async fn answer(
-        &self,
-        text: &str,
-        deadline: Instant,
-    ) -> Result<Option<BackendAnswer>, BackendError> {
+    async fn answer(&self, text: &str, deadline: Instant) -> Answered {
         let (logprobs, model) = (&self.logprobs, &self.served_model);
         let path = "/api/v1/generate";
         let genkey = format!("KB{}", uuid::Uuid::new_v4().simple());
@@ -331,15 +330,11 @@ impl KoboldBackend {
             "logprobs": true,
             "genkey": genkey,
         });
+        let hint = " (not a KoboldCpp server? check workers.llm.backend)";
         let value = self
             .c
             .http
-            .post_for_json(
-                path,
-                &body,
-                deadline,
-                " (not a KoboldCpp server? check workers.llm.backend)",
-            )
+            .post_for_json(path, &body, deadline, hint)
             .await?;
         let result = self
             .c
@@ -472,11 +467,7 @@ impl OpenAiBackend {
         Ok(())
     }
 
-    async fn answer(
-        &self,
-        text: &str,
-        deadline: Instant,
-    ) -> Result<Option<BackendAnswer>, BackendError> {
+    async fn answer(&self, text: &str, deadline: Instant) -> Answered {
         let (listed_model, no_logprobs) = (&self.listed_model, &self.no_logprobs);
         let path = "/v1/chat/completions";
         let model = self.c.model.clone().or_else(|| lock(listed_model));

@@ -4,11 +4,9 @@
 -- KEYS[2]: the queue
 -- Returns the entries moved.
 local out = {}
-while true do
-  local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'RIGHT')
-  if not entry then
-    break
-  end
+local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'RIGHT')
+while entry do
   out[#out + 1] = entry
+  entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'RIGHT')
 end
 return out
