@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use redis::{ErrorKind, ServerErrorKind};
 use tokio_util::sync::CancellationToken;
 
 use super::cascade::{Run, ms_since};
@@ -101,17 +102,16 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
         DEAD_LIST_CAP.to_string().into_bytes(),
     ];
     push_events(&mut args, &run.events);
-    // One round trip: the script (EVALSHA), then the counters and samples.
-    let mut evalsha = redis::cmd("EVALSHA");
-    evalsha.arg(FINISH.get_hash()).arg(script_keys.len());
+    let mut invocation = FINISH.prepare_invoke();
     for k in &script_keys {
-        evalsha.arg(k);
+        invocation.key(k);
     }
     for a in &args {
-        evalsha.arg(a);
+        invocation.arg(a);
     }
+    // One round trip: the script (EVALSHA), then the counters and samples.
     let mut pipe = redis::pipe();
-    pipe.add_command(evalsha);
+    pipe.invoke_script(&invocation);
     for c in run.counters.cmd_iter() {
         pipe.add_command(c.clone()).ignore();
     }
@@ -120,15 +120,8 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
     let mut counters = Counters::NotSent;
     loop {
         let written: redis::RedisResult<i64> = if counters != Counters::NotSent {
-            // Only the script is left (or may be).
-            let mut inv = FINISH.prepare_invoke();
-            for k in &script_keys {
-                inv.key(k);
-            }
-            for a in &args {
-                inv.arg(a);
-            }
-            inv.invoke_async(&mut conn).await
+            // Only the script is left (or may be); this loads it if needed.
+            invocation.invoke_async(&mut conn).await
         } else {
             pipe.query_async::<(i64,)>(&mut conn).await.map(|(w,)| w)
         };
@@ -159,10 +152,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
                 record_fenced(sh, &qid, &lost_reason(sh, code)).await;
                 return;
             }
-            Err(e)
-                if e.code() == Some("NOSCRIPT")
-                    || e.to_string().to_ascii_uppercase().contains("NOSCRIPT") =>
-            {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 // Redis lost its scripts (restart, SCRIPT FLUSH): the rest of
                 // the pipeline ran; invoke_async loads the script and runs it.
                 counters = Counters::Sent;

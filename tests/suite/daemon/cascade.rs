@@ -412,3 +412,34 @@ async fn events_carry_the_time_of_their_decision() {
     d.stop().await;
     worker.stop().await;
 }
+
+/// Redis forgetting its scripts (a restart without persistence, `SCRIPT
+/// FLUSH`) costs nothing: the finishing step meets NOSCRIPT, loads the
+/// script and runs it, and the counters sent with it count once.
+#[tokio::test]
+async fn a_flushed_script_cache_still_finishes_each_query_once() {
+    let mut ctx = TestContext::private();
+    fast(&mut ctx);
+    let bb = ctx.blackboard().await;
+    bb.store_grain(&kenya()).await.unwrap();
+    let d = RunningDaemon::start(&ctx.settings);
+    for round in 0..2 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut ctx.raw())
+            .unwrap();
+        let q = QueryState::new("What is the capital of Kenya?");
+        bb.enqueue(&q).await.unwrap();
+        let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
+        assert_eq!(s.status, QueryStatus::Answered, "round {round}");
+        let ev = events_of(&bb, &q.query_id).await;
+        let completed = ev.iter().filter(|(e, _)| e == "query_completed").count();
+        assert_eq!(completed, 1, "round {round}: {ev:?}");
+        assert_eq!(
+            bb.layer_counters("layer0").await.unwrap().hits,
+            round + 1,
+            "each query's counters are written once"
+        );
+    }
+    d.stop().await;
+}
