@@ -6,6 +6,7 @@
 //! worker layer adds one step that writes the buffered events, the state so
 //! far and the job together.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -152,11 +153,11 @@ impl Run {
 
     /// The name this query's counters and samples for `name` (a layer, or
     /// `query`) are kept under: `name` itself, or its `bench:` name.
-    pub(super) fn counted_as(&self, name: &str) -> String {
+    pub(super) fn counted_as<'a>(&self, name: &'a str) -> Cow<'a, str> {
         if self.bench {
-            bench_scoped(name)
+            Cow::Owned(bench_scoped(name))
         } else {
-            name.to_string()
+            Cow::Borrowed(name)
         }
     }
 }
