@@ -508,22 +508,13 @@ impl Blackboard {
     /// Every key matching `pattern`, by SCAN (never KEYS).
     pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
+        let opts = redis::ScanOptions::default()
+            .with_pattern(pattern)
+            .with_count(1000);
+        let mut keys = conn.scan_options::<String>(opts).await?;
         let mut out = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            out.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        while let Some(key) = keys.next_item().await {
+            out.push(key?);
         }
         out.sort();
         out.dedup();

@@ -261,23 +261,13 @@ fn rss(pid: u32) -> (u64, u64) {
 }
 
 fn keys_matching(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query(conn)
-            .unwrap();
-        out.extend(batch);
-        if next == 0 {
-            return out;
-        }
-        cursor = next;
-    }
+    let opts = redis::ScanOptions::default()
+        .with_pattern(pattern)
+        .with_count(10_000);
+    conn.scan_options::<String>(opts)
+        .unwrap()
+        .map(|k| k.unwrap())
+        .collect()
 }
 
 /// Polls `ok` every 50 ms until it holds; fails after `limit`.
