@@ -160,6 +160,7 @@ fn main() {
         std::slice::from_ref(&path),
         CartridgeOptions {
             poll_interval: None,
+            ..Default::default()
         },
     )
     .expect("load");

@@ -44,6 +44,8 @@
 //!   REPL), and [`client::bench`](mod@client::bench), the load generator.
 //! - [`cli`]: the `kitbash` command line; one file per command.
 
+pub mod aliases;
+pub mod calibrate;
 pub mod cli;
 pub mod client;
 pub mod config;

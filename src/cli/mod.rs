@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod acl;
 pub mod bench;
+pub mod calibrate;
 pub mod common;
 pub mod config;
 pub mod grains;
@@ -55,6 +56,8 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// Load generator and report against the running deployment.
     Bench(bench::BenchArgs),
+    /// Replay labelled questions through layer0 and layer2 in process; choose thresholds for an error budget.
+    Calibrate(calibrate::CalibrateArgs),
     /// Run a worker for one layer: bitnet, cartridge, llm (or echo, for tests).
     Worker(worker::WorkerArgs),
     /// Print least-privilege Redis ACL users for the daemon, a worker and a client.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => bench::run(cli.config, args),
         Command::Timeline(args) => timeline::run(cli.config, args),
         Command::Stats(args) => stats::run(cli.config, args),
+        Command::Calibrate(args) => calibrate::run(cli.config, args),
         Command::Worker(args) => worker::run(cli.config, args),
         Command::Acl(args) => acl::run(cli.config, args),
     }

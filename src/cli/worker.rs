@@ -2,14 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::aliases::Aliases;
 use crate::config::{Settings, WorkerKind};
 use crate::worker::bitnet::BitnetBackend;
-use crate::worker::cartridge::CartridgeBackend;
+use crate::worker::cartridge::{CartridgeBackend, CartridgeOptions};
 use crate::worker::echo::EchoBackend;
 use crate::worker::llm::LlmBackend;
 use crate::worker::{Backend, Worker, WorkerError, WorkerOptions};
@@ -103,7 +105,13 @@ pub fn run(file: Option<PathBuf>, args: WorkerArgs) -> ExitCode {
                 } else {
                     args.cartridges
                 };
-                let backend = CartridgeBackend::open(&paths).map_err(backend_err)?;
+                let cartridge_opts = CartridgeOptions {
+                    aliases: Arc::new(Aliases::load_logged(&settings.knowledge.aliases)),
+                    synonyms: Arc::new(Aliases::load_logged(&settings.knowledge.synonyms)),
+                    ..CartridgeOptions::default()
+                };
+                let backend = CartridgeBackend::open_with(&paths, cartridge_opts)
+                    .map_err(|e| backend_err(e.to_string()))?;
                 serve(settings.clone(), backend, opts).await
             }
             WorkerKind::Bitnet => {

@@ -120,6 +120,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The daemon's HTTP endpoint (health, Prometheus).
     pub http: HttpSettings,
+    /// What layer0 and the cartridge layer know besides grains and facts.
+    pub knowledge: KnowledgeSettings,
     /// Log output.
     pub logging: LoggingSettings,
 }
@@ -193,6 +195,7 @@ impl Default for Settings {
             feed: FeedSettings::default(),
             metrics: MetricsSettings::default(),
             http: HttpSettings::default(),
+            knowledge: KnowledgeSettings::default(),
             logging: LoggingSettings::default(),
         }
     }
@@ -673,6 +676,32 @@ impl Default for HttpSettings {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// What layer0 and the cartridge layer know besides grains and facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnowledgeSettings {
+    /// Aliases files (JSONL, `{"alias": "USA", "name": "United States"}` a
+    /// line): other names of entities, read by the daemon's layer0 and the
+    /// cartridge worker at start. A file that cannot be read is logged and
+    /// skipped.
+    pub aliases: Vec<PathBuf>,
+    /// Attribute synonyms files, in the same format (`{"alias": "how many
+    /// people", "name": "population"}`): phrases of questions read as the
+    /// words the facts use. Only the cartridge worker reads them: layer2
+    /// checks that a fact covers every word of the question, layer0 does
+    /// not, so a synonym that drops a word is safe only there.
+    pub synonyms: Vec<PathBuf>,
+}
+
+impl Default for KnowledgeSettings {
+    fn default() -> Self {
+        Self {
+            aliases: vec![PathBuf::from("config/aliases.jsonl")],
+            synonyms: vec![PathBuf::from("config/synonyms.jsonl")],
         }
     }
 }

@@ -389,7 +389,7 @@ pub(super) fn ms_since(t0: Instant) -> f64 {
 
 async fn grain_attempt(sh: &Instance, run: &mut Run, name: &str, layer: &LayerSettings) -> Attempt {
     let t0 = Instant::now();
-    let lookup = sh.bb.lookup_grain(&run.state.query_text);
+    let lookup = sh.bb.lookup_grain_with(&run.state.query_text, &sh.aliases);
     match tokio::time::timeout(layer.timeout(), lookup).await {
         Err(_) => Attempt::failed(
             Outcome::Timeout,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::replies::{Pending, WorkerDirectory};
 use super::status::DaemonStatus;
+use crate::aliases::Aliases;
 use crate::config::{LayerSettings, Settings};
 use crate::store::blackboard::Blackboard;
 use crate::store::orphans::Held;
@@ -20,6 +21,8 @@ pub(super) struct Instance {
     pub status: Arc<DaemonStatus>,
     /// The entries of the processing list that a task of this daemon holds.
     pub held: Arc<Held>,
+    /// Other names of entities, for layer0's second stage.
+    pub aliases: Arc<Aliases>,
 }
 
 impl Instance {
@@ -40,6 +43,7 @@ impl Instance {
                 .into_iter()
                 .map(|(n, l)| (n.to_string(), l.clone()))
                 .collect(),
+            aliases: Arc::new(Aliases::load_logged(&settings.knowledge.aliases)),
             bb,
             settings,
             status,

@@ -35,7 +35,8 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::layer0::matching::{MatchKey, normalize};
+use crate::aliases::Aliases;
+use crate::layer0::matching::{MatchKey, normalize, second_stage_keys};
 use crate::state::now_rfc3339;
 use crate::store::blackboard::{Blackboard, BlackboardError, Result};
 use crate::store::scripts::{DELETE_GRAIN, STORE_GRAIN};
@@ -156,7 +157,7 @@ pub struct GrainMatch {
 }
 
 impl GrainMatch {
-    fn of(grain: &Grain) -> Self {
+    pub(crate) fn of(grain: &Grain) -> Self {
         Self {
             fact_id: grain.fact_id.clone(),
             question: grain.question.clone(),
@@ -165,6 +166,37 @@ impl GrainMatch {
             source: grain.source.clone().filter(|s| !s.is_empty()),
         }
     }
+}
+
+/// Parses an entry of the question index.
+fn parse_entry(index: &str, match_key: &str, raw: &str) -> Result<GrainMatch> {
+    let bad = |reason: String| BlackboardError::MalformedGrain {
+        key: index.to_string(),
+        reason: format!(
+            "the entry for match key {match_key:?} {reason}; store the grain again (kitbash grains load --replace) or delete the entry"
+        ),
+    };
+    let m: GrainMatch =
+        serde_json::from_str(raw).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
+    if !(0.0..=1.0).contains(&m.confidence) {
+        return Err(bad(format!(
+            "has confidence {}, not a number in [0, 1]",
+            m.confidence
+        )));
+    }
+    if m.fact_id.is_empty() {
+        return Err(bad("has an empty fact_id".into()));
+    }
+    Ok(m)
+}
+
+/// The grain the second-stage keys found, when they all found the same
+/// one; `None` when none found a grain or two found different ones (the
+/// question could be either, so layer0 does not guess).
+pub fn agreed(found: Vec<GrainMatch>) -> Option<GrainMatch> {
+    let mut found = found.into_iter();
+    let first = found.next()?;
+    found.all(|m| m.fact_id == first.fact_id).then_some(first)
 }
 
 /// What to do when a grain with the same fact id is stored already.
@@ -349,16 +381,16 @@ impl Blackboard {
         BlackboardError::WrongType { key, expected }
     }
 
-    /// Finds the grain layer0 would answer `text` with: the grain whose
-    /// question has the same match key ([`crate::layer0::matching::normalize`]).
-    /// One round trip (one HGET); none at all when `text` has no content
-    /// word. `None` is a miss (confidence 0). A hit carries the grain's own
-    /// confidence, which the caller compares with its threshold.
+    /// Finds the grain layer0 would answer `text` with, without aliases:
+    /// [`Self::lookup_grain_with`] and no alias. `None` is a miss
+    /// (confidence 0); a hit carries the grain's own confidence, which the
+    /// caller compares with its threshold. No round trip at all when `text`
+    /// has no content word.
     ///
     /// An index entry that is not the JSON Kitbash writes is
     /// [`BlackboardError::MalformedGrain`] naming the index and the match key.
     pub async fn lookup_grain(&self, text: &str) -> Result<Option<GrainMatch>> {
-        self.lookup_match_key(&normalize(text)).await
+        self.lookup_grain_with(text, &Aliases::default()).await
     }
 
     /// [`Self::lookup_grain`] for a match key computed already.
@@ -372,26 +404,47 @@ impl Blackboard {
             .hget(&index, match_key.as_str())
             .await
             .map_err(|e| BlackboardError::on_key(e, &index, "hash"))?;
-        let Some(raw) = raw else { return Ok(None) };
-        let bad = |reason: String| BlackboardError::MalformedGrain {
-            key: index.clone(),
-            reason: format!(
-                "the entry for match key {:?} {reason}; store the grain again (kitbash grains load --replace) or delete the entry",
-                match_key.as_str()
-            ),
-        };
-        let m: GrainMatch =
-            serde_json::from_str(&raw).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
-        if !(0.0..=1.0).contains(&m.confidence) {
-            return Err(bad(format!(
-                "has confidence {}, not a number in [0, 1]",
-                m.confidence
-            )));
+        raw.map(|raw| parse_entry(&index, match_key.as_str(), &raw))
+            .transpose()
+    }
+
+    /// What layer0 answers `text` with: the grain of its match key, or,
+    /// when there is none, the one grain that the second-stage keys
+    /// ([`second_stage_keys`]: aliases replaced, attribute fillers dropped)
+    /// agree on. One HGET for a question whose key is a grain's; one HMGET
+    /// more when it misses and a second-stage key differs from it.
+    pub async fn lookup_grain_with(
+        &self,
+        text: &str,
+        aliases: &Aliases,
+    ) -> Result<Option<GrainMatch>> {
+        let exact = normalize(text);
+        if exact.is_empty() {
+            return Ok(None);
         }
-        if m.fact_id.is_empty() {
-            return Err(bad("has an empty fact_id".into()));
+        if let Some(m) = self.lookup_match_key(&exact).await? {
+            return Ok(Some(m));
         }
-        Ok(Some(m))
+        let keys = second_stage_keys(text, &exact, aliases);
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let index = self.keys.grain_index(QUESTION_INDEX);
+        let mut conn = self.conn.clone();
+        let fields: Vec<&str> = keys.iter().map(MatchKey::as_str).collect();
+        let raw: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&index)
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &index, "hash"))?;
+        let mut found = Vec::new();
+        for (key, raw) in fields.iter().zip(raw) {
+            if let Some(raw) = raw {
+                found.push(parse_entry(&index, key, &raw)?);
+            }
+        }
+        Ok(agreed(found))
     }
 
     /// Appends "one more hit" for a grain to `pipe` (an HINCRBY whose reply

@@ -336,6 +336,116 @@ fn fold_plural(word: &str) -> String {
     word.to_string()
 }
 
+/// Attribute words and their synonyms: the synonym is read as the
+/// attribute word in the second stage (see [`second_stage_keys`]).
+const SYNONYMS: &[(&str, &str)] = &[("money", "currency")];
+
+/// Words that add nothing to a question about an attribute: when the key
+/// holds the attribute word (first), the second stage drops these. "Which
+/// city is the capital of Kenya?" asks what "What is the capital of Kenya?"
+/// asks; "What currency is used in Kenya?" what "What is the currency of
+/// Kenya?" asks. Tense, negation, numbers and every other word stay, so
+/// "What currency did Kenya use?" still differs.
+const FILLERS: &[(&str, &[&str])] = &[
+    ("capital", &["city", "in"]),
+    (
+        "currency",
+        &[
+            "official", "national", "use", "used", "uses", "in", "for", "they", "people", "i",
+            "you", "we", "need", "bring", "pay", "with", "spend", "legal", "tender",
+        ],
+    ),
+    (
+        "symbol",
+        &[
+            "chemical",
+            "atomic",
+            "for",
+            "used",
+            "in",
+            "chemistry",
+            "on",
+            "periodic",
+            "table",
+        ],
+    ),
+];
+
+/// The key with synonyms read as their attribute word and the words that
+/// add nothing to that attribute dropped.
+fn relax(key: &MatchKey) -> MatchKey {
+    let mut words: Vec<&str> = key
+        .words()
+        .map(|w| {
+            SYNONYMS
+                .iter()
+                .find(|(s, _)| *s == w)
+                .map_or(w, |(_, a)| *a)
+        })
+        .collect();
+    for (attribute, fillers) in FILLERS {
+        if words.contains(attribute) {
+            words.retain(|w| !fillers.contains(w));
+        }
+    }
+    words.sort_unstable();
+    words.dedup();
+    MatchKey(words.join(" "))
+}
+
+/// `text` without a leading greeting set off by punctuation ("Hi! What
+/// is …", "Hello, what is …"); `None` when it has none. Only so: "hi" alone
+/// may be Hawaii's code.
+fn strip_greeting(text: &str) -> Option<&str> {
+    let t = text.trim_start();
+    for greeting in ["hi", "hello", "hey"] {
+        if t.len() > greeting.len()
+            && t.is_char_boundary(greeting.len())
+            && t[..greeting.len()].eq_ignore_ascii_case(greeting)
+            && t[greeting.len()..].starts_with(['!', ',', '.'])
+        {
+            return Some(t[greeting.len() + 1..].trim_start());
+        }
+    }
+    None
+}
+
+/// The keys layer0 tries when a question's own key finds no grain: the key
+/// of the question with its aliases replaced by the names they stand for
+/// ([`crate::aliases`]), and each of the two keys *relaxed* (attribute
+/// synonyms read as the attribute, words that add nothing to the attribute
+/// dropped; see `FILLERS`). Each is a whole key, so a grain found by one
+/// agrees with the question on the entity and on the attribute; the caller
+/// answers only when every key that finds a grain finds the same one. Never
+/// holds `exact` or an empty key.
+pub fn second_stage_keys(
+    text: &str,
+    exact: &MatchKey,
+    aliases: &crate::aliases::Aliases,
+) -> Vec<MatchKey> {
+    let greeted = strip_greeting(text);
+    let text = greeted.unwrap_or(text);
+    let mut keys: Vec<MatchKey> = Vec::with_capacity(4);
+    let mut push = |k: MatchKey| {
+        if !k.is_empty() && k != *exact && !keys.contains(&k) {
+            keys.push(k);
+        }
+    };
+    if greeted.is_some() {
+        let k = normalize(text);
+        push(relax(&k));
+        push(k);
+    } else {
+        push(relax(exact));
+    }
+    if let Some(rewritten) = aliases.rewrite(text) {
+        let k = normalize(&rewritten);
+        push(relax(&k));
+        push(k);
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

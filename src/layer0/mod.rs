@@ -4,3 +4,4 @@
 pub mod grains;
 pub mod grains_file;
 pub mod matching;
+pub mod memory;

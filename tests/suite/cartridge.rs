@@ -67,6 +67,7 @@ fn open(paths: &[PathBuf]) -> CartridgeBackend {
         paths,
         CartridgeOptions {
             poll_interval: None,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -527,6 +528,7 @@ async fn a_changed_file_is_reloaded_by_the_poll() {
         &[dir.path().to_path_buf()],
         CartridgeOptions {
             poll_interval: Some(Duration::from_millis(100)),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -21,21 +21,96 @@ const ANALYZER: &str = "kitbash_en";
 /// Generous, so that a fact covering the whole query is among them even
 /// when shorter facts repeating one of its terms score higher.
 const CANDIDATES: usize = 32;
-/// Temperature of the softmax behind exclusivity (see
-/// [`FactIndex::search`]): a rival whose coverage is 0.05 below the best
-/// one weighs e⁻¹ as much; 0.25 below (the usual gap when it lacks the
-/// query's attribute word), e⁻⁵.
-const TEMPERATURE: f64 = 0.05;
+/// What each question term a fact lacks multiplies its support by.
+const MISSING: f64 = 0.35;
+/// What each question term no fact has multiplies every support by.
+const UNKNOWN: f64 = 0.25;
+/// What each modifier of the question a fact does not say multiplies its
+/// support by.
+const MODIFIER: f64 = 0.3;
+/// A rival's weight in exclusivity is `(its support / the best's)^SHARPNESS`.
+const SHARPNESS: i32 = 6;
+/// A rival's weight is multiplied by this when the best fact is *about* the
+/// question's entity (has it in its subject) and the rival is not.
+const NOT_ABOUT: f64 = 0.05;
 
 /// Words that carry no content in a question (on top of the Lucene English
 /// stop words tantivy ships): question words, auxiliaries, pronouns and
 /// politeness. Without them "What is the capital of Peru?" would ask the
 /// facts for "what", a word they rarely contain, and so a rare, heavy term.
 const QUESTION_WORDS: &[&str] = &[
-    "what", "whats", "which", "who", "whom", "whose", "where", "when", "why", "how", "do", "does",
-    "did", "can", "could", "would", "should", "has", "have", "had", "were", "been", "am", "i",
-    "me", "my", "you", "your", "we", "our", "us", "its", "s", "t", "tell", "please", "know",
-    "about", "many", "much", "name",
+    "what",
+    "whats",
+    "which",
+    "who",
+    "whom",
+    "whose",
+    "where",
+    "when",
+    "why",
+    "how",
+    "do",
+    "does",
+    "did",
+    "can",
+    "could",
+    "would",
+    "should",
+    "has",
+    "have",
+    "had",
+    "were",
+    "been",
+    "am",
+    "i",
+    "me",
+    "my",
+    "you",
+    "your",
+    "we",
+    "our",
+    "us",
+    "its",
+    "s",
+    "t",
+    "tell",
+    "please",
+    "know",
+    "about",
+    "many",
+    "much",
+    "name",
+    "belong",
+    "belongs",
+    "located",
+    "situated",
+    "lie",
+    "lies",
+    "sit",
+    "sits",
+    "identified",
+    "known",
+    "called",
+    "use",
+    "used",
+    "uses",
+    "using",
+    "need",
+    "bring",
+    "travel",
+    "travelling",
+    "traveling",
+    "visit",
+    "visiting",
+    "visited",
+    "go",
+    "going",
+    "want",
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "thank",
 ];
 
 /// Lower-cases, folds accents (so "Sao Tome" finds "São Tomé"), drops
@@ -54,6 +129,81 @@ pub fn analyzer() -> TextAnalyzer {
         ))
         .filter(Stemmer::new(Language::English))
         .build()
+}
+
+/// The suffix that marks a code as a term of its own (`MAR` → `mar0`).
+const CODE_MARK: char = '0';
+
+/// `text` with each *code* (a word of two or three capital letters, such
+/// as the ISO codes `MAR`, `US`, `PHP`) spelt as a term of its own:
+/// lower-cased with a `0` after it, which neither the stemmer nor the stop
+/// words touch. A code thus never matches an ordinary word: "Mars" stems to
+/// `mar`, which no longer meets Morocco's `MAR`, and "us" stays a pronoun.
+/// `keep` decides for each code found whether to mark it (a query marks
+/// only codes some fact has, so an unknown acronym stays a word). Text with
+/// no small letter at all is left alone: in shouting every word looks like
+/// a code.
+fn mark_codes<'a>(text: &'a str, keep: impl Fn(&str) -> bool) -> std::borrow::Cow<'a, str> {
+    if !text.chars().any(char::is_lowercase) {
+        return text.into();
+    }
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut start = None;
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        if c.is_alphanumeric() {
+            start.get_or_insert(i);
+            continue;
+        }
+        let Some(s) = start.take() else { continue };
+        let word = &text[s..i];
+        if (2..=3).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_uppercase()) {
+            let mut marked = word.to_ascii_lowercase();
+            marked.push(CODE_MARK);
+            if keep(&marked) {
+                out.push_str(&text[copied..s]);
+                out.push_str(&marked);
+                copied = i;
+            }
+        }
+    }
+    if copied == 0 {
+        return text.into();
+    }
+    out.push_str(&text[copied..]);
+    out.into()
+}
+
+/// `text` with each number written with a decimal point or thousands
+/// separators made one word: `144.9` becomes `144d9` (so the atomic weight
+/// 144.9 no longer meets "element number 144") and `582,650` becomes
+/// `582650` (so it meets "582650").
+fn join_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+    let b = text.as_bytes();
+    let joins = |i: usize| {
+        (b[i] == b'.' || b[i] == b',')
+            && i > 0
+            && i + 1 < b.len()
+            && b[i - 1].is_ascii_digit()
+            && b[i + 1].is_ascii_digit()
+    };
+    if !(0..b.len()).any(joins) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        if c.is_ascii() && joins(i) {
+            if c == '.' {
+                out.push('d');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// The distinct terms of `text`, in order of first appearance.
@@ -77,6 +227,11 @@ struct Fact {
     source: Option<String>,
     /// Its distinct term ids, sorted (for the coverage of a query).
     terms: Box<[u32]>,
+    /// The [`MODIFIERS`] it says, as a bit set.
+    modifiers: u32,
+    /// The term ids of its subject (what comes before its first `is`,
+    /// `are`, `has`, `have` or `was`), sorted.
+    subject: Box<[u32]>,
 }
 
 /// The best fact for a query, with the parts of its confidence.
@@ -160,7 +315,10 @@ impl FactIndex {
         let mut writer: IndexWriter = index.writer_with_num_threads(1, 64 << 20)?;
         writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         for (i, f) in raw.into_iter().enumerate() {
-            let mut ids: Vec<u32> = terms(&mut analyzer, &f.text)
+            let modifiers = modifiers_of(&f.text);
+            let joined = join_numbers(&f.text);
+            let marked = mark_codes(&joined, |_| true);
+            let mut ids: Vec<u32> = terms(&mut analyzer, &marked)
                 .into_iter()
                 .map(|t| {
                     let next = vocab.len() as u32;
@@ -173,8 +331,13 @@ impl FactIndex {
                 })
                 .collect();
             ids.sort_unstable();
+            let mut subject: Vec<u32> = terms(&mut analyzer, subject_of(&marked))
+                .iter()
+                .filter_map(|t| vocab.get(t).copied())
+                .collect();
+            subject.sort_unstable();
             let mut doc = TantivyDocument::default();
-            doc.add_text(field, &f.text);
+            doc.add_text(field, &marked);
             doc.add_u64(ord, i as u64);
             writer.add_document(doc)?;
             facts.push(Fact {
@@ -183,6 +346,8 @@ impl FactIndex {
                 text: f.text,
                 source: f.source,
                 terms: ids.into_boxed_slice(),
+                modifiers,
+                subject: subject.into_boxed_slice(),
             });
         }
         writer.commit()?;
@@ -235,45 +400,53 @@ impl FactIndex {
     /// The best fact for `text`, or `None` when no fact shares a term with
     /// it (or the text has no content word).
     ///
-    /// Tantivy's BM25 finds the candidates (the top 32); the best one is the
-    /// candidate with the highest *coverage*, BM25 breaking ties. The
-    /// confidence is `coverage × exclusivity`, two things a raw BM25 score
-    /// cannot tell, since it grows with the query's length and rarity:
+    /// Tantivy's BM25 finds the candidates (the top 32). Each candidate's
+    /// *support* says how much of the question it addresses, word by word,
+    /// since a question is answered only by a fact that covers its entity
+    /// *and* its attribute:
     ///
-    /// - **coverage**: the share of the query's IDF weight that the fact
-    ///   contains. Each distinct query term weighs its BM25 IDF; a term no
-    ///   fact contains weighs the most, `ln(1 + 2N + 1)`. "What is the
-    ///   capital of Wakanda?" finds "The capital of X is Y" facts, but
-    ///   "wakanda" is the heavy term and no fact has it: coverage ≈ 0.2.
-    ///   An unrelated question shares a common word at most. A question
-    ///   whose fact is loaded has all or nearly all of its terms in it.
-    /// - **exclusivity**: how clearly that fact beats its rivals: its weight
-    ///   in a softmax (temperature 0.05) over the candidates' coverage.
-    ///   "Japan" alone is covered by five facts about Japan equally:
-    ///   exclusivity 0.2. "capital of Japan" is covered fully by one fact
-    ///   and to 0.75 by the other Japan facts: exclusivity ≈ 0.97. "capital
-    ///   of Sudan" is covered fully by South Sudan's capital fact too: 0.5,
-    ///   whichever BM25 puts first. Letting BM25's length and term-frequency
-    ///   preferences into this softmax raised recall on the labelled set
-    ///   but answered coincidental ties (a name that also appears in
-    ///   another fact) with confidence 0.6-0.75 at 100,000 facts; a tie of
-    ///   `m` facts is capped at `1/m` instead.
+    /// - each question term the fact lacks multiplies it by 0.35: "What is
+    ///   the population density of Bhopal?" finds Bhopal's population, which
+    ///   lacks `densiti` (0.35); "Which countries border Chattogram?" finds
+    ///   the city's country, which lacks `border`;
+    /// - each term no fact has at all, by 0.25: "capital of Wakanda";
+    /// - each *modifier* of the question the fact does not say (`before`,
+    ///   `after`, `former`, `was`, `were`, `will`, `not`, `never`, `second`,
+    ///   `largest`, `who`, `why`, …), by 0.3: "What was the capital of
+    ///   Austria before Vienna?" is not answered by today's capital, nor
+    ///   "Who discovered oxygen?" by the year it was discovered.
     ///
-    /// The product reads "the fact addresses this share of the question,
-    /// and is this likely the one meant". What it cannot see: a question
-    /// about an attribute of a *mentioned* entity the facts do not hold
-    /// ("population of Tokyo" finds "The capital of Japan is Tokyo", 0.77).
-    /// `tests/suite/cartridge.rs` measures precision and recall per threshold.
+    /// The best candidate has the highest support, then is *about* the
+    /// question's entity (has the question's rarest term in its subject,
+    /// the words before its first `is`/`are`/`has`/`have`/`was`), then the
+    /// highest IDF coverage, then BM25. Its *exclusivity* is its share among
+    /// the candidates, each weighing `(support / best support)⁶`: a rival
+    /// lacking one more term weighs 0.002, one as good as the best weighs 1,
+    /// so a tie of `m` facts gives `1/m` ("capital of Sudan" is South
+    /// Sudan's too). A rival that is not about the entity when the best is
+    /// weighs 20 times less: "Which countries border Switzerland?" finds
+    /// Switzerland's borders and five facts naming Switzerland among their
+    /// own neighbours. The confidence is `support × exclusivity`: "this
+    /// fact says all the question asks, and it is the one fact that does".
+    ///
+    /// Terms are what [`analyzer`] leaves (stop words and question words
+    /// go) after [`mark_codes`]; aliases and attribute synonyms are
+    /// replaced before (see [`crate::aliases`]). `tests/suite/cartridge.rs`
+    /// and `kitbash calibrate` measure precision and recall per threshold.
     pub fn search(&self, text: &str) -> Result<Option<Hit>, CartridgeError> {
         if self.facts.is_empty() {
             return Ok(None);
         }
         let mut analyzer = self.analyzer.clone();
-        let query_terms = terms(&mut analyzer, text);
+        let modifiers = modifiers_of(text);
+        let joined = join_numbers(text);
+        let text = mark_codes(&joined, |code| self.vocab.contains_key(code));
+        let query_terms = terms(&mut analyzer, &text);
         if query_terms.is_empty() {
             return Ok(None);
         }
         let mut weight_total = 0.0;
+        let mut unknown = 0;
         // (term id, idf) of the query terms some fact contains.
         let mut known: Vec<(u32, f64)> = Vec::with_capacity(query_terms.len());
         let mut tantivy_terms = Vec::with_capacity(query_terms.len());
@@ -285,7 +458,10 @@ impl FactIndex {
                     known.push((id, w));
                     tantivy_terms.push(Term::from_field_text(self.field, t));
                 }
-                None => weight_total += self.idf(0),
+                None => {
+                    weight_total += self.idf(0);
+                    unknown += 1;
+                }
             }
         }
         if known.is_empty() {
@@ -295,43 +471,185 @@ impl FactIndex {
         let top = self
             .searcher
             .search(&query, &TopDocs::with_limit(CANDIDATES).order_by_score())?;
-        // (fact, coverage, BM25 score) of each candidate.
-        let candidates: Vec<(&Fact, f64, f32)> = top
+        let base = UNKNOWN.powi(unknown);
+        // The question's entity, most likely: its rarest term.
+        let rarest = known
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(id, _)| *id);
+        let candidates: Vec<Candidate> = top
             .iter()
             .map(|&(score, addr)| {
                 let fact = &self.facts
                     [self.doc_to_fact[addr.segment_ord as usize][addr.doc_id as usize] as usize];
-                let covered: f64 = known
-                    .iter()
-                    .filter(|(id, _)| fact.terms.binary_search(id).is_ok())
-                    .map(|(_, w)| w)
-                    .sum();
-                (fact, (covered / weight_total).clamp(0.0, 1.0), score)
+                let (mut covered, mut lacking) = (0.0, 0);
+                for (id, w) in &known {
+                    if fact.terms.binary_search(id).is_ok() {
+                        covered += w;
+                    } else {
+                        lacking += 1;
+                    }
+                }
+                let unsaid = (modifiers & !fact.modifiers).count_ones() as i32;
+                Candidate {
+                    fact,
+                    about: rarest.is_some_and(|r| fact.subject.binary_search(&r).is_ok()),
+                    support: base * MISSING.powi(lacking) * MODIFIER.powi(unsaid),
+                    coverage: (covered / weight_total).clamp(0.0, 1.0),
+                    score,
+                }
             })
             .collect();
-        let Some(&(best, coverage, best_score)) = candidates
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
-        else {
+        let Some(best) = candidates.iter().max_by(|a, b| {
+            a.support
+                .total_cmp(&b.support)
+                .then(a.about.cmp(&b.about))
+                .then(a.coverage.total_cmp(&b.coverage))
+                .then(a.score.total_cmp(&b.score))
+        }) else {
             return Ok(None);
         };
-        // BM25 only chose between facts of equal coverage: a longer fact
-        // or a term said once is no evidence that a fact is *not* the one
-        // meant, so ties count as ties here.
         let mass: f64 = candidates
             .iter()
-            .map(|&(_, c, _)| (-(coverage - c) / TEMPERATURE).exp())
+            .map(|c| {
+                let w = (c.support / best.support).powi(SHARPNESS);
+                if best.about && !c.about {
+                    w * NOT_ABOUT
+                } else {
+                    w
+                }
+            })
             .sum();
         let exclusivity = 1.0 / mass;
+        let fact = best.fact;
         Ok(Some(Hit {
-            cartridge: self.cartridges[best.cartridge as usize].clone(),
-            fact_id: best.id.clone(),
-            text: best.text.clone(),
-            fact_source: best.source.clone(),
-            confidence: (coverage * exclusivity).clamp(0.0, 1.0),
-            coverage,
+            cartridge: self.cartridges[fact.cartridge as usize].clone(),
+            fact_id: fact.id.clone(),
+            text: fact.text.clone(),
+            fact_source: fact.source.clone(),
+            confidence: (best.support * exclusivity).clamp(0.0, 1.0),
+            coverage: best.coverage,
             exclusivity,
-            score: best_score,
+            score: best.score,
         }))
+    }
+}
+
+/// One BM25 candidate and what it covers of the question.
+struct Candidate<'a> {
+    fact: &'a Fact,
+    /// Whether the question's rarest term is in the fact's subject.
+    about: bool,
+    /// The product of the penalties (see [`FactIndex::search`]).
+    support: f64,
+    /// Share of the question's IDF weight the fact has.
+    coverage: f64,
+    /// BM25.
+    score: f32,
+}
+
+/// The subject of a fact: its text before the first `is`, `are`, `has`,
+/// `have` or `was` ("Switzerland" in "Switzerland has land borders with
+/// …", "The capital city of Kenya" in "The capital city of Kenya is
+/// Nairobi."); the whole text when it has none of them.
+fn subject_of(text: &str) -> &str {
+    let mut start = None;
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        if c.is_alphanumeric() {
+            start.get_or_insert(i);
+            continue;
+        }
+        if let Some(s) = start.take()
+            && matches!(
+                text[s..i].to_ascii_lowercase().as_str(),
+                "is" | "are" | "has" | "have" | "was"
+            )
+        {
+            return &text[..s];
+        }
+    }
+    text
+}
+
+/// Words that change what a factoid question asks: a fact that does not
+/// say them does not answer it (see [`FactIndex::search`]). Checked on the
+/// raw words, since the analyzer drops most of them as stop words.
+const MODIFIERS: &[&str] = &[
+    "before",
+    "after",
+    "former",
+    "formerly",
+    "previous",
+    "previously",
+    "originally",
+    "until",
+    "was",
+    "were",
+    "will",
+    "not",
+    "never",
+    "without",
+    "except",
+    "second",
+    "third",
+    "largest",
+    "biggest",
+    "smallest",
+    "who",
+    "whom",
+    "whose",
+    "why",
+];
+
+/// The bit set of [`MODIFIERS`] in `text` (`n't` counts as `not`).
+fn modifiers_of(text: &str) -> u32 {
+    let lower = text.to_lowercase();
+    let mut set = 0u32;
+    for word in lower.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '\u{2019}') {
+        let word = word.trim_matches(|c| c == '\'' || c == '\u{2019}');
+        let word = if word.ends_with("n't") || word.ends_with("n\u{2019}t") {
+            "not"
+        } else {
+            word
+        };
+        if let Some(i) = MODIFIERS.iter().position(|m| *m == word) {
+            set |= 1 << i;
+        }
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_become_terms_of_their_own() {
+        let all = |_: &str| true;
+        assert_eq!(
+            mark_codes("Morocco's codes are MA (alpha-2) and MAR.", all),
+            "Morocco's codes are ma0 (alpha-2) and mar0."
+        );
+        assert_eq!(mark_codes("US Dollar (USD)", all), "us0 Dollar (usd0)");
+        // Not codes: one letter, four letters, mixed case, digits.
+        for text in ["Vitamin A and I", "NATO", "Na and He", "3D or B12"] {
+            assert_eq!(mark_codes(text, all), text);
+        }
+        // Shouting is left alone; a query marks only known codes.
+        assert_eq!(mark_codes("CAPITAL OF THE USA", all), "CAPITAL OF THE USA");
+        assert_eq!(
+            mark_codes("capital of the USA or the EU?", |c| c == "usa0"),
+            "capital of the usa0 or the EU?"
+        );
+        assert_eq!(
+            join_numbers("144.9 and 582,650 or 1, 2. 3"),
+            "144d9 and 582650 or 1, 2. 3"
+        );
+        // The analyzer leaves a marked code as it is.
+        let mut a = analyzer();
+        assert_eq!(terms(&mut a, "mar0 us0 mars"), ["mar0", "us0", "mar"]);
     }
 }

@@ -44,6 +44,7 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use super::backend::{Backend, BackendAnswer, BackendError};
+use crate::aliases::Aliases;
 
 pub use index::{FactIndex, Hit};
 pub use load::{FileReport, LineIssue, LoadReport};
@@ -102,12 +103,20 @@ pub struct CartridgeOptions {
     /// `None` turns the polling off (reload with [`Backend::reload`] only).
     /// Default 2 s.
     pub poll_interval: Option<Duration>,
+    /// Other names of entities: a question naming one by an alias is
+    /// searched with the alias replaced by the name. Default: none.
+    pub aliases: Arc<Aliases>,
+    /// Attribute synonyms, replaced after the aliases ("how many people"
+    /// read as "population"). Default: none.
+    pub synonyms: Arc<Aliases>,
 }
 
 impl Default for CartridgeOptions {
     fn default() -> Self {
         Self {
             poll_interval: Some(Duration::from_secs(2)),
+            aliases: Arc::default(),
+            synonyms: Arc::default(),
         }
     }
 }
@@ -126,6 +135,8 @@ struct Inner {
     generation: AtomicU64,
     poll_interval: Option<Duration>,
     watching: AtomicBool,
+    aliases: Arc<Aliases>,
+    synonyms: Arc<Aliases>,
 }
 
 fn show_paths(paths: &[PathBuf]) -> String {
@@ -174,6 +185,8 @@ impl CartridgeBackend {
                 generation: AtomicU64::new(1),
                 poll_interval: opts.poll_interval,
                 watching: AtomicBool::new(false),
+                aliases: opts.aliases,
+                synonyms: opts.synonyms,
             }),
         };
         backend.ensure_watching();
@@ -202,9 +215,17 @@ impl CartridgeBackend {
     }
 
     /// The best fact for `text` in the current index, with its confidence;
-    /// `None` when no fact shares a term with it.
+    /// `None` when no fact shares a term with it. A question naming an
+    /// entity by an alias is searched with the alias replaced by its name
+    /// ("capital of the UK" as "capital of the United Kingdom"), then each
+    /// attribute synonym by the words the facts use.
     pub fn search(&self, text: &str) -> Result<Option<Hit>, CartridgeError> {
-        self.inner.current().search(text)
+        let aliased = self.inner.aliases.rewrite(text);
+        let text = aliased.as_deref().unwrap_or(text);
+        match self.inner.synonyms.rewrite(text) {
+            Some(rewritten) => self.inner.current().search(&rewritten),
+            None => self.inner.current().search(text),
+        }
     }
 
     #[cfg(any(test, feature = "test-util"))]
