@@ -6,7 +6,10 @@
 //!
 //! An aliases file is JSONL, one `{"alias": "USA", "name": "United States"}`
 //! a line (`#` lines and blank lines skipped; an optional `source` is kept
-//! for humans and ignored). The demo's, `config/aliases.jsonl`, is derived
+//! for humans and ignored). An optional `class` (`"country"`) says what kind
+//! of entity the name is: the cartridge layer then knows that a fact naming
+//! Kenya names a country, and can answer "Which country …?" with it (see
+//! [`Aliases::mentions`]). The demo's, `config/aliases.jsonl`, is derived
 //! from the demo knowledge by `config/generate/generate_aliases.py`.
 //!
 //! How an alias is recognised in a question:
@@ -38,6 +41,8 @@ struct Line {
     alias: String,
     name: String,
     #[serde(default)]
+    class: Option<String>,
+    #[serde(default)]
     #[allow(dead_code)]
     source: Option<String>,
 }
@@ -51,6 +56,23 @@ pub struct Aliases {
     names: HashMap<String, String>,
     /// Most words in a name alias.
     longest: usize,
+    /// Lower-cased words of a name → (its class, the class's plural), for
+    /// names whose aliases give a `class` ("kenya" → country).
+    classes: HashMap<String, usize>,
+    /// The classes, in order of first appearance: (singular, plural).
+    class_names: Vec<(String, String)>,
+    /// Most words in a classed name.
+    longest_class: usize,
+}
+
+/// An entity of a known class named in a text: the class's index and the
+/// name (lower-cased words).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mention {
+    /// Index into [`Aliases::class_of_word`]'s classes.
+    pub class: usize,
+    /// The name, lower-cased, words joined by one space.
+    pub name: String,
 }
 
 /// What reading aliases found wrong, line by line.
@@ -115,7 +137,7 @@ impl Aliases {
     /// Reads aliases files. A missing or unreadable file is reported (and
     /// skipped), as is each bad line; the rest is used.
     pub fn read(paths: &[PathBuf]) -> (Self, AliasReport) {
-        let mut pairs = Vec::new();
+        let mut pairs: Vec<(String, String, Option<String>)> = Vec::new();
         let mut report = AliasReport::default();
         for path in paths {
             match std::fs::read_to_string(path) {
@@ -144,22 +166,33 @@ impl Aliases {
         aliases
     }
 
-    /// Aliases from `(alias, name)` pairs; ambiguous ones are dropped and
-    /// reported.
-    pub fn from_pairs(pairs: Vec<(String, String)>, report: &mut AliasReport) -> Self {
+    /// Aliases from `(alias, name, class)` triples; ambiguous ones are
+    /// dropped and reported.
+    pub fn from_pairs(
+        pairs: Vec<(String, String, Option<String>)>,
+        report: &mut AliasReport,
+    ) -> Self {
         let mut codes: HashMap<String, String> = HashMap::new();
         let mut names: HashMap<String, String> = HashMap::new();
         let mut ambiguous: Vec<String> = Vec::new();
-        for (alias, name) in pairs {
+        let mut classes: HashMap<String, usize> = HashMap::new();
+        let mut class_names: Vec<(String, String)> = Vec::new();
+        for (alias, name, class) in pairs {
+            if let Some(class) = class {
+                let class = class.trim().to_lowercase();
+                let i = match class_names.iter().position(|(c, _)| *c == class) {
+                    Some(i) => i,
+                    None => {
+                        class_names.push((class.clone(), plural(&class)));
+                        class_names.len() - 1
+                    }
+                };
+                classes.insert(lower_words(&name), i);
+            }
             let (map, key) = if is_code(&alias) {
                 (&mut codes, alias.clone())
             } else {
-                let key = words(&alias)
-                    .iter()
-                    .map(|w| w.text.to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                (&mut names, key)
+                (&mut names, lower_words(&alias))
             };
             if key.is_empty() || key.eq_ignore_ascii_case(&name) {
                 continue;
@@ -183,11 +216,63 @@ impl Aliases {
             .map(|k| k.split(' ').count())
             .max()
             .unwrap_or(0);
+        let longest_class = classes
+            .keys()
+            .map(|k| k.split(' ').count())
+            .max()
+            .unwrap_or(0);
         Self {
             codes,
             names,
             longest,
+            classes,
+            class_names,
+            longest_class,
         }
+    }
+
+    /// The class a question word names (`country` or `countries` → the
+    /// class "country"), if aliases give entities of that class.
+    pub fn class_of_word(&self, word: &str) -> Option<usize> {
+        let word = word.to_lowercase();
+        self.class_names
+            .iter()
+            .position(|(singular, plural)| *singular == word || *plural == word)
+    }
+
+    /// The singular name of class `i`.
+    pub fn class_name(&self, i: usize) -> &str {
+        &self.class_names[i].0
+    }
+
+    /// The entities of a known class that `text` names (longest names
+    /// first, each run of words counted once), sorted and unique.
+    pub fn mentions(&self, text: &str) -> Vec<Mention> {
+        let mut out = Vec::new();
+        if self.classes.is_empty() {
+            return out;
+        }
+        let words: Vec<String> = words(text).iter().map(|w| w.text.to_lowercase()).collect();
+        let mut i = 0;
+        while i < words.len() {
+            let most = self.longest_class.min(words.len() - i);
+            let found = (1..=most).rev().find_map(|n| {
+                let key = words[i..i + n].join(" ");
+                self.classes
+                    .get(&key)
+                    .map(|&class| (n, Mention { class, name: key }))
+            });
+            match found {
+                Some((n, m)) => {
+                    out.push(m);
+                    i += n;
+                }
+                None => i += 1,
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Aliases in force.
@@ -257,10 +342,32 @@ impl Aliases {
     }
 }
 
+/// Lower-cased words of `text` joined by one space.
+fn lower_words(text: &str) -> String {
+    words(text)
+        .iter()
+        .map(|w| w.text.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The English plural of a class word (`country` → `countries`).
+fn plural(word: &str) -> String {
+    if let Some(stem) = word.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'i', 'o', 'u'])
+    {
+        return format!("{stem}ies");
+    }
+    if word.ends_with(['s', 'x']) || word.ends_with("ch") || word.ends_with("sh") {
+        return format!("{word}es");
+    }
+    format!("{word}s")
+}
+
 fn parse_into(
     path: &Path,
     text: &str,
-    pairs: &mut Vec<(String, String)>,
+    pairs: &mut Vec<(String, String, Option<String>)>,
     report: &mut AliasReport,
 ) {
     for (i, line) in text.lines().enumerate() {
@@ -273,7 +380,11 @@ fn parse_into(
                 "`alias` and `name` must not be empty".to_string()
             }
             Ok(l) => {
-                pairs.push((l.alias.trim().to_string(), l.name.trim().to_string()));
+                pairs.push((
+                    l.alias.trim().to_string(),
+                    l.name.trim().to_string(),
+                    l.class,
+                ));
                 continue;
             }
             Err(e) => format!("not an alias ({e}); expected {{\"alias\": …, \"name\": …}}"),
@@ -293,7 +404,7 @@ mod tests {
         Aliases::from_pairs(
             pairs
                 .iter()
-                .map(|(a, n)| (a.to_string(), n.to_string()))
+                .map(|(a, n)| (a.to_string(), n.to_string(), None))
                 .collect(),
             &mut report,
         )
@@ -341,14 +452,41 @@ mod tests {
     }
 
     #[test]
+    fn classes_and_mentions() {
+        let mut report = AliasReport::default();
+        let a = Aliases::from_pairs(
+            vec![
+                ("KEN".into(), "Kenya".into(), Some("country".into())),
+                (
+                    "GBR".into(),
+                    "United Kingdom".into(),
+                    Some("country".into()),
+                ),
+                ("Na".into(), "sodium".into(), Some("element".into())),
+            ],
+            &mut report,
+        );
+        assert_eq!(a.class_of_word("Countries"), a.class_of_word("country"));
+        assert!(a.class_of_word("country").is_some());
+        assert_eq!(a.class_of_word("city"), None);
+        let m = a.mentions("The United Kingdom and Kenya, not sodium or the Kingdom.");
+        let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["kenya", "united kingdom", "sodium"]);
+        assert_eq!(a.class_name(m[2].class), "element");
+        assert_eq!(plural("country"), "countries");
+        assert_eq!(plural("element"), "elements");
+        assert_eq!(plural("currency"), "currencies");
+    }
+
+    #[test]
     fn ambiguous_aliases_are_dropped() {
         let mut report = AliasReport::default();
         let a = Aliases::from_pairs(
             vec![
-                ("GB".into(), "United Kingdom".into()),
-                ("GB".into(), "gigabyte".into()),
-                ("UK".into(), "United Kingdom".into()),
-                ("UK".into(), "United Kingdom".into()),
+                ("GB".into(), "United Kingdom".into(), None),
+                ("GB".into(), "gigabyte".into(), None),
+                ("UK".into(), "United Kingdom".into(), None),
+                ("UK".into(), "United Kingdom".into(), None),
             ],
             &mut report,
         );
@@ -359,7 +497,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_reported_and_skipped() {
-        let mut pairs = Vec::new();
+        let mut pairs: Vec<(String, String, Option<String>)> = Vec::new();
         let mut report = AliasReport::default();
         parse_into(
             Path::new("a.jsonl"),

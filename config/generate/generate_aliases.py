@@ -65,6 +65,16 @@ SHORT_NAMES = {
 # British spellings of element names the cartridges spell the American way.
 ELEMENT_SPELLINGS = {"aluminium": "aluminum", "caesium": "cesium", "sulphur": "sulfur"}
 
+# The class of the entity an alias names, by where the alias comes from.
+CLASSES = {
+    "ISO 3166-1 alpha-2": "country",
+    "ISO 3166-1 alpha-3": "country",
+    "common short name": "country",
+    "chemical symbol": "element",
+    "spelling": "element",
+    "ISO 4217": "currency",
+}
+
 ISO = re.compile(
     r"^The ISO 3166-1 codes of (?P<name>.+) are (?P<a2>[A-Z]{2}) \(alpha-2\), "
     r"(?P<a3>[A-Z]{3}) \(alpha-3\) and \d{3} \(numeric\)\.$"
@@ -139,7 +149,10 @@ def main() -> None:
         if alias in ambiguous or alias == name or (alias, name) in seen:
             continue
         seen.add((alias, name))
-        lines.append(json.dumps({"alias": alias, "name": name, "source": source}, ensure_ascii=False))
+        row = {"alias": alias, "name": name, "source": source}
+        if source in CLASSES:
+            row["class"] = CLASSES[source]
+        lines.append(json.dumps(row, ensure_ascii=False))
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(lines) - 1} aliases to {OUT.relative_to(ROOT)}")
 

@@ -372,14 +372,25 @@ pub fn calibrate(replay: &Replay, split: Split, budget: f64) -> Vec<LayerCalibra
             continue;
         }
         let (offers, answerable) = replay.offers(l, &thresholds, |q| split.keeps(q));
-        let chosen = stats::lowest_within(&offers, answerable, budget);
+        let at_configured = stats::at(&offers, answerable, layer.min_confidence);
+        // The lowest threshold within the budget; the configured one when it
+        // is within too and answers exactly the same (layer0's grains all say
+        // 1.0, so any threshold up to 1.0 would do: keep what is set).
+        let chosen = stats::lowest_within(&offers, answerable, budget).map(|p| {
+            let same = at_configured.answered == p.answered && at_configured.right == p.right;
+            if same && at_configured.error().1.1 <= budget {
+                at_configured
+            } else {
+                p
+            }
+        });
         let sweep = (1..=20)
             .map(|i| stats::at(&offers, answerable, i as f64 / 20.0))
             .collect();
         out.push(LayerCalibration {
             name: layer.name.clone(),
             configured: layer.min_confidence,
-            at_configured: stats::at(&offers, answerable, layer.min_confidence),
+            at_configured,
             chosen,
             sweep,
             reliability: stats::reliability(&offers),

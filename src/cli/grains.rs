@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::Blackboard;
+use crate::aliases::Aliases;
 use crate::config::{LayerKind, Settings};
 use crate::layer0::grains::{GrainMatch, IfExists, StoreStatus};
 use crate::layer0::grains_file::{self, Location};
@@ -324,7 +325,12 @@ fn grain_layer(settings: &Settings) -> (String, f64) {
 
 async fn matches(bb: &Blackboard, settings: &Settings, args: MatchArgs) -> CmdResult {
     let key = normalize(&args.question);
-    let found: Option<GrainMatch> = bb.lookup_match_key(&key).await?;
+    let aliases = Aliases::load_logged(&settings.knowledge.aliases);
+    let found: Option<GrainMatch> = bb.lookup_grain_with(&args.question, &aliases).await?;
+    // Found by the second stage (aliases, attribute fillers), not the key.
+    let second_stage = found
+        .as_ref()
+        .is_some_and(|m| normalize(&m.question) != key);
     let (layer, min) = grain_layer(settings);
     let hit = found.as_ref().is_some_and(|m| m.confidence >= min);
     if args.json {
@@ -334,6 +340,7 @@ async fn matches(bb: &Blackboard, settings: &Settings, args: MatchArgs) -> CmdRe
             "layer": layer,
             "min_confidence": min,
             "hit": hit,
+            "second_stage": second_stage,
             "grain": found,
         });
         println!("{out}");
@@ -344,6 +351,13 @@ async fn matches(bb: &Blackboard, settings: &Settings, args: MatchArgs) -> CmdRe
         return Ok(ExitCode::SUCCESS);
     }
     println!("match key: {key}");
+    if let Some(m) = found.as_ref().filter(|_| second_stage) {
+        println!(
+            "second stage: found through aliases or attribute fillers as {:?} (match key {})",
+            m.question,
+            normalize(&m.question)
+        );
+    }
     match found {
         None => println!("{layer}:    miss (no grain's question has this match key)"),
         Some(m) if hit => println!(

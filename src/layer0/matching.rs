@@ -340,25 +340,40 @@ fn fold_plural(word: &str) -> String {
 /// attribute word in the second stage (see [`second_stage_keys`]).
 const SYNONYMS: &[(&str, &str)] = &[("money", "currency")];
 
-/// Words that add nothing to a question about an attribute: when the key
-/// holds the attribute word (first), the second stage drops these. "Which
-/// city is the capital of Kenya?" asks what "What is the capital of Kenya?"
-/// asks; "What currency is used in Kenya?" what "What is the currency of
-/// Kenya?" asks. Tense, negation, numbers and every other word stay, so
-/// "What currency did Kenya use?" still differs.
-const FILLERS: &[(&str, &[&str])] = &[
-    ("capital", &["city", "in"]),
-    (
-        "currency",
-        &[
+/// Attributes of the second stage: when a key holds the attribute word
+/// (first), the words that add nothing to it are dropped and the words the
+/// attribute is always asked with are added. "Which city is the capital of
+/// Kenya?" asks what "What is the capital of Kenya?" asks; "What currency
+/// is used in Kenya?" what "What is the currency of Kenya?" asks; "What is
+/// the symbol for sodium?" what "What is the chemical symbol of sodium?"
+/// asks. Tense, negation, numbers, question words and every other word
+/// stay, so "What currency did Kenya use?" still differs.
+struct Attribute {
+    word: &'static str,
+    /// Added with the word (the canonical phrase is "chemical symbol").
+    with: &'static [&'static str],
+    /// Dropped when the word is there.
+    fillers: &'static [&'static str],
+}
+
+const ATTRIBUTES: &[Attribute] = &[
+    Attribute {
+        word: "capital",
+        with: &[],
+        fillers: &["city", "in"],
+    },
+    Attribute {
+        word: "currency",
+        with: &[],
+        fillers: &[
             "official", "national", "use", "used", "uses", "in", "for", "they", "people", "i",
             "you", "we", "need", "bring", "pay", "with", "spend", "legal", "tender",
         ],
-    ),
-    (
-        "symbol",
-        &[
-            "chemical",
+    },
+    Attribute {
+        word: "symbol",
+        with: &["chemical"],
+        fillers: &[
             "atomic",
             "for",
             "used",
@@ -368,11 +383,11 @@ const FILLERS: &[(&str, &[&str])] = &[
             "periodic",
             "table",
         ],
-    ),
+    },
 ];
 
-/// The key with synonyms read as their attribute word and the words that
-/// add nothing to that attribute dropped.
+/// The key with synonyms read as their attribute word, the words that add
+/// nothing to that attribute dropped and its companion words added.
 fn relax(key: &MatchKey) -> MatchKey {
     let mut words: Vec<&str> = key
         .words()
@@ -383,9 +398,10 @@ fn relax(key: &MatchKey) -> MatchKey {
                 .map_or(w, |(_, a)| *a)
         })
         .collect();
-    for (attribute, fillers) in FILLERS {
-        if words.contains(attribute) {
-            words.retain(|w| !fillers.contains(w));
+    for a in ATTRIBUTES {
+        if words.contains(&a.word) {
+            words.retain(|w| !a.fillers.contains(w));
+            words.extend_from_slice(a.with);
         }
     }
     words.sort_unstable();
@@ -414,7 +430,7 @@ fn strip_greeting(text: &str) -> Option<&str> {
 /// of the question with its aliases replaced by the names they stand for
 /// ([`crate::aliases`]), and each of the two keys *relaxed* (attribute
 /// synonyms read as the attribute, words that add nothing to the attribute
-/// dropped; see `FILLERS`). Each is a whole key, so a grain found by one
+/// dropped, its companion words added; see `ATTRIBUTES`). Each is a whole key, so a grain found by one
 /// agrees with the question on the entity and on the attribute; the caller
 /// answers only when every key that finds a grain finds the same one. Never
 /// holds `exact` or an empty key.

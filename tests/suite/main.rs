@@ -11,7 +11,8 @@
 //!   module runs daemons and workers for other areas too.
 //! - [`faults`]: the fault suite, with processes killed, frozen and cut off.
 //! - one file per area beside them: the CLI, HTTP, workers and their
-//!   backends, layer0 and cartridge evaluation, bounds, ACL, TLS, secrets,
+//!   backends, layer0 and cartridge evaluation, the labelled set and
+//!   `kitbash calibrate` (`eval`), bounds, ACL, TLS, secrets,
 //!   the compose stack, property tests.
 
 mod common;
@@ -25,6 +26,7 @@ mod bounded;
 mod cartridge;
 mod cli;
 mod compose;
+mod eval;
 mod http;
 mod layer0;
 mod llm_backends;

@@ -14,6 +14,7 @@ use tantivy::{Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term}
 
 use super::CartridgeError;
 use super::load::{Fingerprint, LoadReport, Loaded};
+use crate::aliases::{Aliases, Mention};
 
 /// The name the analyzer is registered under in the index.
 const ANALYZER: &str = "kitbash_en";
@@ -111,6 +112,28 @@ const QUESTION_WORDS: &[&str] = &[
     "hey",
     "thanks",
     "thank",
+    "roughly",
+    "approximately",
+    "around",
+    "exactly",
+    "currently",
+    "nowadays",
+    "scientists",
+    "scientist",
+    "formula",
+    "formulas",
+    "abroad",
+    "cover",
+    "periodic",
+    "table",
+    "m",
+    "ll",
+    "re",
+    "ve",
+    "d",
+    "live",
+    "lives",
+    "living",
 ];
 
 /// Lower-cases, folds accents (so "Sao Tome" finds "São Tomé"), drops
@@ -232,6 +255,8 @@ struct Fact {
     /// The term ids of its subject (what comes before its first `is`,
     /// `are`, `has`, `have` or `was`), sorted.
     subject: Box<[u32]>,
+    /// The entities of a known class it names: (class, entity id), sorted.
+    mentions: Box<[(usize, u32)]>,
 }
 
 /// The best fact for a query, with the parts of its confidence.
@@ -267,6 +292,8 @@ impl Hit {
 pub struct FactIndex {
     cartridges: Vec<String>,
     facts: Vec<Fact>,
+    /// Names of the classed entities the facts name → entity id.
+    entities: HashMap<String, u32>,
     /// Term → term id.
     vocab: HashMap<String, u32>,
     /// Document frequency per term id (facts containing the term); the same
@@ -287,7 +314,7 @@ pub struct FactIndex {
 
 impl FactIndex {
     /// Indexes `loaded`.
-    pub(crate) fn build(loaded: Loaded) -> Result<Self, CartridgeError> {
+    pub(crate) fn build(loaded: Loaded, aliases: &Aliases) -> Result<Self, CartridgeError> {
         let Loaded {
             cartridges,
             facts: raw,
@@ -310,6 +337,7 @@ impl FactIndex {
         let mut vocab: HashMap<String, u32> = HashMap::new();
         let mut df: Vec<u32> = Vec::new();
         let mut facts = Vec::with_capacity(raw.len());
+        let mut entities: HashMap<String, u32> = HashMap::new();
         // One indexing thread: the facts are short, and a worker answering
         // jobs while it reloads should not lose its cores to the rebuild.
         let mut writer: IndexWriter = index.writer_with_num_threads(1, 64 << 20)?;
@@ -336,6 +364,14 @@ impl FactIndex {
                 .filter_map(|t| vocab.get(t).copied())
                 .collect();
             subject.sort_unstable();
+            let mentions: Vec<(usize, u32)> = aliases
+                .mentions(&f.text)
+                .into_iter()
+                .map(|m| {
+                    let next = entities.len() as u32;
+                    (m.class, *entities.entry(m.name).or_insert(next))
+                })
+                .collect();
             let mut doc = TantivyDocument::default();
             doc.add_text(field, &marked);
             doc.add_u64(ord, i as u64);
@@ -348,6 +384,7 @@ impl FactIndex {
                 terms: ids.into_boxed_slice(),
                 modifiers,
                 subject: subject.into_boxed_slice(),
+                mentions: mentions.into_boxed_slice(),
             });
         }
         writer.commit()?;
@@ -369,6 +406,7 @@ impl FactIndex {
         Ok(Self {
             cartridges,
             facts,
+            entities,
             vocab,
             df,
             field,
@@ -434,10 +472,46 @@ impl FactIndex {
     /// replaced before (see [`crate::aliases`]). `tests/suite/cartridge.rs`
     /// and `kitbash calibrate` measure precision and recall per threshold.
     pub fn search(&self, text: &str) -> Result<Option<Hit>, CartridgeError> {
+        self.search_naming(text, &[], &Aliases::default())
+    }
+
+    /// [`Self::search`] knowing the classes of entities (`aliases`) and the
+    /// ones the question as asked names (`named`, read before aliases were
+    /// replaced, so that "the code KES" does not count as naming the
+    /// currency). A question asking for an entity of a class ("Which
+    /// country …?", "In which countries …?") is covered on that word by a
+    /// fact that names an entity of that class *other* than those the
+    /// question names, and only so: "Which country's capital is Nairobi?"
+    /// is answered by "The capital city of Kenya is Nairobi.", "Which
+    /// country's capital is Switzerland?" is not answered by "The capital
+    /// city of Switzerland is Bern.", and "Which countries use the euro?"
+    /// by the list of them rather than "The Euro is used in 36 countries".
+    pub fn search_naming(
+        &self,
+        text: &str,
+        named: &[Mention],
+        aliases: &Aliases,
+    ) -> Result<Option<Hit>, CartridgeError> {
         if self.facts.is_empty() {
             return Ok(None);
         }
         let mut analyzer = self.analyzer.clone();
+        // The class the question asks for, the terms its word gives, and
+        // the entities of that class the question names.
+        let asked = asked_class(text, aliases).map(|(class, word)| {
+            let class_terms = terms(&mut analyzer, &word);
+            let named: Vec<u32> = named
+                .iter()
+                .filter(|m| m.class == class)
+                .filter_map(|m| self.entities.get(&m.name).copied())
+                .collect();
+            (class, class_terms, named)
+        });
+        // Every classed entity the question names, as an entity id.
+        let named_ids: Vec<u32> = named
+            .iter()
+            .filter_map(|m| self.entities.get(&m.name).copied())
+            .collect();
         let modifiers = modifiers_of(text);
         let joined = join_numbers(text);
         let text = mark_codes(&joined, |code| self.vocab.contains_key(code));
@@ -450,7 +524,16 @@ impl FactIndex {
         // (term id, idf) of the query terms some fact contains.
         let mut known: Vec<(u32, f64)> = Vec::with_capacity(query_terms.len());
         let mut tantivy_terms = Vec::with_capacity(query_terms.len());
+        let mut class_term = false;
         for t in &query_terms {
+            if let Some((_, class_terms, _)) = &asked
+                && class_terms.contains(t)
+            {
+                // Weighed as a term no fact has; covered by a mention.
+                weight_total += self.idf(0);
+                class_term = true;
+                continue;
+            }
             match self.vocab.get(t) {
                 Some(&id) => {
                     let w = self.idf(self.df[id as usize]);
@@ -467,6 +550,13 @@ impl FactIndex {
         if known.is_empty() {
             return Ok(None);
         }
+        let names_another = |fact: &Fact| {
+            asked.as_ref().is_some_and(|(class, _, named)| {
+                fact.mentions
+                    .iter()
+                    .any(|(c, e)| c == class && !named.contains(e))
+            })
+        };
         let query = BooleanQuery::new_multiterms_query(tantivy_terms);
         let top = self
             .searcher
@@ -486,6 +576,20 @@ impl FactIndex {
                 for (id, w) in &known {
                     if fact.terms.binary_search(id).is_ok() {
                         covered += w;
+                    } else {
+                        lacking += 1;
+                    }
+                }
+                // A fact that does not name an entity the question names
+                // (Sudan) lacks it, though its words may be in a longer
+                // name (South Sudan).
+                lacking += named_ids
+                    .iter()
+                    .filter(|e| !fact.mentions.iter().any(|(_, m)| m == *e))
+                    .count() as i32;
+                if class_term {
+                    if names_another(fact) {
+                        covered += self.idf(0);
                     } else {
                         lacking += 1;
                     }
@@ -548,6 +652,22 @@ struct Candidate<'a> {
     score: f32,
 }
 
+/// The class a question asks for: a class word (or its plural) right after
+/// `which`, `what` or `whose` ("Which country's capital …", "In which
+/// countries …"), as (class, the word as written).
+fn asked_class(text: &str, aliases: &Aliases) -> Option<(usize, String)> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.windows(2).find_map(|w| {
+        matches!(w[0], "which" | "what" | "whose")
+            .then(|| aliases.class_of_word(w[1]).map(|c| (c, w[1].to_string())))
+            .flatten()
+    })
+}
+
 /// The subject of a fact: its text before the first `is`, `are`, `has`,
 /// `have` or `was` ("Switzerland" in "Switzerland has land borders with
 /// …", "The capital city of Kenya" in "The capital city of Kenya is
@@ -604,10 +724,22 @@ const MODIFIERS: &[&str] = &[
     "why",
 ];
 
-/// The bit set of [`MODIFIERS`] in `text` (`n't` counts as `not`).
+/// The bit set of [`MODIFIERS`] in `text` (`n't` counts as `not`; `how`
+/// counts only before `was`, `were` or `did`: "How was americium
+/// discovered?" asks how, not when).
 fn modifiers_of(text: &str) -> u32 {
     let lower = text.to_lowercase();
     let mut set = 0u32;
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words
+        .windows(2)
+        .any(|w| w[0] == "how" && matches!(w[1], "was" | "were" | "did"))
+    {
+        set |= 1 << MODIFIERS.len();
+    }
     for word in lower.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '\u{2019}') {
         let word = word.trim_matches(|c| c == '\'' || c == '\u{2019}');
         let word = if word.ends_with("n't") || word.ends_with("n\u{2019}t") {

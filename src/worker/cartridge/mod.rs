@@ -150,10 +150,10 @@ fn show_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-fn build(paths: &[PathBuf]) -> Result<FactIndex, CartridgeError> {
+fn build(paths: &[PathBuf], aliases: &Aliases) -> Result<FactIndex, CartridgeError> {
     let t0 = StdInstant::now();
     let loaded = load::load(paths)?;
-    let index = FactIndex::build(loaded)?;
+    let index = FactIndex::build(loaded, aliases)?;
     tracing::info!(
         facts = index.len(),
         files = index.report.files.len(),
@@ -176,7 +176,7 @@ impl CartridgeBackend {
 
     /// [`CartridgeBackend::open`] with options, and a typed error.
     pub fn open_with(paths: &[PathBuf], opts: CartridgeOptions) -> Result<Self, CartridgeError> {
-        let index = build(paths)?;
+        let index = build(paths, &opts.aliases)?;
         let backend = Self {
             inner: Arc::new(Inner {
                 paths: paths.to_vec(),
@@ -220,12 +220,15 @@ impl CartridgeBackend {
     /// ("capital of the UK" as "capital of the United Kingdom"), then each
     /// attribute synonym by the words the facts use.
     pub fn search(&self, text: &str) -> Result<Option<Hit>, CartridgeError> {
+        let original = text;
         let aliased = self.inner.aliases.rewrite(text);
         let text = aliased.as_deref().unwrap_or(text);
-        match self.inner.synonyms.rewrite(text) {
-            Some(rewritten) => self.inner.current().search(&rewritten),
-            None => self.inner.current().search(text),
-        }
+        let rewritten = self.inner.synonyms.rewrite(text);
+        let text = rewritten.as_deref().unwrap_or(text);
+        let named = self.inner.aliases.mentions(original);
+        self.inner
+            .current()
+            .search_naming(text, &named, &self.inner.aliases)
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -264,7 +267,7 @@ impl Inner {
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let result = build(&self.paths).and_then(|new| {
+        let result = build(&self.paths, &self.aliases).and_then(|new| {
             let kept = self.current().len();
             if new.is_empty() && kept > 0 {
                 return Err(CartridgeError::EmptyReload {
