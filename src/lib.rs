@@ -29,7 +29,12 @@
 //!   [`store::outage`] one log line per Redis outage; [`store::names`]
 //!   instance and worker names; [`store::acl`] least-privilege ACL users.
 //! - [`layer0`]: grains ([`layer0::grains`]), the match key they are found
-//!   by ([`layer0::matching`]) and grains files ([`layer0::grains_file`]).
+//!   by and its second stage ([`layer0::matching`]), grains files
+//!   ([`layer0::grains_file`]) and an in-process copy for calibration
+//!   ([`layer0::memory`]).
+//! - [`aliases`]: other names of entities and attribute phrasings, which
+//!   layer0 and the cartridge layer read; [`calibrate`]: `kitbash
+//!   calibrate`, labelled questions replayed through both layers.
 //! - [`observe`]: the diagnostic stream and one query's timeline
 //!   ([`observe::feed`]), latency samples, counters and the maintenance that
 //!   keeps every structure bounded ([`observe::metrics`]), log set-up

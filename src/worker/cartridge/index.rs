@@ -467,8 +467,8 @@ impl FactIndex {
     /// own neighbours. The confidence is `support × exclusivity`: "this
     /// fact says all the question asks, and it is the one fact that does".
     ///
-    /// Terms are what [`analyzer`] leaves (stop words and question words
-    /// go) after [`mark_codes`]; aliases and attribute synonyms are
+    /// Terms are what `analyzer` leaves (stop words and question words
+    /// go) after `mark_codes`; aliases and attribute synonyms are
     /// replaced before (see [`crate::aliases`]). `tests/suite/cartridge.rs`
     /// and `kitbash calibrate` measure precision and recall per threshold.
     pub fn search(&self, text: &str) -> Result<Option<Hit>, CartridgeError> {
