@@ -17,7 +17,7 @@ use crate::daemon::support::{RunningDaemon, fast, wait_done};
 
 /// Floors the held-out part must meet at the default thresholds. Precision
 /// and the false-positive rate are the goals; recall's floor sits a
-/// little under what was measured when it was set (0.852 at the time), so a
+/// little under what was measured when it was set (0.855 at the time), so a
 /// change that loses recall fails here. Raise it when recall rises.
 const MIN_PRECISION: f64 = 0.98;
 const MAX_FALSE_POSITIVE_RATE: f64 = 0.02;

@@ -252,8 +252,8 @@ struct Fact {
     terms: Box<[u32]>,
     /// The [`MODIFIERS`] it says, as a bit set.
     modifiers: u32,
-    /// The term ids of its subject (what comes before its first `is`,
-    /// `are`, `has`, `have` or `was`), sorted.
+    /// The classed entities its subject names (its words before its first
+    /// `is`, `are`, `has`, `have` or `was`), as entity ids, sorted.
     subject: Box<[u32]>,
     /// The entities of a known class it names: (class, entity id), sorted.
     mentions: Box<[(usize, u32)]>,
@@ -359,18 +359,20 @@ impl FactIndex {
                 })
                 .collect();
             ids.sort_unstable();
-            let mut subject: Vec<u32> = terms(&mut analyzer, subject_of(&marked))
-                .iter()
-                .filter_map(|t| vocab.get(t).copied())
+            let mut intern = |m: Mention| {
+                let next = entities.len() as u32;
+                (m.class, *entities.entry(m.name).or_insert(next))
+            };
+            let mut subject: Vec<u32> = aliases
+                .mentions(subject_of(&f.text))
+                .into_iter()
+                .map(|m| intern(m).1)
                 .collect();
             subject.sort_unstable();
             let mentions: Vec<(usize, u32)> = aliases
                 .mentions(&f.text)
                 .into_iter()
-                .map(|m| {
-                    let next = entities.len() as u32;
-                    (m.class, *entities.entry(m.name).or_insert(next))
-                })
+                .map(&mut intern)
                 .collect();
             let mut doc = TantivyDocument::default();
             doc.add_text(field, &marked);
@@ -454,9 +456,10 @@ impl FactIndex {
     ///   Austria before Vienna?" is not answered by today's capital, nor
     ///   "Who discovered oxygen?" by the year it was discovered.
     ///
-    /// The best candidate has the highest support, then is *about* the
-    /// question's entity (has the question's rarest term in its subject,
-    /// the words before its first `is`/`are`/`has`/`have`/`was`), then the
+    /// The best candidate has the highest support, then is *about* an
+    /// entity the question names (a classed entity of the aliases named in
+    /// its subject, the words before its first `is`/`are`/`has`/`have`/
+    /// `was`; without aliases no fact is about anything), then the
     /// highest IDF coverage, then BM25. Its *exclusivity* is its share among
     /// the candidates, each weighing `(support / best support)⁶`: a rival
     /// lacking one more term weighs 0.002, one as good as the best weighs 1,
@@ -478,7 +481,9 @@ impl FactIndex {
     /// [`Self::search`] knowing the classes of entities (`aliases`) and the
     /// ones the question as asked names (`named`, read before aliases were
     /// replaced, so that "the code KES" does not count as naming the
-    /// currency). A question asking for an entity of a class ("Which
+    /// currency when the question asks which currency; `text`, with the
+    /// aliases replaced, says which entities the question is about).
+    /// A question asking for an entity of a class ("Which
     /// country …?", "In which countries …?") is covered on that word by a
     /// fact that names an entity of that class *other* than those the
     /// question names, and only so: "Which country's capital is Nairobi?"
@@ -507,9 +512,11 @@ impl FactIndex {
                 .collect();
             (class, class_terms, named)
         });
-        // Every classed entity the question names, as an entity id.
-        let named_ids: Vec<u32> = named
-            .iter()
+        // Every classed entity the question names once its aliases are
+        // replaced ("GNB" names Guinea-Bissau here), as an entity id.
+        let named_ids: Vec<u32> = aliases
+            .mentions(text)
+            .into_iter()
             .filter_map(|m| self.entities.get(&m.name).copied())
             .collect();
         let modifiers = modifiers_of(text);
@@ -562,11 +569,6 @@ impl FactIndex {
             .searcher
             .search(&query, &TopDocs::with_limit(CANDIDATES).order_by_score())?;
         let base = UNKNOWN.powi(unknown);
-        // The question's entity, most likely: its rarest term.
-        let rarest = known
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(id, _)| *id);
         let candidates: Vec<Candidate> = top
             .iter()
             .map(|&(score, addr)| {
@@ -597,7 +599,9 @@ impl FactIndex {
                 let unsaid = (modifiers & !fact.modifiers).count_ones() as i32;
                 Candidate {
                     fact,
-                    about: rarest.is_some_and(|r| fact.subject.binary_search(&r).is_ok()),
+                    about: named_ids
+                        .iter()
+                        .any(|e| fact.subject.binary_search(e).is_ok()),
                     support: base * MISSING.powi(lacking) * MODIFIER.powi(unsaid),
                     coverage: (covered / weight_total).clamp(0.0, 1.0),
                     score,
@@ -642,7 +646,7 @@ impl FactIndex {
 /// One BM25 candidate and what it covers of the question.
 struct Candidate<'a> {
     fact: &'a Fact,
-    /// Whether the question's rarest term is in the fact's subject.
+    /// Whether the fact's subject names an entity the question names.
     about: bool,
     /// The product of the penalties (see [`FactIndex::search`]).
     support: f64,
