@@ -74,6 +74,60 @@ fn the_held_out_labelled_set_meets_its_floors_and_layer0_is_never_wrong() {
     assert!(wrong.is_empty(), "layer0 answered wrongly: {wrong:#?}");
 }
 
+#[test]
+fn layer0_stays_exact_with_100000_distractor_grains() {
+    // Distractors: the demo's attributes asked of 100,000 made-up places and
+    // elements, in the demo grains' own phrasing; no labelled question asks
+    // about them, so any layer0 answer from one is wrong.
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mir", "ven", "tha", "dor", "uli", "sa", "bre", "nok", "ira", "pel", "zu",
+        "qua", "ron", "fi",
+    ];
+    let mut grains =
+        kitbash::layer0::memory::MemoryGrains::read(&[repo("config/grains/demo.jsonl")]).unwrap();
+    let real = grains.len();
+    let mut x: u64 = 0x6b69_7462_6173_6821;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as usize
+    };
+    for i in 0..100_000 {
+        let name: String = (0..4 + next() % 2)
+            .map(|_| SYLLABLES[next() % SYLLABLES.len()])
+            .collect();
+        let question = match i % 3 {
+            0 => format!("What is the capital of {name}ia?"),
+            1 => format!("What is the currency of {name}land?"),
+            _ => format!("What is the chemical symbol of {name}ium?"),
+        };
+        grains.insert(kitbash::layer0::grains::GrainMatch {
+            fact_id: format!("distractor-{i}"),
+            question,
+            answer: "x".into(),
+            confidence: 1.0,
+            source: None,
+        });
+    }
+    assert!(grains.len() > real + 90_000, "{}", grains.len());
+    let aliases = demo_aliases();
+    let labels = labels::read(&repo("eval/labels.jsonl")).unwrap();
+    let mut wrong = Vec::new();
+    let mut right = 0;
+    for l in &labels {
+        if let Some(m) = grains.lookup(&l.query, &aliases) {
+            if l.is_right(&format!("grain:{}", m.fact_id)) {
+                right += 1;
+            } else {
+                wrong.push(format!("{:?} -> {}", l.query, m.fact_id));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "layer0 answered wrongly: {wrong:#?}");
+    assert!(right > 1_000, "{right} right answers");
+}
+
 fn label(query: &str, expect: &[&str]) -> labels::Label {
     labels::Label {
         id: query.to_string(),
