@@ -104,31 +104,36 @@ struct Word<'a> {
     bracketed: bool,
 }
 
+/// The byte spans of the words of `text`: its maximal runs of letters and
+/// digits. What the aliases, the cartridge index's code marking and its
+/// fact subjects all call a word.
+pub(crate) fn word_spans(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut start = None;
+    text.char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+        .filter_map(move |(i, c)| {
+            if c.is_alphanumeric() {
+                start.get_or_insert(i);
+                None
+            } else {
+                start.take().map(|s| (s, i))
+            }
+        })
+}
+
 fn words(text: &str) -> Vec<Word<'_>> {
     let mut out = Vec::new();
-    let mut start = None;
-    let mut sentence_start = true;
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        if c.is_alphanumeric() {
-            start.get_or_insert(i);
-            continue;
-        }
-        if let Some(s) = start.take() {
-            out.push(Word {
-                start: s,
-                end: i,
-                text: &text[s..i],
-                sentence_start,
-                bracketed: text[..s].ends_with('['),
-            });
-            sentence_start = false;
-        }
-        if matches!(c, '.' | '?' | '!' | ';' | ':') {
-            sentence_start = true;
-        }
+    let mut gap_from = 0;
+    for (start, end) in word_spans(text) {
+        let gap = &text[gap_from..start];
+        out.push(Word {
+            start,
+            end,
+            text: &text[start..end],
+            sentence_start: out.is_empty() || gap.contains(['.', '?', '!', ';', ':']),
+            bracketed: gap.ends_with('['),
+        });
+        gap_from = end;
     }
     out
 }

@@ -14,7 +14,7 @@ use tantivy::{Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term}
 
 use super::CartridgeError;
 use super::load::{Fingerprint, LoadReport, Loaded};
-use crate::aliases::{Aliases, Mention};
+use crate::aliases::{Aliases, Mention, word_spans};
 
 /// The name the analyzer is registered under in the index.
 const ANALYZER: &str = "kitbash_en";
@@ -172,16 +172,7 @@ fn mark_codes<'a>(text: &'a str, keep: impl Fn(&str) -> bool) -> std::borrow::Co
     }
     let mut out = String::new();
     let mut copied = 0;
-    let mut start = None;
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        if c.is_alphanumeric() {
-            start.get_or_insert(i);
-            continue;
-        }
-        let Some(s) = start.take() else { continue };
+    for (s, i) in word_spans(text) {
         let word = &text[s..i];
         if (2..=3).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_uppercase()) {
             let mut marked = word.to_ascii_lowercase();
@@ -677,25 +668,14 @@ fn asked_class(text: &str, aliases: &Aliases) -> Option<(usize, String)> {
 /// …", "The capital city of Kenya" in "The capital city of Kenya is
 /// Nairobi."); the whole text when it has none of them.
 fn subject_of(text: &str) -> &str {
-    let mut start = None;
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        if c.is_alphanumeric() {
-            start.get_or_insert(i);
-            continue;
-        }
-        if let Some(s) = start.take()
-            && matches!(
-                text[s..i].to_ascii_lowercase().as_str(),
+    word_spans(text)
+        .find(|&(s, e)| {
+            matches!(
+                text[s..e].to_ascii_lowercase().as_str(),
                 "is" | "are" | "has" | "have" | "was"
             )
-        {
-            return &text[..s];
-        }
-    }
-    text
+        })
+        .map_or(text, |(s, _)| &text[..s])
 }
 
 /// Words that change what a factoid question asks: a fact that does not
