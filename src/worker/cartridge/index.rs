@@ -481,7 +481,9 @@ impl FactIndex {
     /// is answered by "The capital city of Kenya is Nairobi.", "Which
     /// country's capital is Switzerland?" is not answered by "The capital
     /// city of Switzerland is Bern.", and "Which countries use the euro?"
-    /// by the list of them rather than "The Euro is used in 36 countries".
+    /// is no longer answered by the count in "The Euro is used in 36
+    /// countries" (it names no country; the facts that do tie, so the
+    /// question escalates).
     pub fn search_naming(
         &self,
         text: &str,
