@@ -245,11 +245,6 @@ impl Aliases {
             .position(|(singular, plural)| *singular == word || *plural == word)
     }
 
-    /// The singular name of class `i`.
-    pub fn class_name(&self, i: usize) -> &str {
-        &self.class_names[i].0
-    }
-
     /// The entities of a known class that `text` names (longest names
     /// first, each run of words counted once), sorted and unique.
     pub fn mentions(&self, text: &str) -> Vec<Mention> {
@@ -297,6 +292,7 @@ impl Aliases {
             return None;
         }
         let words = words(text);
+        let lower: Vec<String> = words.iter().map(|w| w.text.to_lowercase()).collect();
         let shouting = !text.chars().any(char::is_lowercase);
         let mut out = String::with_capacity(text.len() + 16);
         let mut copied = 0;
@@ -307,11 +303,7 @@ impl Aliases {
             let mut found: Option<(usize, &str)> = None;
             let most = self.longest.min(words.len() - i);
             for n in (1..=most).rev() {
-                let key = words[i..i + n]
-                    .iter()
-                    .map(|w| w.text.to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let key = lower[i..i + n].join(" ");
                 if let Some(name) = self.names.get(&key) {
                     found = Some((n, name));
                     break;
@@ -477,7 +469,7 @@ mod tests {
         let m = a.mentions("The United Kingdom and Kenya, not sodium or the Kingdom.");
         let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["kenya", "united kingdom", "sodium"]);
-        assert_eq!(a.class_name(m[2].class), "element");
+        assert_eq!(Some(m[2].class), a.class_of_word("element"));
         assert_eq!(plural("country"), "countries");
         assert_eq!(plural("element"), "elements");
         assert_eq!(plural("currency"), "currencies");

@@ -79,9 +79,7 @@ pub fn run(config: Option<PathBuf>, args: CalibrateArgs) -> ExitCode {
         eprintln!("kitbash: no layer has a threshold within the budget; nothing written");
         return ExitCode::from(1);
     }
-    let path = config
-        .or_else(|| std::env::var_os("KITBASH_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("kitbash_config.yaml"));
+    let path = crate::config::config_path(config);
     let old = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -86,19 +86,33 @@ pub fn load(file: Option<PathBuf>) -> Result<LoadedConfig, ConfigError> {
     })
 }
 
+/// The YAML file a load reads: `file` when given, else `$KITBASH_CONFIG`
+/// when set and not empty, else `./kitbash_config.yaml`; and whether it
+/// was named (a named file must exist, the default one may be absent).
+fn config_file(file: Option<PathBuf>, env: &[(String, String)]) -> (PathBuf, bool) {
+    match file {
+        Some(path) => (path, true),
+        None => match env.iter().find(|(k, _)| k == CONFIG_PATH_ENV) {
+            Some((_, v)) if !v.is_empty() => (PathBuf::from(v), true),
+            _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        },
+    }
+}
+
+/// The YAML file [`load`] reads for `file` (`--config`), with the process
+/// environment: where `kitbash calibrate --write` writes.
+pub fn config_path(file: Option<PathBuf>) -> PathBuf {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    config_file(file, &env).0
+}
+
 /// Loads the configuration from the given sources.
 pub fn load_from(sources: ConfigSources) -> Result<LoadedConfig, ConfigError> {
     let env: Vec<(String, String)> = match sources.env {
         Some(env) => env,
         None => std::env::vars().collect(),
     };
-    let (file, explicit) = match sources.file {
-        Some(path) => (path, true),
-        None => match env.iter().find(|(k, _)| k == CONFIG_PATH_ENV) {
-            Some((_, v)) if !v.is_empty() => (PathBuf::from(v), true),
-            _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-        },
-    };
+    let (file, explicit) = config_file(sources.file, &env);
     let mut figment = Figment::from(VarsProvider::defaults());
     if file.exists() {
         figment = figment.merge(Yaml::file_exact(&file));

@@ -86,7 +86,7 @@ impl AsRef<str> for MatchKey {
 /// The match key of `text`. Pure and cheap (a few µs for a question); see the
 /// module documentation for the rules.
 pub fn normalize(text: &str) -> MatchKey {
-    let mut words = expand(split_words(text));
+    let mut words = question_words(text);
     strip_wrappers(&mut words);
     let last = words.len().saturating_sub(1);
     let mut kept: Vec<String> = words
@@ -98,6 +98,14 @@ pub fn normalize(text: &str) -> MatchKey {
     kept.sort_unstable();
     kept.dedup();
     MatchKey(kept.join(" "))
+}
+
+/// The words of a question as the match key reads them, in order and
+/// before any is dropped: lower case, contractions expanded (`wasn't` →
+/// `was not`), possessives dropped, number words as digits. The cartridge
+/// layer reads a question's modifiers and asked-for class from these too.
+pub(crate) fn question_words(text: &str) -> Vec<String> {
+    expand(split_words(text))
 }
 
 /// Lower-cased words of `text`, apostrophes kept inside them.

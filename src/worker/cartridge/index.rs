@@ -15,6 +15,7 @@ use tantivy::{Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term}
 use super::CartridgeError;
 use super::load::{Fingerprint, LoadReport, Loaded};
 use crate::aliases::{Aliases, Mention, word_spans};
+use crate::layer0::matching::question_words;
 
 /// The name the analyzer is registered under in the index.
 const ANALYZER: &str = "kitbash_en";
@@ -261,7 +262,8 @@ pub struct Hit {
     pub text: String,
     /// The fact's own `source` field, when it has one.
     pub fact_source: Option<String>,
-    /// Calibrated confidence in [0, 1]: `coverage × exclusivity`.
+    /// Confidence in [0, 1]: `support × exclusivity` (see
+    /// [`FactIndex::search`]).
     pub confidence: f64,
     /// Share of the query's IDF weight that the fact contains, in [0, 1].
     pub coverage: f64,
@@ -466,14 +468,15 @@ impl FactIndex {
     /// replaced before (see [`crate::aliases`]). `tests/suite/cartridge.rs`
     /// and `kitbash calibrate` measure precision and recall per threshold.
     pub fn search(&self, text: &str) -> Result<Option<Hit>, CartridgeError> {
-        self.search_naming(text, &[], &Aliases::default())
+        self.search_naming(text, text, &Aliases::default())
     }
 
-    /// [`Self::search`] knowing the classes of entities (`aliases`) and the
-    /// ones the question as asked names (`named`, read before aliases were
-    /// replaced, so that "the code KES" does not count as naming the
-    /// currency when the question asks which currency; `text`, with the
-    /// aliases replaced, says which entities the question is about).
+    /// [`Self::search`] of `text` (the question with its aliases and
+    /// synonyms replaced, which says which entities it is about), knowing
+    /// the classes of entities (`aliases`) and the question as it was
+    /// `asked` (whose entities count when it asks for a class, so that "the
+    /// code KES" does not count as naming the currency the question asks
+    /// for).
     /// A question asking for an entity of a class ("Which
     /// country …?", "In which countries …?") is covered on that word by a
     /// fact that names an entity of that class *other* than those the
@@ -487,7 +490,7 @@ impl FactIndex {
     pub fn search_naming(
         &self,
         text: &str,
-        named: &[Mention],
+        asked: &str,
         aliases: &Aliases,
     ) -> Result<Option<Hit>, CartridgeError> {
         if self.facts.is_empty() {
@@ -498,7 +501,8 @@ impl FactIndex {
         // the entities of that class the question names.
         let asked = asked_class(text, aliases).map(|(class, word)| {
             let class_terms = terms(&mut analyzer, &word);
-            let named: Vec<u32> = named
+            let named: Vec<u32> = aliases
+                .mentions(asked)
                 .iter()
                 .filter(|m| m.class == class)
                 .filter_map(|m| self.entities.get(&m.name).copied())
@@ -653,14 +657,9 @@ struct Candidate<'a> {
 /// `which`, `what` or `whose` ("Which country's capital …", "In which
 /// countries …"), as (class, the word as written).
 fn asked_class(text: &str, aliases: &Aliases) -> Option<(usize, String)> {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    words.windows(2).find_map(|w| {
-        matches!(w[0], "which" | "what" | "whose")
-            .then(|| aliases.class_of_word(w[1]).map(|c| (c, w[1].to_string())))
+    question_words(text).windows(2).find_map(|w| {
+        matches!(w[0].as_str(), "which" | "what" | "whose")
+            .then(|| aliases.class_of_word(&w[1]).map(|c| (c, w[1].clone())))
             .flatten()
     })
 }
@@ -710,30 +709,20 @@ const MODIFIERS: &[&str] = &[
     "why",
 ];
 
-/// The bit set of [`MODIFIERS`] in `text` (`n't` counts as `not`; `how`
-/// counts only before `was`, `were` or `did`: "How was americium
-/// discovered?" asks how, not when).
+/// The bit set of [`MODIFIERS`] in `text`, read as the match key reads a
+/// question (`wasn't` is `was not`); `how` counts only before `was`, `were`
+/// or `did`: "How was americium discovered?" asks how, not when.
 fn modifiers_of(text: &str) -> u32 {
-    let lower = text.to_lowercase();
+    let words = question_words(text);
     let mut set = 0u32;
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
     if words
         .windows(2)
-        .any(|w| w[0] == "how" && matches!(w[1], "was" | "were" | "did"))
+        .any(|w| w[0] == "how" && matches!(w[1].as_str(), "was" | "were" | "did"))
     {
         set |= 1 << MODIFIERS.len();
     }
-    for word in lower.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '\u{2019}') {
-        let word = word.trim_matches(|c| c == '\'' || c == '\u{2019}');
-        let word = if word.ends_with("n't") || word.ends_with("n\u{2019}t") {
-            "not"
-        } else {
-            word
-        };
-        if let Some(i) = MODIFIERS.iter().position(|m| *m == word) {
+    for word in &words {
+        if let Some(i) = MODIFIERS.iter().position(|m| m == word) {
             set |= 1 << i;
         }
     }

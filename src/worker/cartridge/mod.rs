@@ -225,10 +225,9 @@ impl CartridgeBackend {
         let text = aliased.as_deref().unwrap_or(text);
         let rewritten = self.inner.synonyms.rewrite(text);
         let text = rewritten.as_deref().unwrap_or(text);
-        let named = self.inner.aliases.mentions(original);
         self.inner
             .current()
-            .search_naming(text, &named, &self.inner.aliases)
+            .search_naming(text, original, &self.inner.aliases)
     }
 
     #[cfg(any(test, feature = "test-util"))]
