@@ -143,6 +143,35 @@ pub struct Answer {
     /// Where it came from (`grain:<fact_id>`, `<cartridge>#<fact id>`, …).
     #[serde(default)]
     pub source: Option<String>,
+    /// For an answer from a crystallised grain: where that grain came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crystallized: Option<Crystallized>,
+}
+
+/// Provenance of a crystallised grain: the worker-layer answer it was made
+/// from, and when it stops answering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crystallized {
+    /// The layer that answered (`layer2`).
+    pub layer: String,
+    /// The worker that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The query whose answer it is.
+    pub query_id: String,
+    /// When it was made (RFC 3339).
+    pub at: String,
+    /// When it stops answering (RFC 3339); hits never move it.
+    pub expires_at: String,
+    /// The same instant, in Unix milliseconds (what lookups compare).
+    pub expires_ms: i64,
+}
+
+impl Crystallized {
+    /// Whether it has expired at `now_ms` (Unix milliseconds).
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_ms
+    }
 }
 
 /// The full record of one query.

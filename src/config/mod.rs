@@ -122,6 +122,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// What layer0 and the cartridge layer know besides grains and facts.
     pub knowledge: KnowledgeSettings,
+    /// Answers that become grains (the policy is per layer).
+    pub crystallization: CrystallizationSettings,
     /// Log output.
     pub logging: LoggingSettings,
 }
@@ -155,6 +157,8 @@ impl Default for Settings {
                 timeout_ms: 50,
                 min_confidence: 0.9,
                 worker: None,
+                crystallize: CrystallizePolicy::default(),
+                consensus: ConsensusSettings::default(),
             },
         );
         layers.insert(
@@ -165,6 +169,13 @@ impl Default for Settings {
                 timeout_ms: 2_000,
                 min_confidence: 0.75,
                 worker: Some(WorkerKind::Bitnet),
+                crystallize: CrystallizePolicy {
+                    enabled: true,
+                    ttl_s: 86_400,
+                    require_agreement: true,
+                    ..CrystallizePolicy::default()
+                },
+                consensus: ConsensusSettings::default(),
             },
         );
         layers.insert(
@@ -175,6 +186,11 @@ impl Default for Settings {
                 timeout_ms: 500,
                 min_confidence: 0.55,
                 worker: Some(WorkerKind::Cartridge),
+                crystallize: CrystallizePolicy {
+                    enabled: true,
+                    ..CrystallizePolicy::default()
+                },
+                consensus: ConsensusSettings::default(),
             },
         );
         layers.insert(
@@ -185,6 +201,13 @@ impl Default for Settings {
                 timeout_ms: 30_000,
                 min_confidence: 0.5,
                 worker: Some(WorkerKind::Llm),
+                crystallize: CrystallizePolicy {
+                    enabled: true,
+                    ttl_s: 86_400,
+                    require_agreement: true,
+                    ..CrystallizePolicy::default()
+                },
+                consensus: ConsensusSettings::default(),
             },
         );
         Self {
@@ -196,6 +219,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             http: HttpSettings::default(),
             knowledge: KnowledgeSettings::default(),
+            crystallization: CrystallizationSettings::default(),
             logging: LoggingSettings::default(),
         }
     }
@@ -461,6 +485,10 @@ pub struct LayerSettings {
     pub min_confidence: f64,
     /// Worker kind serving a `worker` layer (`bitnet`, `cartridge`, `llm`).
     pub worker: Option<WorkerKind>,
+    /// When this layer's answers become grains (worker layers only).
+    pub crystallize: CrystallizePolicy,
+    /// Another worker layer asked at the same time, whose answer must agree.
+    pub consensus: ConsensusSettings,
 }
 
 impl Default for LayerSettings {
@@ -471,6 +499,105 @@ impl Default for LayerSettings {
             timeout_ms: 1_000,
             min_confidence: 0.7,
             worker: None,
+            crystallize: CrystallizePolicy::default(),
+            consensus: ConsensusSettings::default(),
+        }
+    }
+}
+
+/// When a worker layer's answer becomes a grain that layer0 answers with
+/// next time (see docs/design.md, "Crystallisation").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrystallizePolicy {
+    /// Whether this layer's answers may crystallise at all.
+    pub enabled: bool,
+    /// Least confidence of an answer that crystallises; at least the
+    /// layer's `min_confidence`. The grain answers at layer0 with this
+    /// confidence, so below `layers.layer0.min_confidence` it would never
+    /// answer.
+    #[serde(deserialize_with = "exact_f64")]
+    pub min_confidence: f64,
+    /// Times the same question (same match key) must have been answered
+    /// the same way (same normalised answer), with no other answer between,
+    /// within `crystallization.window_s`, before it crystallises.
+    pub min_answers: u32,
+    /// Seconds a crystallised grain lives; an absolute expiry that hits
+    /// never extend.
+    pub ttl_s: u64,
+    /// Crystallise only answers the `consensus` partner agreed with; with
+    /// no partner configured, this layer never crystallises.
+    pub require_agreement: bool,
+}
+
+impl Default for CrystallizePolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_confidence: 0.9,
+            min_answers: 2,
+            ttl_s: 604_800,
+            require_agreement: false,
+        }
+    }
+}
+
+/// What a consensus partner's agreement decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsensusMode {
+    /// The layer answers only when the partner's answer agrees.
+    Answer,
+    /// The layer answers as usual; its answer crystallises only when the
+    /// partner's agrees.
+    Crystallize,
+}
+
+/// Consensus: a second worker layer asked together with this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSettings {
+    /// The partner: another worker layer, asked at the same time as this
+    /// one (or its answer reused, when the cascade asked it already).
+    pub with: Option<String>,
+    /// `answer` or `crystallize`.
+    pub mode: ConsensusMode,
+}
+
+impl Default for ConsensusSettings {
+    fn default() -> Self {
+        Self {
+            with: None,
+            mode: ConsensusMode::Crystallize,
+        }
+    }
+}
+
+/// Crystallisation as a whole (the policy is per layer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrystallizationSettings {
+    /// Master switch: `false` makes no grain from any layer's answers.
+    pub enabled: bool,
+    /// Most crystallised grains kept; past it, the one that expires
+    /// soonest goes first.
+    pub max_grains: u64,
+    /// Seconds repeats of a question's answer are counted for
+    /// `min_answers` (the count's key lives this long after its last
+    /// answer).
+    pub window_s: u64,
+    /// Seconds a question marked wrong (`kitbash feedback`) is kept from
+    /// crystallising again.
+    pub block_s: u64,
+}
+
+impl Default for CrystallizationSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_grains: 10_000,
+            window_s: 86_400,
+            block_s: 604_800,
         }
     }
 }

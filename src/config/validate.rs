@@ -143,6 +143,16 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
             ),
             _ => {}
         }
+        validate_crystallize(s, name, layer, &mut bad);
+    }
+    for (key, v) in [
+        ("crystallization.max_grains", s.crystallization.max_grains),
+        ("crystallization.window_s", s.crystallization.window_s),
+        ("crystallization.block_s", s.crystallization.block_s),
+    ] {
+        if v == 0 {
+            bad(key, "0".into(), "must be greater than 0");
+        }
     }
     if !(0.0..=1.0).contains(&s.workers.echo_confidence) {
         bad(
@@ -162,6 +172,81 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
         bad("logging.level", format!("{:?}", s.logging.level), &why);
     }
     out
+}
+
+/// A layer's crystallisation policy and consensus partner.
+fn validate_crystallize(
+    s: &Settings,
+    name: &str,
+    layer: &LayerSettings,
+    bad: &mut impl FnMut(&str, String, &str),
+) {
+    let key = |field: &str| format!("layers.{name}.{field}");
+    let policy = &layer.crystallize;
+    if !(0.0..=1.0).contains(&policy.min_confidence) {
+        bad(
+            &key("crystallize.min_confidence"),
+            policy.min_confidence.to_string(),
+            "must be between 0 and 1",
+        );
+    }
+    if policy.ttl_s == 0 {
+        bad(
+            &key("crystallize.ttl_s"),
+            "0".into(),
+            "must be greater than 0",
+        );
+    }
+    if policy.min_answers == 0 {
+        bad(
+            &key("crystallize.min_answers"),
+            "0".into(),
+            "must be 1 or more",
+        );
+    }
+    if policy.enabled && layer.kind == LayerKind::Grain {
+        bad(
+            &key("crystallize.enabled"),
+            "true".into(),
+            "a grain layer's answers are grains already; only worker layers crystallise",
+        );
+    }
+    if policy.enabled && policy.min_confidence < layer.min_confidence {
+        bad(
+            &key("crystallize.min_confidence"),
+            policy.min_confidence.to_string(),
+            &format!(
+                "must be at least the layer's min_confidence ({}): an answer crystallises only when the layer is surer than it needs to be to answer",
+                layer.min_confidence
+            ),
+        );
+    }
+    if let Some(partner) = &layer.consensus.with {
+        let shown = format!("{partner:?}");
+        match s.layers.get(partner) {
+            _ if partner == name => bad(
+                &key("consensus.with"),
+                shown,
+                "a layer cannot be its own consensus partner",
+            ),
+            None => bad(
+                &key("consensus.with"),
+                shown,
+                "names no layer; name another worker layer",
+            ),
+            Some(p) if p.kind != LayerKind::Worker => bad(
+                &key("consensus.with"),
+                shown,
+                "names a grain layer; a consensus partner must be a worker layer",
+            ),
+            Some(_) if layer.kind != LayerKind::Worker => bad(
+                &key("consensus.with"),
+                shown,
+                "only a worker layer can ask a consensus partner",
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 /// The levels a log filter names.

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aliases::Aliases;
 use crate::layer0::matching::{MatchKey, normalize, second_stage_keys};
-use crate::state::now_rfc3339;
+use crate::state::{Crystallized, now_rfc3339};
 use crate::store::blackboard::{Blackboard, BlackboardError, Result};
 use crate::store::scripts::{DELETE_GRAIN, STORE_GRAIN};
 
@@ -46,6 +46,9 @@ const QUESTION_INDEX: &str = "questions";
 
 /// Fact ids starting with this would name an index key (`<p>:grains:index:*`).
 const RESERVED_ID_PREFIX: &str = "index:";
+
+/// The ids of crystallised grains, which no loaded grain may take.
+pub const CRYSTAL_ID_PREFIX: &str = "crystal:";
 
 /// One crystallised fact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +78,10 @@ pub struct Grain {
     /// both `id` (the grain's key) and `fact_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_fact: Option<String>,
+    /// Set for a grain the cascade crystallised: where it came from and
+    /// when it expires. `None` for a loaded grain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crystallized: Option<Crystallized>,
 }
 
 fn one() -> f64 {
@@ -98,6 +105,7 @@ impl Grain {
             updated_at: None,
             hits: 0,
             from_fact: None,
+            crystallized: None,
         }
     }
 
@@ -124,16 +132,34 @@ impl Grain {
                 .parse::<u64>()
                 .map_err(|_| bad(format!("hits {n:?} is not a count")))?,
         };
+        let created_at = take("created_at");
+        let crystallized = match take("crystallized_by") {
+            None => None,
+            Some(layer) => {
+                let expires_ms = take("expires_ms")
+                    .and_then(|ms| ms.parse::<i64>().ok())
+                    .ok_or_else(|| bad("a crystallised grain without `expires_ms`".into()))?;
+                Some(Crystallized {
+                    layer,
+                    worker: take("worker").filter(|w| !w.is_empty()),
+                    query_id: take("query_id").unwrap_or_default(),
+                    at: created_at.clone().unwrap_or_default(),
+                    expires_at: take("expires_at").unwrap_or_default(),
+                    expires_ms,
+                })
+            }
+        };
         Ok(Self {
             fact_id: fact_id.to_string(),
             question,
             answer,
             confidence,
             source: take("source").filter(|s| !s.is_empty()),
-            created_at: take("created_at"),
+            created_at,
             updated_at: take("updated_at"),
             hits,
             from_fact: take("from_fact").filter(|s| !s.is_empty()),
+            crystallized,
         })
     }
 }
@@ -154,6 +180,10 @@ pub struct GrainMatch {
     /// Where the fact came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For a crystallised grain: its provenance and expiry, which every
+    /// lookup checks (an expired grain is a miss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crystallized: Option<Crystallized>,
 }
 
 impl GrainMatch {
@@ -164,8 +194,21 @@ impl GrainMatch {
             answer: grain.answer.clone(),
             confidence: grain.confidence,
             source: grain.source.clone().filter(|s| !s.is_empty()),
+            crystallized: grain.crystallized.clone(),
         }
     }
+
+    /// Whether it is a crystallised grain past its expiry at `now_ms`.
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.crystallized
+            .as_ref()
+            .is_some_and(|c| c.expired_at(now_ms))
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// Parses an entry of the question index.
@@ -332,6 +375,12 @@ impl Blackboard {
                 grain.fact_id
             )));
         }
+        if grain.fact_id.starts_with(CRYSTAL_ID_PREFIX) {
+            return Err(bad(format!(
+                "fact id {:?} starts with {CRYSTAL_ID_PREFIX:?}, which is reserved for crystallised grains; choose another id",
+                grain.fact_id
+            )));
+        }
         if !(0.0..=1.0).contains(&grain.confidence) {
             return Err(bad(format!(
                 "confidence {} is not a number in [0, 1]",
@@ -347,6 +396,8 @@ impl Blackboard {
             .key(&key)
             .key(self.keys.grain_index(QUESTION_INDEX))
             .key(self.keys.grain_ids())
+            .key(self.keys.crystallized())
+            .key(self.keys.feed())
             .arg(&grain.fact_id)
             .arg(match_key.as_str())
             .arg(entry)
@@ -361,7 +412,9 @@ impl Blackboard {
                 IfExists::Replace => "replace",
                 IfExists::Keep => "keep",
             })
-            .arg(grain.from_fact.as_deref().unwrap_or(""));
+            .arg(grain.from_fact.as_deref().unwrap_or(""))
+            .arg(self.keys.grain_prefix())
+            .arg(self.limits().feed_max_len);
         Ok((invocation, match_key))
     }
 
@@ -375,6 +428,10 @@ impl Blackboard {
             (self.keys.grain_index(QUESTION_INDEX), "hash")
         } else if text.contains("key 3 holds") {
             (self.keys.grain_ids(), "set")
+        } else if text.contains("key 4 holds") {
+            (self.keys.crystallized(), "sorted set")
+        } else if text.contains("key 5 holds") {
+            (self.keys.feed(), "stream")
         } else {
             (self.keys.grain(fact_id), "hash")
         };
@@ -404,8 +461,10 @@ impl Blackboard {
             .hget(&index, match_key.as_str())
             .await
             .map_err(|e| BlackboardError::on_key(e, &index, "hash"))?;
-        raw.map(|raw| parse_entry(&index, match_key.as_str(), &raw))
-            .transpose()
+        let found = raw
+            .map(|raw| parse_entry(&index, match_key.as_str(), &raw))
+            .transpose()?;
+        Ok(found.filter(|m| !m.expired_at(now_ms())))
     }
 
     /// What layer0 answers `text` with: the grain of its match key, or,
@@ -439,9 +498,13 @@ impl Blackboard {
             .await
             .map_err(|e| BlackboardError::on_key(e, &index, "hash"))?;
         let mut found = Vec::new();
+        let now = now_ms();
         for (key, raw) in fields.iter().zip(raw) {
             if let Some(raw) = raw {
-                found.push(parse_entry(&index, key, &raw)?);
+                let m = parse_entry(&index, key, &raw)?;
+                if !m.expired_at(now) {
+                    found.push(m);
+                }
             }
         }
         Ok(agreed(found))
@@ -452,9 +515,19 @@ impl Blackboard {
     /// pipeline instead of a round trip of its own. Should the grain be
     /// deleted between the lookup and the pipeline, this leaves a hash with
     /// only `hits` under its key; it is in no index, so nothing reads it, and
-    /// a later store of the same id keeps that count.
-    pub fn add_grain_hit_to(&self, pipe: &mut redis::Pipeline, fact_id: &str) {
-        pipe.hincr(self.keys.grain(fact_id), "hits", 1).ignore();
+    /// a later store of the same id keeps that count. For a crystallised
+    /// grain the expiry is set on a hash that has none (`PEXPIREAT … NX`,
+    /// Redis 7), so such a leftover expires when the grain would have.
+    pub fn add_grain_hit_to(&self, pipe: &mut redis::Pipeline, m: &GrainMatch) {
+        let key = self.keys.grain(&m.fact_id);
+        pipe.hincr(&key, "hits", 1).ignore();
+        if let Some(c) = &m.crystallized {
+            pipe.cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(c.expires_ms)
+                .arg("NX")
+                .ignore();
+        }
     }
 
     /// Reads one grain; `None` when there is none.
@@ -480,6 +553,7 @@ impl Blackboard {
             .key(self.keys.grain(fact_id))
             .key(self.keys.grain_index(QUESTION_INDEX))
             .key(self.keys.grain_ids())
+            .key(self.keys.crystallized())
             .arg(fact_id)
             .invoke_async(&mut conn)
             .await

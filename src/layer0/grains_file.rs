@@ -361,6 +361,7 @@ fn grain_from_value(value: Value) -> Result<Grain, String> {
         updated_at: None,
         hits,
         from_fact,
+        crystallized: None,
     })
 }
 

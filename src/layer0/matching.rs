@@ -69,6 +69,11 @@ impl MatchKey {
     pub fn into_string(self) -> String {
         self.0
     }
+
+    /// A key read back from Redis, where Kitbash stored it normalised.
+    pub(crate) fn from_stored(key: String) -> Self {
+        Self(key)
+    }
 }
 
 impl fmt::Display for MatchKey {

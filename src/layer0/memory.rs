@@ -42,6 +42,18 @@ impl MemoryGrains {
         }
     }
 
+    /// Adds a grain unless one holds its match key already (a
+    /// crystallised grain never replaces a loaded one); returns whether
+    /// it was added.
+    pub fn insert_if_absent(&mut self, grain: GrainMatch) -> bool {
+        let key = normalize(&grain.question);
+        if key.is_empty() || self.by_key.contains_key(key.as_str()) {
+            return false;
+        }
+        self.by_key.insert(key.into_string(), grain);
+        true
+    }
+
     /// Grains held.
     pub fn len(&self) -> usize {
         self.by_key.len()

@@ -3,7 +3,7 @@
 //!
 //! Fields are flat strings so `redis-cli XREAD BLOCK 0 STREAMS … $` shows them
 //! readably: `event`, `ts` (RFC 3339), `query_id`, and where they apply
-//! `layer`, `confidence`, `latency_ms`, `worker`, `reason`.
+//! `layer`, `confidence`, `latency_ms`, `worker`, `grain`, `reason`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,13 +57,16 @@ event_kinds! {
     LateReply => "late_reply",
     WorkerHealth => "worker_health",
     GrainCrystallized => "grain_crystallized",
+    GrainForgotten => "grain_forgotten",
+    AnswerMarkedWrong => "answer_marked_wrong",
+    LayersDisagreed => "layers_disagreed",
     QueryFenced => "query_fenced",
 }
 
 /// An event name that is not in docs/design.md.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown event {0:?}; known: query_created, query_started, layer_attempt, layer_hit, layer_miss, layer_timeout, layer_error, layer_skipped, escalation, query_completed, query_failed, query_recovered, query_dead, late_reply, worker_health, grain_crystallized, query_fenced"
+    "unknown event {0:?}; known: query_created, query_started, layer_attempt, layer_hit, layer_miss, layer_timeout, layer_error, layer_skipped, escalation, query_completed, query_failed, query_recovered, query_dead, late_reply, worker_health, grain_crystallized, grain_forgotten, answer_marked_wrong, layers_disagreed, query_fenced"
 )]
 pub struct UnknownEvent(pub String);
 
@@ -90,6 +93,8 @@ pub struct Event {
     pub worker: Option<String>,
     /// Why (skips, errors, failures, recoveries).
     pub reason: Option<String>,
+    /// The grain concerned (crystallised, forgotten, marked wrong).
+    pub grain: Option<String>,
     /// When it happened (RFC 3339), taken when the event is made, so events
     /// written later in one batch keep their own times.
     pub ts: String,
@@ -106,6 +111,7 @@ impl Event {
             latency_ms: None,
             worker: None,
             reason: None,
+            grain: None,
             ts: now_rfc3339(),
         }
     }
@@ -148,6 +154,12 @@ impl Event {
         self
     }
 
+    /// Sets the grain.
+    pub fn grain(mut self, fact_id: impl Into<String>) -> Self {
+        self.grain = Some(fact_id.into());
+        self
+    }
+
     /// The flat field list written to the stream.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
@@ -168,6 +180,9 @@ impl Event {
         }
         if let Some(w) = &self.worker {
             f.push(("worker", w.clone()));
+        }
+        if let Some(g) = &self.grain {
+            f.push(("grain", g.clone()));
         }
         if let Some(r) = &self.reason {
             f.push(("reason", r.clone()));

@@ -140,6 +140,10 @@ const DAEMON: &[&str] = &[
     "scard",
     // sorted sets: latency metrics
     "zadd", "zrangebyscore", "zremrangebyscore", "zremrangebyrank",
+    // crystallisation (crystallize.lua, sweep_crystals.lua) and the
+    // expiry of a crystallised grain's hash on a hit
+    "type", "pttl", "hset", "hdel", "sadd", "srem", "zrem", "zscore", "zcard", "zrange",
+    "pexpireat",
     // the diagnostic feed
     "xadd", "xtrim", "xrange", "xrevrange", "xlen",
     // finding processing lists and health keys
@@ -262,9 +266,13 @@ pub fn user(keys: &Keys, role: Role) -> AclUser {
                 KeyRule::new(k.processing_pattern(), ReadWrite),
                 KeyRule::new(k.done("*"), ReadWrite),
                 KeyRule::new(k.dead(), ReadWrite),
-                // grain lookups and hit counts (`<p>:grains:index:*` too);
-                // writing grains (`kitbash grains load|rm`) is an admin's job
+                // grain lookups and hit counts (`<p>:grains:index:*` too),
+                // and crystallised grains; loading and forgetting grains
+                // (`kitbash grains load|forget`, `kitbash feedback`) is an
+                // admin's job
                 KeyRule::new(k.grain("*"), ReadWrite),
+                KeyRule::new(k.crystal_seen("*"), ReadWrite),
+                KeyRule::new(k.crystal_blocked("*"), ReadWrite),
                 KeyRule::new(k.jobs("*"), ReadWrite),
                 KeyRule::new(k.replies("*"), ReadWrite),
                 KeyRule::new(k.health_pattern(), ReadWrite),
@@ -352,6 +360,9 @@ mod tests {
             include_str!("scripts/return_one.lua"),
             include_str!("scripts/cas_state.lua"),
             include_str!("scripts/drop_expired_jobs.lua"),
+            include_str!("scripts/grain_helpers.lua"),
+            include_str!("scripts/crystallize.lua"),
+            include_str!("scripts/sweep_crystals.lua"),
         ];
         let worker_scripts = [
             include_str!("scripts/return_all.lua"),

@@ -73,6 +73,34 @@ impl Keys {
         self.grain_index("all")
     }
 
+    /// `<p>:grains:index:crystallized` — the match keys of crystallised
+    /// grains, scored by expiry (Unix ms).
+    pub fn crystallized(&self) -> String {
+        self.grain_index("crystallized")
+    }
+
+    /// `<p>:grains:` — the part of a grain's key before its id.
+    pub fn grain_prefix(&self) -> String {
+        format!("{}:grains:", self.prefix)
+    }
+
+    /// `<p>:crystal:seen:<match key>` — how often, and how, a question was
+    /// answered lately (crystallisation's `min_answers`; TTL `window_s`).
+    pub fn crystal_seen(&self, match_key: &str) -> String {
+        format!("{}:crystal:seen:{match_key}", self.prefix)
+    }
+
+    /// `<p>:crystal:blocked:<match key>` — a question marked wrong, kept
+    /// from crystallising (TTL `block_s`).
+    pub fn crystal_blocked(&self, match_key: &str) -> String {
+        format!("{}:crystal:blocked:{match_key}", self.prefix)
+    }
+
+    /// `<p>:feedback` — answers marked wrong, newest first (capped).
+    pub fn feedback(&self) -> String {
+        format!("{}:feedback", self.prefix)
+    }
+
     /// `<p>:jobs:<layer>` — work for one layer's workers.
     pub fn jobs(&self, layer: &str) -> String {
         format!("{}:jobs:{layer}", self.prefix)

@@ -63,6 +63,14 @@ pub(crate) static STORE_GRAIN: LazyLock<redis::Script> =
 pub(crate) static DELETE_GRAIN: LazyLock<redis::Script> =
     LazyLock::new(|| with_grain_helpers(include_str!("delete_grain.lua")));
 
+/// Crystallises one worker layer's answer into a grain.
+pub(crate) static CRYSTALLIZE: LazyLock<redis::Script> =
+    LazyLock::new(|| with_grain_helpers(include_str!("crystallize.lua")));
+
+/// Removes crystallised grains whose expiry has passed.
+pub(crate) static SWEEP_CRYSTALS: LazyLock<redis::Script> =
+    LazyLock::new(|| with_grain_helpers(include_str!("sweep_crystals.lua")));
+
 /// Loads every script into Redis's script cache; a failure is logged (the
 /// first use loads it again).
 pub(crate) async fn load_all(conn: &mut redis::aio::ConnectionManager) {

@@ -2,16 +2,21 @@
 -- KEYS[1]: the grain hash (<p>:grains:<fact_id>)
 -- KEYS[2]: the question index (<p>:grains:index:questions), match key -> entry JSON
 -- KEYS[3]: the set of every fact id (<p>:grains:index:all)
+-- KEYS[4]: the crystallised grains (<p>:grains:index:crystallized)
+-- KEYS[5]: the diagnostic feed
 -- ARGV[1]: fact_id
 -- ARGV[2]: match key ('' when the question has no content word: not indexed)
 -- ARGV[3]: the index entry (JSON)
 -- ARGV[4..7]: question, answer, confidence, source ('' for none)
 -- ARGV[8]: now (updated_at); ARGV[9]: created_at and ARGV[10]: hits, used when new
 -- ARGV[11]: 'replace' overwrites an existing grain, 'keep' leaves it as it is
--- ARGV[12]: the fact the grain was made from (provenance), or 
+-- ARGV[12]: the fact the grain was made from (provenance), or ''
+-- ARGV[13]: the grain key prefix (<p>:grains:); ARGV[14]: feed MAXLEN
+-- A crystallised grain holding the question goes (a loaded grain always
+-- wins over a crystallised one), with a grain_forgotten event.
 -- Returns {status, displaced}: status 'stored' or 'kept'; displaced is the
 -- fact id whose index entry this grain took over ('' when none).
-local err = check_types({'hash', 'hash', 'set'})
+local err = check_types({'hash', 'hash', 'set', 'zset', 'stream'})
 if err then return err end
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if exists and ARGV[11] == 'keep' then
@@ -42,7 +47,14 @@ if ARGV[2] ~= '' then
   local current = redis.call('HGET', KEYS[2], ARGV[2])
   if current then
     local o = owner(current)
-    if o and o ~= ARGV[1] then displaced = o end
+    if o and o ~= ARGV[1] then
+      if string.sub(o, 1, 8) == 'crystal:' then
+        remove_crystal(ARGV[13], KEYS[2], KEYS[3], KEYS[4], ARGV[2])
+        forgotten(KEYS[5], ARGV[14], ARGV[8], o, 'replaced by the loaded grain ' .. ARGV[1])
+      else
+        displaced = o
+      end
+    end
   end
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 end
