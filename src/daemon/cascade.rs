@@ -15,6 +15,7 @@ use super::dispatch::worker_attempt;
 use super::finish::{dead_letter, drop_duplicate, finish, record_fenced};
 use super::instance::Instance;
 use super::intake::{self, EntryKind, Intake};
+use super::{consensus, crystallize};
 use crate::config::{LayerKind, LayerSettings};
 use crate::observe::feed::{Event, EventKind};
 use crate::observe::metrics::{bench_scoped, is_bench, layer_latency_metric};
@@ -48,6 +49,14 @@ pub(super) struct Run {
     /// Why this daemon stopped working on the query: a write found that it
     /// no longer holds it (see `finish::record_fenced`).
     pub(super) fenced: Option<String>,
+    /// Answers given so far, by layer (a consensus partner tried earlier
+    /// in the cascade is not asked again).
+    pub(super) answers: Vec<(String, String)>,
+    /// Replies of consensus partners asked ahead of their turn, by layer;
+    /// the cascade uses them when it reaches that layer.
+    pub(super) consulted: Vec<(String, Attempt)>,
+    /// Layers whose answer their consensus partner agreed with.
+    pub(super) agreed: Vec<String>,
 }
 
 /// Handles one taken entry to its end. `preloaded` is the state read for an
@@ -121,7 +130,12 @@ pub(super) async fn handle_entry(
             if abort.is_cancelled() {
                 return;
             }
-            finish(sh, run, abort).await;
+            let candidate = crystallize::candidate(sh, &run);
+            if finish(sh, run, abort).await
+                && let Some(c) = candidate
+            {
+                crystallize::crystallize(sh, c).await;
+            }
         }
     }
 }
@@ -148,6 +162,9 @@ impl Run {
             replaces: None,
             dead: None,
             fenced: None,
+            answers: Vec::new(),
+            consulted: Vec::new(),
+            agreed: Vec::new(),
         }
     }
 
@@ -261,19 +278,29 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
         if abort.is_cancelled() {
             return;
         }
-        let attempt = match layer.kind {
-            LayerKind::Grain => grain_attempt(sh, run, name, layer).await,
-            LayerKind::Worker => match worker_attempt(sh, run, name, layer, abort).await {
-                Some(a) => a,
-                // Not ours any more (`run.fenced` says why): stop here.
-                None => return,
+        let asked = match layer.kind {
+            LayerKind::Grain => Some(grain_attempt(sh, run, name, layer).await),
+            LayerKind::Worker => match run.consulted.iter().position(|(l, _)| l == name) {
+                Some(i) => Some(run.consulted.swap_remove(i).1),
+                None => match &layer.consensus.with {
+                    Some(partner) => consensus::attempt(sh, run, name, layer, partner, abort).await,
+                    None => worker_attempt(sh, run, name, layer, abort).await,
+                },
             },
         };
+        // None: not ours any more (`run.fenced` says why): stop here.
+        let Some(attempt) = asked else { return };
+        if let Some(a) = &attempt.answer {
+            run.answers.push((name.clone(), a.text.clone()));
+        }
         let hit = attempt.outcome == Outcome::Hit;
+        // A hit answers with its own answer; the best of the misses is
+        // only what an unanswered query reports.
         if let Some(answer) = attempt.answer
-            && best
-                .as_ref()
-                .is_none_or(|b| answer.confidence > b.confidence)
+            && (hit
+                || best
+                    .as_ref()
+                    .is_none_or(|b| answer.confidence > b.confidence))
         {
             best = Some(answer);
         }
@@ -408,7 +435,7 @@ async fn grain_attempt(sh: &Instance, run: &mut Run, name: &str, layer: &LayerSe
         Ok(Ok(Some(m))) => {
             let hit = m.confidence >= layer.min_confidence;
             if hit {
-                sh.bb.add_grain_hit_to(&mut run.counters, &m.fact_id);
+                sh.bb.add_grain_hit_to(&mut run.counters, &m);
             }
             Attempt {
                 outcome: if hit { Outcome::Hit } else { Outcome::Miss },
@@ -419,6 +446,7 @@ async fn grain_attempt(sh: &Instance, run: &mut Run, name: &str, layer: &LayerSe
                     layer: name.to_string(),
                     confidence: m.confidence,
                     source: Some(format!("grain:{}", m.fact_id)),
+                    crystallized: m.crystallized,
                 }),
                 worker: None,
                 reason: None,

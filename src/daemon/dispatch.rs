@@ -28,10 +28,47 @@ pub(super) async fn worker_attempt(
     layer: &LayerSettings,
     abort: &CancellationToken,
 ) -> Option<Attempt> {
+    match hand_off(sh, run, name, layer, abort).await {
+        HandOff::Waiting(handed) => Some(await_reply(sh, handed, name, layer, abort).await),
+        HandOff::Done(attempt) => Some(*attempt),
+        HandOff::Fenced => None,
+    }
+}
+
+/// A job handed to a worker layer, whose reply is awaited.
+pub(super) struct Handed {
+    rx: tokio::sync::oneshot::Receiver<crate::protocol::Reply>,
+    job_id: String,
+    /// When the attempt began (its latency counts from here).
+    t0: Instant,
+    /// When the job was in the list (the layer's timeout counts from here).
+    pushed_at: tokio::time::Instant,
+}
+
+/// How a hand-off ended.
+pub(super) enum HandOff {
+    /// The job is in the layer's list; wait with [`await_reply`].
+    Waiting(Handed),
+    /// The layer is passed over or failed at once (no live worker, list
+    /// full, Redis away).
+    Done(Box<Attempt>),
+    /// This daemon no longer holds the query (`run.fenced` says why).
+    Fenced,
+}
+
+/// Pushes the query's job to worker layer `name`, with the decisions so
+/// far, in one fenced step; does not wait for the reply.
+pub(super) async fn hand_off(
+    sh: &Instance,
+    run: &mut Run,
+    name: &str,
+    layer: &LayerSettings,
+    abort: &CancellationToken,
+) -> HandOff {
     let t0 = Instant::now();
     if !sh.workers.has_live(name) {
         let kind = layer.worker.map(|w| w.as_str()).unwrap_or("?");
-        return Some(Attempt::skipped(format!("no live {kind} worker")));
+        return HandOff::Done(Box::new(Attempt::skipped(format!("no live {kind} worker"))));
     }
     let qid = run.state.query_id.clone();
     let job = Job {
@@ -113,55 +150,78 @@ pub(super) async fn worker_attempt(
     match pushed {
         Err(e) => {
             sh.pending.forget(&job_id);
-            return Some(Attempt::failed(
+            HandOff::Done(Box::new(Attempt::failed(
                 Outcome::Error,
                 t0,
                 format!("cannot hand the job to workers: {e}"),
-            ));
+            )))
         }
-        Ok((1, _)) => {}
+        Ok((1, _)) => HandOff::Waiting(Handed {
+            rx,
+            job_id,
+            t0,
+            pushed_at: tokio::time::Instant::now(),
+        }),
         Ok((2, len)) => {
             // Skipped like a layer without a live worker: the query moves on
             // at once instead of waiting on a list nobody drains.
             sh.pending.forget(&job_id);
-            return Some(Attempt::skipped(format!(
+            HandOff::Done(Box::new(Attempt::skipped(format!(
                 "job list full ({len} jobs queued)"
-            )));
+            ))))
         }
         Ok((code, _)) => {
             sh.pending.forget(&job_id);
             run.fenced = Some(lost_reason(sh, code));
-            return None;
+            HandOff::Fenced
         }
     }
+}
 
+/// Waits for the reply to a handed job until the layer's timeout (counted
+/// from when the job was in the list) and judges it against the layer's
+/// threshold.
+pub(super) async fn await_reply(
+    sh: &Instance,
+    handed: Handed,
+    name: &str,
+    layer: &LayerSettings,
+    abort: &CancellationToken,
+) -> Attempt {
+    let Handed {
+        rx,
+        job_id,
+        t0,
+        pushed_at,
+    } = handed;
+    let deadline = pushed_at + layer.timeout();
     let waited = tokio::select! {
-        r = tokio::time::timeout(layer.timeout(), rx) => r,
+        r = tokio::time::timeout_at(deadline, rx) => r,
         _ = abort.cancelled() => {
             sh.pending.forget(&job_id);
-            return Some(Attempt::failed(Outcome::Error, t0, "daemon shutting down"));
+            return Attempt::failed(Outcome::Error, t0, "daemon shutting down");
         }
     };
     let reply = match waited {
         Err(_) => {
             sh.pending.forget(&job_id);
-            return Some(Attempt::failed(
+            return Attempt::failed(
                 Outcome::Timeout,
                 t0,
                 format!("no reply within {} ms", layer.timeout_ms),
-            ));
+            );
         }
         Ok(Err(_)) => {
-            return Some(Attempt::failed(Outcome::Error, t0, "reply channel closed"));
+            return Attempt::failed(Outcome::Error, t0, "reply channel closed");
         }
         Ok(Ok(reply)) => reply,
     };
     let latency_ms = ms_since(t0);
     if let Err(why) = reply.validate() {
-        return Some(Attempt {
+        return Attempt {
             worker: Some(reply.worker),
             ..Attempt::failed(Outcome::Error, t0, format!("invalid reply: {why}"))
-        });
+        };
     }
     let confidence = reply.confidence.unwrap_or(0.0);
     let answer = reply.answer.filter(|a| !a.is_empty()).map(|text| Answer {
@@ -169,6 +229,7 @@ pub(super) async fn worker_attempt(
         layer: name.to_string(),
         confidence,
         source: reply.source.clone(),
+        crystallized: None,
     });
     let (outcome, reason) = match reply.outcome {
         ReplyOutcome::Hit if confidence >= layer.min_confidence => (Outcome::Hit, None),
@@ -185,7 +246,7 @@ pub(super) async fn worker_attempt(
             Some(reply.error.unwrap_or_else(|| "worker error".into())),
         ),
     };
-    Some(Attempt {
+    Attempt {
         outcome,
         confidence: reply.confidence,
         latency_ms,
@@ -196,5 +257,5 @@ pub(super) async fn worker_attempt(
         },
         worker: Some(reply.worker),
         reason,
-    })
+    }
 }

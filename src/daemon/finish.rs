@@ -49,8 +49,9 @@ pub(super) async fn record_fenced(sh: &Instance, qid: &str, reason: &str) {
 /// Writes the terminal state and everything recorded, in one round trip,
 /// exactly once and only while this daemon holds the query (see
 /// `finish.lua`). Retries while Redis is away, until `abort` fires; the
-/// entry stays in the processing list meanwhile.
-pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToken) {
+/// entry stays in the processing list meanwhile. Returns whether this
+/// outcome is the query's (written now, or by an earlier try of this call).
+pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToken) -> bool {
     let qid = run.state.query_id.clone();
     let status = run.state.status.clone();
     let latency_ms = ms_since(run.started);
@@ -138,7 +139,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
                     sh.status.prom.query_finished(status.as_str(), latency_ms);
                 }
                 tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
-                return;
+                return true;
             }
             Ok(2) => {
                 // An earlier try wrote exactly this outcome; its reply was lost.
@@ -146,11 +147,11 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
                     sh.status.prom.query_finished(status.as_str(), latency_ms);
                 }
                 tracing::debug!(query_id = %qid, status = %status, "finished (by an earlier try)");
-                return;
+                return true;
             }
             Ok(code) => {
                 record_fenced(sh, &qid, &lost_reason(sh, code)).await;
-                return;
+                return false;
             }
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 // Redis lost its scripts (restart, SCRIPT FLUSH): the rest of
@@ -160,7 +161,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
             Err(e) if is_wrong_type(&e) => {
                 tracing::error!(query_id = %qid, "cannot finish: a key has the wrong type: {e}");
                 dead_letter(sh, &run.entry, &format!("cannot write the outcome: {e}")).await;
-                return;
+                return false;
             }
             Err(e) => {
                 sh.status.redis_failed("finishing queries", &e);
@@ -171,7 +172,7 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
                     counters = Counters::Unknown;
                 }
                 tokio::select! {
-                    _ = abort.cancelled() => return,
+                    _ = abort.cancelled() => return false,
                     _ = tokio::time::sleep(backoff.next_wait()) => {}
                 }
             }

@@ -16,6 +16,8 @@
 //! - the HTTP endpoint (`http.rs`).
 
 mod cascade;
+mod consensus;
+mod crystallize;
 pub mod direct;
 mod dispatch;
 mod finish;
@@ -407,7 +409,8 @@ async fn spawn_instance_tasks(
 }
 
 /// Keeps the feed and the metrics at their caps, every 10 s (the writers
-/// trim as they go, on a fraction of their writes; this catches the rest).
+/// trim as they go, on a fraction of their writes; this catches the rest),
+/// drops expired jobs and removes expired crystallised grains.
 async fn maintenance(bb: Blackboard, worker_layers: Vec<String>, cancel: CancellationToken) {
     loop {
         tokio::select! {
@@ -418,6 +421,11 @@ async fn maintenance(bb: Blackboard, worker_layers: Vec<String>, cancel: Cancell
             tracing::debug!("maintenance pass failed: {e}");
         }
         drop_expired_jobs(&bb, &worker_layers).await;
+        match bb.sweep_crystals(1_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed crystallised grains past their expiry"),
+            Err(e) => tracing::debug!("cannot sweep expired crystallised grains: {e}"),
+        }
     }
 }
 

@@ -165,6 +165,46 @@ async fn a_confident_but_low_reply_is_a_miss_and_the_best_answer_is_kept() {
 }
 
 #[tokio::test]
+async fn a_hit_answers_with_its_own_answer_not_a_surer_miss_before_it() {
+    let mut ctx = TestContext::new();
+    // layer2 sure but below its (raised) threshold; layer4 answers, less sure.
+    fast(&mut ctx)
+        .layers
+        .get_mut("layer2")
+        .unwrap()
+        .min_confidence = 0.99;
+    let bb = ctx.blackboard().await;
+    let unsure = TestWorker::start(
+        &ctx,
+        "layer2",
+        Behaviour::hit("Entebbe", 0.95, Duration::ZERO),
+    )
+    .await;
+    let sure = TestWorker::start(
+        &ctx,
+        "layer4",
+        Behaviour::hit("Kampala", 0.8, Duration::ZERO),
+    )
+    .await;
+    let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
+    d.wait_until_sees(&bb, "layer4").await;
+    let q = QueryState::new("What is the capital of Uganda?");
+    bb.enqueue(&q).await.unwrap();
+    let s = wait_done(&ctx, &bb, &q.query_id, 60.0).await;
+    assert_eq!(s.status, QueryStatus::Answered);
+    let a = s.answer.unwrap();
+    assert_eq!(
+        (a.text.as_str(), a.layer.as_str(), a.confidence),
+        ("Kampala", "layer4", 0.8),
+        "the layer that hit gives the answer"
+    );
+    d.stop().await;
+    unsure.stop().await;
+    sure.stop().await;
+}
+
+#[tokio::test]
 async fn a_silent_worker_times_out_and_the_query_escalates() {
     let mut ctx = TestContext::new();
     fast(&mut ctx).layers.get_mut("layer2").unwrap().timeout_ms = 300;

@@ -1,0 +1,74 @@
+//! After a query is finished: whether its answer becomes a grain
+//! (crystallisation; see [`crate::layer0::crystal`]).
+
+use super::cascade::Run;
+use super::instance::Instance;
+use crate::config::LayerKind;
+use crate::layer0::crystal::{Candidate, CrystalOutcome, refusal};
+use crate::state::QueryStatus;
+
+/// The crystallisation candidate of a finished run: its answer, when a
+/// worker layer gave it, that layer's policy allows it (enabled, the
+/// confidence, the consensus it requires) and the question is safe to
+/// crystallise. Redis checks the rest (`crystallize.lua`).
+pub(super) fn candidate(sh: &Instance, run: &Run) -> Option<Candidate> {
+    if !sh.settings.crystallization.enabled || run.state.status != QueryStatus::Answered {
+        return None;
+    }
+    let answer = run.state.answer.as_ref()?;
+    let (name, layer) = sh.layers.iter().find(|(n, _)| *n == answer.layer)?;
+    let policy = &layer.crystallize;
+    if layer.kind != LayerKind::Worker || !policy.enabled {
+        return None;
+    }
+    let qid = &run.state.query_id;
+    if answer.confidence < policy.min_confidence {
+        tracing::debug!(query_id = %qid, layer = %name, "not crystallised: confidence {:.3} below crystallize.min_confidence {}", answer.confidence, policy.min_confidence);
+        return None;
+    }
+    if (policy.require_agreement || layer.consensus.with.is_some())
+        && !run.agreed.iter().any(|l| l == name)
+    {
+        tracing::debug!(query_id = %qid, layer = %name, "not crystallised: no consensus partner agreed");
+        return None;
+    }
+    if let Some(why) = refusal(&run.state.query_text) {
+        tracing::debug!(query_id = %qid, layer = %name, "not crystallised: {why}");
+        return None;
+    }
+    let worker = run
+        .state
+        .layer_attempts
+        .iter()
+        .rev()
+        .find(|a| a.layer == *name)
+        .and_then(|a| a.worker.clone());
+    Some(Candidate {
+        question: run.state.query_text.clone(),
+        answer: answer.text.clone(),
+        confidence: answer.confidence,
+        source: answer.source.clone(),
+        layer: name.clone(),
+        worker,
+        query_id: qid.clone(),
+        ttl_s: policy.ttl_s,
+        min_answers: policy.min_answers,
+    })
+}
+
+/// Offers `c` to Redis; the outcome is logged (the feed has
+/// `grain_crystallized` when one was made). A failure costs nothing but
+/// the grain: the query is finished already.
+pub(super) async fn crystallize(sh: &Instance, c: Candidate) {
+    match sh.bb.crystallize(&c, &sh.settings.crystallization).await {
+        Ok(CrystalOutcome::Stored { fact_id, evicted }) => {
+            tracing::info!(query_id = %c.query_id, layer = %c.layer, grain = %fact_id, evicted = evicted.len(), "crystallised an answer into a grain");
+        }
+        Ok(other) => {
+            tracing::debug!(query_id = %c.query_id, layer = %c.layer, "not crystallised: {other:?}")
+        }
+        Err(e) => {
+            tracing::warn!(query_id = %c.query_id, layer = %c.layer, "cannot crystallise the answer: {e}")
+        }
+    }
+}
