@@ -29,8 +29,12 @@ use std::sync::Arc;
 
 use crate::aliases::Aliases;
 
-use crate::config::{LayerKind, Settings, WorkerKind};
+use crate::config::{CrystallizePolicy, LayerKind, Settings, WorkerKind};
+use crate::layer0::crystal::{crystal_id, refusal};
+use crate::layer0::grains::GrainMatch;
+use crate::layer0::matching::normalize;
 use crate::layer0::memory::MemoryGrains;
+use crate::state::Crystallized;
 use crate::worker::cartridge::{CartridgeBackend, CartridgeOptions};
 
 pub use labels::Label;
@@ -57,7 +61,11 @@ impl ReplayLayer {
     fn read(&self, text: &str) -> Result<Option<Reading>, String> {
         match self {
             ReplayLayer::Grains(g, aliases) => Ok(g.lookup(text, aliases).map(|m| Reading {
-                source: format!("grain:{}", m.fact_id),
+                // A crystallised grain is judged by the fact it cites.
+                source: match (&m.crystallized, &m.source) {
+                    (Some(_), Some(cited)) => cited.clone(),
+                    _ => format!("grain:{}", m.fact_id),
+                },
                 confidence: m.confidence,
             })),
             ReplayLayer::Cartridges(c) => c
@@ -81,6 +89,9 @@ pub struct Layer {
     pub min_confidence: f64,
     /// How to run it here, or `None` for a model layer that cannot be.
     pub replay: Option<ReplayLayer>,
+    /// Its crystallisation policy, when its answers may crystallise
+    /// without a consensus partner (which the replay cannot ask).
+    pub crystallize: Option<CrystallizePolicy>,
 }
 
 /// Builds the layers of `settings` in cascade order: layer0 from
@@ -110,10 +121,16 @@ pub fn layers(settings: &Settings, grains_files: &[PathBuf]) -> Result<Vec<Layer
             }
             _ => None,
         };
+        let policy = &layer.crystallize;
         out.push(Layer {
             name: name.to_string(),
             min_confidence: layer.min_confidence,
             replay,
+            crystallize: (settings.crystallization.enabled
+                && policy.enabled
+                && !policy.require_agreement
+                && layer.consensus.with.is_none())
+            .then(|| policy.clone()),
         });
     }
     Ok(out)
@@ -203,6 +220,66 @@ impl Replay {
             .filter(|l| l.replay.is_none())
             .map(|l| l.name.as_str())
             .collect()
+    }
+
+    /// Crystallises what the daemon would: every answer the cascade gives
+    /// at the configured thresholds to a question `keep` selects, from a
+    /// layer whose policy allows it, at or above the policy's confidence,
+    /// to a question [`refusal`] lets through. Each question counts as
+    /// asked `min_answers` times (the layers answer the same way each
+    /// time), grains never expire here and no loaded grain is replaced.
+    /// Layer0 then reads every question again. Returns the grains made.
+    pub fn crystallize(&mut self, keep: impl Fn(&Label) -> bool) -> Result<usize, String> {
+        let thresholds = configured_thresholds(self);
+        let mut made = Vec::new();
+        for (q, label) in self.labels.iter().enumerate() {
+            if !keep(label) {
+                continue;
+            }
+            let Some((l, r)) = self.answer(q, &thresholds) else {
+                continue;
+            };
+            let Some(policy) = &self.layers[l].crystallize else {
+                continue;
+            };
+            if r.confidence < policy.min_confidence || refusal(&label.query).is_some() {
+                continue;
+            }
+            made.push(GrainMatch {
+                fact_id: crystal_id(&normalize(&label.query)),
+                question: label.query.clone(),
+                answer: String::new(),
+                confidence: r.confidence,
+                source: Some(r.source.clone()),
+                crystallized: Some(Crystallized {
+                    layer: self.layers[l].name.clone(),
+                    worker: None,
+                    query_id: label.id.clone(),
+                    at: String::new(),
+                    expires_at: String::new(),
+                    expires_ms: i64::MAX,
+                }),
+            });
+        }
+        let Some(g) = self
+            .layers
+            .iter()
+            .position(|l| matches!(l.replay, Some(ReplayLayer::Grains(..))))
+        else {
+            return Ok(0);
+        };
+        let Some(ReplayLayer::Grains(grains, _)) = &mut self.layers[g].replay else {
+            return Ok(0);
+        };
+        let added = made
+            .into_iter()
+            .filter(|m| grains.insert_if_absent(m.clone()))
+            .count();
+        let layer = self.layers[g].replay.as_ref().expect("the grain layer");
+        for (q, label) in self.labels.iter().enumerate() {
+            self.readings[q][g] = layer.read(&label.query)?;
+        }
+        Ok(added)
     }
 
     /// Which layer answers question `q` at `thresholds` (one per layer),

@@ -40,9 +40,49 @@ pub struct BenchArgs {
     /// Seconds to wait for the last outcomes.
     #[arg(long, default_value_t = 120.0)]
     pub drain_timeout: f64,
+    /// Ask these questions (one a line; a JSONL line's `query` field;
+    /// `#` comments skipped) instead of bench grains and escalations, each
+    /// query drawing one from a Zipf distribution (--zipf). The grains
+    /// their answers crystallise into are removed at the end.
+    #[arg(long, value_name = "FILE")]
+    pub questions: Option<PathBuf>,
+    /// Zipf exponent for --questions: rank k is asked with probability
+    /// proportional to 1/k^s.
+    #[arg(long, default_value_t = 1.1, value_name = "S")]
+    pub zipf: f64,
+    /// Also report per window of this many queries (layer0 share, worker
+    /// calls, end-to-end percentiles); 0 for none.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub window: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Reads a questions file: one a line, or JSONL lines with a `query` field.
+fn read_questions(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            match v.get("query").and_then(|q| q.as_str()) {
+                Some(q) => out.push(q.to_string()),
+                None => return Err(format!("{}:{}: no \"query\" string", path.display(), n + 1)),
+            }
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no questions", path.display()));
+    }
+    Ok(out)
 }
 
 /// Runs the bench and prints the report.
@@ -64,6 +104,29 @@ pub fn run(file: Option<PathBuf>, args: BenchArgs) -> ExitCode {
             }
         },
     };
+    let questions = match &args.questions {
+        None => Vec::new(),
+        Some(p) => match read_questions(p) {
+            Ok(q) => q,
+            Err(e) => {
+                eprintln!("kitbash bench: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if !(args.zipf.is_finite() && args.zipf >= 0.0) {
+        eprintln!(
+            "kitbash bench: --zipf must be a number ≥ 0, got {}",
+            args.zipf
+        );
+        return ExitCode::from(2);
+    }
+    let grain_layers = settings
+        .layers
+        .iter()
+        .filter(|(_, l)| l.kind == crate::config::LayerKind::Grain)
+        .map(|(n, _)| n.clone())
+        .collect();
     let rt = match common::runtime() {
         Ok(rt) => rt,
         Err(c) => return c,
@@ -86,6 +149,10 @@ pub fn run(file: Option<PathBuf>, args: BenchArgs) -> ExitCode {
             layer0_ratio: ratio,
             grains: args.grains,
             drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+            questions,
+            zipf_s: args.zipf,
+            window: args.window,
+            grain_layers,
         };
         match bench::run(&bb, &opts).await {
             Ok(report) => {

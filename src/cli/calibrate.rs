@@ -32,6 +32,11 @@ pub struct CalibrateArgs {
     /// Also write one JSON line per question (its readings at each layer and the outcome) to FILE.
     #[arg(long, value_name = "FILE")]
     pub details: Option<PathBuf>,
+    /// Then crystallise what the daemon would (each layer's
+    /// `crystallize` policy) from the split's answers, and score the
+    /// cascade again with those grains at layer0.
+    #[arg(long)]
+    pub crystallize: bool,
     /// Write the chosen thresholds into the configuration file (--config, $KITBASH_CONFIG or ./kitbash_config.yaml).
     #[arg(long)]
     pub write: bool,
@@ -53,7 +58,7 @@ pub fn run(config: Option<PathBuf>, args: CalibrateArgs) -> ExitCode {
     let result = labels::read(&args.labels)
         .and_then(|l| Ok((l, calibrate::layers(&settings, &args.grains)?)))
         .and_then(|(l, layers)| Replay::run(l, layers));
-    let replay = match result {
+    let mut replay = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kitbash: {e}");
@@ -62,6 +67,23 @@ pub fn run(config: Option<PathBuf>, args: CalibrateArgs) -> ExitCode {
     };
     let (text, chosen) = calibrate::report(&replay, args.split, args.max_error);
     print!("{text}");
+    if args.crystallize {
+        let split = args.split;
+        match replay.crystallize(|l| split.keeps(l)) {
+            Ok(n) => {
+                let thresholds = calibrate::configured_thresholds(&replay);
+                let scores = replay.cascade(&thresholds, |l| split.keeps(l));
+                println!(
+                    "\nWith crystallisation: {n} grains made from the answers to these questions (each layer's crystallize policy); the cascade when they are asked again:"
+                );
+                print!("{}", calibrate::scores_table(&scores, &replay));
+            }
+            Err(e) => {
+                eprintln!("kitbash: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if let Some(path) = &args.details
         && let Err(e) = std::fs::write(path, replay.details(args.split))
     {

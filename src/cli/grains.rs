@@ -1,5 +1,5 @@
-//! `kitbash grains`: manage layer0's grains (load, list, get, rm, count,
-//! match).
+//! `kitbash grains`: manage layer0's grains (load, list, get, forget,
+//! count, match).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,12 +30,15 @@ pub enum GrainsCommand {
     /// ones still load. Exit status: 0 all loaded, 1 some entries were bad,
     /// 2 a file could not be read or Redis could not be reached.
     Load(LoadArgs),
-    /// List grains (sorted by fact id).
+    /// List grains (sorted by fact id; with --crystallized, the crystallised
+    /// ones, the one expiring soonest first).
     List(ListArgs),
-    /// Show one grain.
+    /// Show one grain (with its provenance, when crystallised).
     Get(GetArgs),
-    /// Delete grains (and their layer0 index entries).
-    Rm(RmArgs),
+    /// Delete grains and their layer0 index entries, each with a
+    /// `grain_forgotten` event (`rm` is the same command).
+    #[command(visible_alias = "rm")]
+    Forget(RmArgs),
     /// Print the number of grains.
     Count,
     /// Show a question's match key and what layer0 would answer.
@@ -59,9 +62,13 @@ pub struct ListArgs {
     /// Most grains to list.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
-    /// One JSON object a line (loadable again with `kitbash grains load`).
+    /// One JSON object a line (loaded grains load again with `kitbash
+    /// grains load`).
     #[arg(long)]
     pub json: bool,
+    /// Only crystallised grains, the one expiring soonest (evicted first) first.
+    #[arg(long)]
+    pub crystallized: bool,
 }
 
 /// Arguments of `kitbash grains get`.
@@ -74,7 +81,7 @@ pub struct GetArgs {
     pub json: bool,
 }
 
-/// Arguments of `kitbash grains rm`.
+/// Arguments of `kitbash grains forget` (and `rm`).
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Ids of the grains to delete.
@@ -121,7 +128,7 @@ pub fn run(file: Option<PathBuf>, args: GrainsArgs) -> ExitCode {
             GrainsCommand::Load(a) => load(&bb, a).await,
             GrainsCommand::List(a) => list(&bb, a).await,
             GrainsCommand::Get(a) => get(&bb, a).await,
-            GrainsCommand::Rm(a) => rm(&bb, a).await,
+            GrainsCommand::Forget(a) => forget(&bb, a).await,
             GrainsCommand::Count => count(&bb).await,
             GrainsCommand::Match(a) => matches(&bb, &settings, a).await,
         };
@@ -235,7 +242,11 @@ async fn load(bb: &Blackboard, args: LoadArgs) -> CmdResult {
 }
 
 async fn list(bb: &Blackboard, args: ListArgs) -> CmdResult {
-    let grains = bb.list_grains(args.limit).await?;
+    let grains = if args.crystallized {
+        bb.list_crystallized(args.limit).await?
+    } else {
+        bb.list_grains(args.limit).await?
+    };
     for g in &grains {
         if args.json {
             println!(
@@ -243,13 +254,21 @@ async fn list(bb: &Blackboard, args: ListArgs) -> CmdResult {
                 serde_json::to_string(g).expect("a Grain always serializes")
             );
         } else {
+            let origin = match &g.crystallized {
+                Some(c) => format!("\tcrystallised by {} until {}", c.layer, c.expires_at),
+                None => String::new(),
+            };
             println!(
-                "{}\t{}\t{} hits\t{} → {}",
+                "{}\t{}\t{} hits\t{} → {}{origin}",
                 g.fact_id, g.confidence, g.hits, g.question, g.answer
             );
         }
     }
-    let total = bb.count_grains().await?;
+    let total = if args.crystallized {
+        bb.count_crystallized().await?
+    } else {
+        bb.count_grains().await?
+    };
     if (grains.len() as u64) < total && grains.len() == args.limit {
         eprintln!(
             "(listed {} of {total} grains; use --limit to see more)",
@@ -285,15 +304,27 @@ async fn get(bb: &Blackboard, args: GetArgs) -> CmdResult {
         println!("created_at: {}", g.created_at.as_deref().unwrap_or("-"));
         println!("updated_at: {}", g.updated_at.as_deref().unwrap_or("-"));
         println!("match key:  {}", normalize(&g.question));
+        match &g.crystallized {
+            None => println!("origin:     loaded"),
+            Some(c) => {
+                println!("origin:     crystallised from an answer of {}", c.layer);
+                println!("worker:     {}", c.worker.as_deref().unwrap_or("-"));
+                println!("query:      {}", c.query_id);
+                println!("expires_at: {} (hits do not extend it)", c.expires_at);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn rm(bb: &Blackboard, args: RmArgs) -> CmdResult {
+async fn forget(bb: &Blackboard, args: RmArgs) -> CmdResult {
     let mut removed = 0;
     let mut missing = false;
     for id in &args.fact_ids {
-        if bb.delete_grain(id).await? {
+        if bb
+            .forget_grain(id, "forgotten by kitbash grains forget")
+            .await?
+        {
             removed += 1;
         } else {
             eprintln!("kitbash: no grain {id:?}");

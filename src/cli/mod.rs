@@ -11,6 +11,7 @@ pub mod bench;
 pub mod calibrate;
 pub mod common;
 pub mod config;
+pub mod feedback;
 pub mod grains;
 pub mod query;
 pub mod repl;
@@ -40,8 +41,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the effective configuration, secrets redacted, with the source of each value.
     Config(config::ConfigArgs),
-    /// Manage layer0 grains: load, list, get, rm, count.
+    /// Manage layer0 grains: load, list, get, forget, count, match.
     Grains(grains::GrainsArgs),
+    /// Mark a query's answer wrong: its grain goes, its question stops crystallising.
+    Feedback(feedback::FeedbackArgs),
     /// Run the orchestrator daemon until SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
     /// The whole stack on this machine: Redis (if needed), daemon, workers; Ctrl-C stops all.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Config(args) => config::run(cli.config, args),
         Command::Grains(args) => grains::run(cli.config, args),
+        Command::Feedback(args) => feedback::run(cli.config, args),
         Command::Serve(args) => serve::run(cli.config, args),
         Command::Query(args) => query::run(cli.config, args),
         Command::Repl(args) => repl::run(cli.config, args),

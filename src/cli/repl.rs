@@ -38,6 +38,8 @@ Type a question to ask it. Commands:
   :stats           per-layer attempts, hit rate, p50/p95/p99
   :health          live daemons and workers per layer
   :grains <word>   grains whose question contains <word>
+  :wrong [id]      mark the last (or a given) answer wrong: its grain goes and
+                   the question stops crystallising (kitbash feedback)
   :direct          run the cascade in this process (no daemon needed)
   :redis           go through the queue and a daemon (default)
   :help            this text
@@ -183,6 +185,7 @@ impl Session {
             ":stats" => self.stats().await,
             ":health" => self.health().await,
             ":grains" => self.grains(rest).await,
+            ":wrong" => self.wrong(rest).await,
             c if c.starts_with(':') => println!("unknown command {c}; :help lists them"),
             _ => self.ask(line).await,
         }
@@ -236,6 +239,21 @@ impl Session {
                 println!("{}", show::answer(&state, self.paint, &threshold));
             }
             Err(e) => println!("{}", self.paint.red(&e)),
+        }
+    }
+
+    async fn wrong(&self, id: &str) {
+        let id = match (id.is_empty(), &self.last_id) {
+            (false, _) => id.to_string(),
+            (true, Some(last)) => last.clone(),
+            (true, None) => {
+                println!(":wrong <id> (no query asked yet)");
+                return;
+            }
+        };
+        match super::feedback::mark_wrong(self.bb(), &self.settings, &id, false, None).await {
+            Ok(text) => println!("{text}"),
+            Err(e) => println!("{}", self.paint.red(&e.to_string())),
         }
     }
 

@@ -72,6 +72,13 @@ pub fn answer(s: &QueryState, p: Paint, threshold: &dyn Fn(&str) -> Option<f64>)
                 lat,
                 a.source.as_deref().unwrap_or("-")
             );
+            if let Some(c) = &a.crystallized {
+                let _ = writeln!(
+                    out,
+                    "  crystallised from {}'s answer to query {} · expires {}",
+                    c.layer, c.query_id, c.expires_at
+                );
+            }
         }
         (QueryStatus::Unanswered, best) => {
             let _ = writeln!(out, "{}", p.yellow("No layer was confident enough."));
@@ -258,6 +265,7 @@ mod tests {
             layer: "layer2".into(),
             confidence,
             source: None,
+            crystallized: None,
         });
         s
     }

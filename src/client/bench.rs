@@ -51,6 +51,59 @@ pub struct BenchOptions {
     pub grains: usize,
     /// Longest wait for the outcomes after the last send.
     pub drain_timeout: Duration,
+    /// Questions to ask instead of bench grains and escalations: query i
+    /// asks one drawn from a Zipf distribution over them (see [`zipf_draws`]).
+    pub questions: Vec<String>,
+    /// The Zipf exponent `s`: the question of rank k is drawn with
+    /// probability proportional to 1/k^s.
+    pub zipf_s: f64,
+    /// Report per window of this many queries (send order); 0: no windows.
+    pub window: usize,
+    /// The grain layers' names (the rest are worker layers, whose
+    /// non-skipped attempts are the windows' worker calls).
+    pub grain_layers: Vec<String>,
+}
+
+/// `n` question ranks in `0..m` drawn from a Zipf distribution with
+/// exponent `s`, from a fixed seed (the same run every time).
+pub fn zipf_draws(n: usize, m: usize, s: f64) -> Vec<usize> {
+    if m == 0 {
+        return Vec::new();
+    }
+    let mut cdf = Vec::with_capacity(m);
+    let mut total = 0.0;
+    for k in 1..=m {
+        total += 1.0 / (k as f64).powf(s);
+        cdf.push(total);
+    }
+    // xorshift64*: deterministic, and plenty for picking ranks.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let u = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+            cdf.partition_point(|&c| c < u * total).min(m - 1)
+        })
+        .collect()
+}
+
+/// One window of queries in send order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// Index of its first query.
+    pub first: usize,
+    /// Queries in it that finished.
+    pub completed: usize,
+    /// Share of those a grain layer answered.
+    pub grain_share: f64,
+    /// Share answered by any layer.
+    pub answered_share: f64,
+    /// Jobs handed to worker layers (attempts not skipped).
+    pub worker_calls: usize,
+    /// End-to-end latency, ms.
+    pub end_to_end_ms: Latency,
 }
 
 /// Percentiles of one latency population, in ms.
@@ -116,6 +169,11 @@ pub struct BenchReport {
     pub daemon_peak_rss_mb: Option<f64>,
     /// Daemons seen (with a pid readable here).
     pub daemons: Vec<String>,
+    /// Per-window figures, when asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+    /// Crystallised grains the bench's queries made (removed at the end).
+    pub crystallized: usize,
 }
 
 /// Errors of a bench run.
@@ -208,24 +266,32 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
             g
         })
         .collect();
-    if opts.layer0_ratio > 0.0 {
+    let own_grains = opts.layer0_ratio > 0.0 && opts.questions.is_empty();
+    if own_grains {
         bb.store_grains(&grains, IfExists::Replace).await?;
     }
 
     let ids: Vec<String> = (0..opts.n).map(|i| format!("bench-{run_id}-{i}")).collect();
-    let texts: Vec<String> = (0..opts.n)
-        .map(|i| {
-            // Deterministic mix: query i is a layer0 hit when the running
-            // share of hits is below the ratio.
-            let hits_before = (i as f64 * opts.layer0_ratio).floor();
-            let hits_after = ((i + 1) as f64 * opts.layer0_ratio).floor();
-            if hits_after > hits_before {
-                bench_question(i % grains.len())
-            } else {
-                format!("bench escalation {i} {run_id} omega")
-            }
-        })
-        .collect();
+    let texts: Vec<String> = if !opts.questions.is_empty() {
+        zipf_draws(opts.n, opts.questions.len(), opts.zipf_s)
+            .into_iter()
+            .map(|k| opts.questions[k].clone())
+            .collect()
+    } else {
+        (0..opts.n)
+            .map(|i| {
+                // Deterministic mix: query i is a layer0 hit when the running
+                // share of hits is below the ratio.
+                let hits_before = (i as f64 * opts.layer0_ratio).floor();
+                let hits_after = ((i + 1) as f64 * opts.layer0_ratio).floor();
+                if hits_after > hits_before {
+                    bench_question(i % grains.len())
+                } else {
+                    format!("bench escalation {i} {run_id} omega")
+                }
+            })
+            .collect()
+    };
 
     let mut conn = bb.connection();
     let pids: Vec<(String, u32)> = daemons.iter().map(|h| (h.name.clone(), h.pid)).collect();
@@ -349,6 +415,11 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     let proc_after: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
 
     let mut e2e = Vec::with_capacity(opts.n);
+    let windows = if opts.window > 0 {
+        windows_of(&outcomes, &intended, opts)
+    } else {
+        Vec::new()
+    };
     let mut per_layer: HashMap<String, Vec<f64>> = HashMap::new();
     let mut layers_seen: BTreeSet<String> = BTreeSet::new();
     let mut by_status: HashMap<String, usize> = HashMap::new();
@@ -416,9 +487,21 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
             .ignore();
     }
     let _: () = pipe.query_async(&mut conn).await?;
-    if opts.layer0_ratio > 0.0 {
+    if own_grains {
         for g in &grains {
             bb.delete_grain(&g.fact_id).await?;
+        }
+    }
+    // Grains crystallised from the bench's answers go too.
+    let prefix = format!("bench-{run_id}-");
+    let mut crystallized = 0;
+    for g in bb.list_crystallized(usize::MAX >> 1).await? {
+        if g.crystallized
+            .as_ref()
+            .is_some_and(|c| c.query_id.starts_with(&prefix))
+        {
+            bb.delete_grain(&g.fact_id).await?;
+            crystallized += 1;
         }
     }
 
@@ -439,7 +522,65 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
         daemon_cpu_ms_per_1k: (!seen.is_empty()).then(|| per_q(cpu_ms) * 1000.0),
         daemon_peak_rss_mb: (!seen.is_empty()).then_some(rss),
         daemons: seen,
+        windows,
+        crystallized,
     })
+}
+
+/// The per-window figures of a run.
+fn windows_of(
+    outcomes: &[Option<QueryState>],
+    intended: &[DateTime<Utc>],
+    opts: &BenchOptions,
+) -> Vec<Window> {
+    let mut out = Vec::new();
+    for (w, chunk) in outcomes.chunks(opts.window).enumerate() {
+        let first = w * opts.window;
+        let (mut completed, mut grain, mut answered, mut calls) = (0, 0, 0, 0);
+        let mut e2e = Vec::with_capacity(chunk.len());
+        for (j, s) in chunk.iter().enumerate() {
+            let Some(s) = s else { continue };
+            completed += 1;
+            if let Some(done) = s.completed_at.as_deref().and_then(parse_timestamp) {
+                e2e.push(
+                    (done - intended[first + j]).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                );
+            }
+            if s.status == QueryStatus::Answered {
+                answered += 1;
+                if s.answer
+                    .as_ref()
+                    .is_some_and(|a| opts.grain_layers.contains(&a.layer))
+                {
+                    grain += 1;
+                }
+            }
+            calls += s
+                .layer_attempts
+                .iter()
+                .filter(|a| {
+                    !opts.grain_layers.contains(&a.layer)
+                        && a.outcome != crate::state::Outcome::Skipped
+                })
+                .count();
+        }
+        let share = |x: usize| {
+            if completed == 0 {
+                0.0
+            } else {
+                x as f64 / completed as f64
+            }
+        };
+        out.push(Window {
+            first,
+            completed,
+            grain_share: share(grain),
+            answered_share: share(answered),
+            worker_calls: calls,
+            end_to_end_ms: Latency::of(e2e),
+        });
+    }
+    out
 }
 
 impl BenchReport {
@@ -491,6 +632,31 @@ impl BenchReport {
                     "daemon CPU/RSS       (no daemon process on this machine)"
                 );
             }
+        }
+        if !self.windows.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n{:>7} {:>7} {:>9} {:>8} {:>12} {:>10} {:>10}",
+                "queries", "done", "answered", "layer0", "worker calls", "p50 ms", "p95 ms"
+            );
+            for w in &self.windows {
+                let _ = writeln!(
+                    o,
+                    "{:>7} {:>7} {:>8.1}% {:>7.1}% {:>12} {:>10.2} {:>10.2}",
+                    format!("{}+", w.first),
+                    w.completed,
+                    w.answered_share * 100.0,
+                    w.grain_share * 100.0,
+                    w.worker_calls,
+                    w.end_to_end_ms.p50,
+                    w.end_to_end_ms.p95
+                );
+            }
+            let _ = writeln!(
+                o,
+                "crystallised grains made by these queries: {} (removed)",
+                self.crystallized
+            );
         }
         o.trim_end().to_string()
     }
