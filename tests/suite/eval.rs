@@ -108,6 +108,7 @@ fn layer0_stays_exact_with_100000_distractor_grains() {
             answer: "x".into(),
             confidence: 1.0,
             source: None,
+            crystallized: None,
         });
     }
     assert!(grains.len() > real + 90_000, "{}", grains.len());

@@ -214,6 +214,7 @@ async fn kenya_grain_does_not_answer_uganda_or_currency() {
                 answer: "Nairobi".into(),
                 confidence: 0.97,
                 source: Some("atlas".into()),
+                crystallized: None,
             }
         );
         assert!(m.confidence >= min_confidence(&ctx));
@@ -421,8 +422,8 @@ async fn hits_are_counted_in_the_callers_pipeline() {
         .unwrap();
     let m = bb.lookup_grain("Kenya's capital").await.unwrap().unwrap();
     let mut pipe = redis::pipe();
-    bb.add_grain_hit_to(&mut pipe, &m.fact_id);
-    bb.add_grain_hit_to(&mut pipe, &m.fact_id);
+    bb.add_grain_hit_to(&mut pipe, &m);
+    bb.add_grain_hit_to(&mut pipe, &m);
     let () = pipe.query_async(&mut bb.connection()).await.unwrap();
     assert_eq!(bb.get_grain("h").await.unwrap().unwrap().hits, 2);
 }

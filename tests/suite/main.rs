@@ -26,6 +26,7 @@ mod bounded;
 mod cartridge;
 mod cli;
 mod compose;
+mod crystal;
 mod eval;
 mod http;
 mod layer0;

@@ -541,6 +541,7 @@ fn query_state_confidence_round_trips() {
         layer: String::new(),
         confidence: 0.9856906946328695,
         source: None,
+        crystallized: None,
     });
     let back: QueryState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(back, s);

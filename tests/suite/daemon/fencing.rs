@@ -138,6 +138,7 @@ async fn answer_as_a_peer(
         layer: "layer2".into(),
         confidence: 0.99,
         source: None,
+        crystallized: None,
     });
     s.completed_at = Some(kitbash::state::now_rfc3339());
     let raw = serde_json::to_string(&s).unwrap();

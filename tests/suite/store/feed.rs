@@ -14,6 +14,7 @@ async fn every_event_kind_is_written_with_flat_fields() {
                 .confidence(0.83)
                 .latency_ms(3.1)
                 .worker("cartridge-1")
+                .grain("g1")
                 .reason("because"),
         )
         .await
@@ -29,6 +30,7 @@ async fn every_event_kind_is_written_with_flat_fields() {
         assert_eq!(e.get("latency_ms"), Some("3.100"));
         assert_eq!(e.get("worker"), Some("cartridge-1"));
         assert_eq!(e.get("reason"), Some("because"));
+        assert_eq!(e.get("grain"), Some("g1"));
         assert!(e.time().is_some(), "ts parses");
     }
     // Names are exactly DESIGN.md's.
@@ -52,6 +54,9 @@ async fn every_event_kind_is_written_with_flat_fields() {
             "late_reply",
             "worker_health",
             "grain_crystallized",
+            "grain_forgotten",
+            "answer_marked_wrong",
+            "layers_disagreed",
             "query_fenced"
         ]
     );
