@@ -111,6 +111,8 @@ pub struct Window {
 pub struct Latency {
     /// Samples.
     pub count: usize,
+    /// Mean.
+    pub mean: f64,
     /// Median.
     pub p50: f64,
     /// 95th percentile.
@@ -131,6 +133,7 @@ impl Latency {
         v.sort_by(|a, b| a.total_cmp(b));
         Self {
             count: v.len(),
+            mean: v.iter().sum::<f64>() / v.len() as f64,
             p50: quantile(&v, 0.5),
             p95: quantile(&v, 0.95),
             p99: quantile(&v, 0.99),
@@ -636,18 +639,26 @@ impl BenchReport {
         if !self.windows.is_empty() {
             let _ = writeln!(
                 o,
-                "\n{:>7} {:>7} {:>9} {:>8} {:>12} {:>10} {:>10}",
-                "queries", "done", "answered", "layer0", "worker calls", "p50 ms", "p95 ms"
+                "\n{:>7} {:>7} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10}",
+                "queries",
+                "done",
+                "answered",
+                "layer0",
+                "worker calls",
+                "mean ms",
+                "p50 ms",
+                "p95 ms"
             );
             for w in &self.windows {
                 let _ = writeln!(
                     o,
-                    "{:>7} {:>7} {:>8.1}% {:>7.1}% {:>12} {:>10.2} {:>10.2}",
+                    "{:>7} {:>7} {:>8.1}% {:>7.1}% {:>12} {:>10.2} {:>10.2} {:>10.2}",
                     format!("{}+", w.first),
                     w.completed,
                     w.answered_share * 100.0,
                     w.grain_share * 100.0,
                     w.worker_calls,
+                    w.end_to_end_ms.mean,
                     w.end_to_end_ms.p50,
                     w.end_to_end_ms.p95
                 );
