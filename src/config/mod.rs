@@ -512,10 +512,10 @@ impl Default for LayerSettings {
 pub struct CrystallizePolicy {
     /// Whether this layer's answers may crystallise at all.
     pub enabled: bool,
-    /// Least confidence of an answer that crystallises; at least the
-    /// layer's `min_confidence`. The grain answers at layer0 with this
-    /// confidence, so below `layers.layer0.min_confidence` it would never
-    /// answer.
+    /// Least confidence of an answer that crystallises. Only answers
+    /// (hits) crystallise, so below the layer's `min_confidence` it has no
+    /// effect. The grain answers at layer0 with the answer's confidence, so
+    /// below `layers.layer0.min_confidence` such grains would never answer.
     #[serde(deserialize_with = "exact_f64")]
     pub min_confidence: f64,
     /// Times the same question (same match key) must have been answered

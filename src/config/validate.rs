@@ -211,16 +211,6 @@ fn validate_crystallize(
             "a grain layer's answers are grains already; only worker layers crystallise",
         );
     }
-    if policy.enabled && policy.min_confidence < layer.min_confidence {
-        bad(
-            &key("crystallize.min_confidence"),
-            policy.min_confidence.to_string(),
-            &format!(
-                "must be at least the layer's min_confidence ({}): an answer crystallises only when the layer is surer than it needs to be to answer",
-                layer.min_confidence
-            ),
-        );
-    }
     if let Some(partner) = &layer.consensus.with {
         let shown = format!("{partner:?}");
         match s.layers.get(partner) {

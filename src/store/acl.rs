@@ -329,7 +329,9 @@ mod tests {
     use super::*;
 
     /// The commands a Lua script calls: `redis.call('X', …)` and the first
-    /// element of an argument table `{'X', …}` passed to `redis.call(unpack(…))`.
+    /// element of an argument table `{'XADD', …}` passed to
+    /// `redis.call(unpack(…))`, which the scripts write in capitals (a table
+    /// of other words, `{'hash', …}`, is data).
     fn script_commands(source: &str) -> Vec<String> {
         let mut out = Vec::new();
         for opener in ["redis.call('", "{'"] {
@@ -339,7 +341,9 @@ mod tests {
                     .chars()
                     .take_while(|c| c.is_ascii_alphabetic())
                     .collect();
-                if !name.is_empty() && rest[name.len()..].starts_with('\'') {
+                let capitals =
+                    opener == "redis.call('" || name.chars().all(|c| c.is_ascii_uppercase());
+                if !name.is_empty() && capitals && rest[name.len()..].starts_with('\'') {
                     out.push(name.to_ascii_lowercase());
                 }
             }

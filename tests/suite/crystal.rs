@@ -857,7 +857,7 @@ fn a_bad_crystallisation_policy_is_refused_at_start() {
     let file = dir.path().join("k.yaml");
     std::fs::write(
         &file,
-        "layers:\n  layer2:\n    crystallize:\n      min_confidence: 0.3\n  layer1:\n    consensus:\n      with: layer9\ncrystallization:\n  max_grains: 0\n",
+        "layers:\n  layer2:\n    crystallize:\n      min_confidence: 1.5\n  layer1:\n    consensus:\n      with: layer9\ncrystallization:\n  max_grains: 0\n",
     )
     .unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_kitbash"))

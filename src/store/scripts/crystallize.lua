@@ -21,18 +21,22 @@
 -- Returns {status, detail, evicted ids...}: 'stored'; 'counting' (detail:
 -- answers so far); 'blocked' (detail: ms left); 'loaded' (detail: the
 -- grain that holds the question).
+-- A reply: {status, detail, …}.
+local function reply(...)
+  return {...}
+end
 local err = check_types({'', 'hash', 'set', 'zset', 'hash', '', 'stream'})
 if err then return err end
 local prefix, maxlen = ARGV[20], ARGV[19]
 local blocked = redis.call('PTTL', KEYS[6])
 if blocked ~= -2 then
-  return {'blocked', tostring(blocked)}
+  return reply('blocked', tostring(blocked))
 end
 local entry = redis.call('HGET', KEYS[2], ARGV[2])
 if entry then
   local o = owner(entry)
   if o ~= ARGV[1] then
-    return {'loaded', o or '(an entry that is not JSON)'}
+    return reply('loaded', o or '(an entry that is not JSON)')
   end
 end
 local min = tonumber(ARGV[15])
@@ -45,12 +49,12 @@ if min > 1 then
   end
   redis.call('EXPIRE', KEYS[5], ARGV[16])
   if n < min then
-    return {'counting', tostring(n)}
+    return reply('counting', tostring(n))
   end
 end
 redis.call('DEL', KEYS[5])
 sweep_expired(prefix, KEYS[2], KEYS[3], KEYS[4], KEYS[7], maxlen, ARGV[8], ARGV[18], 16)
-local out = {'stored', ''}
+local out = reply('stored', '')
 if not redis.call('ZSCORE', KEYS[4], ARGV[2]) then
   local over = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[17]) + 1
   if over > 0 then
