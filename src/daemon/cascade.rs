@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::worker_attempt;
+use super::consensus::{Consulted, PendingAgreement};
+use super::dispatch::{await_reply, worker_attempt};
 use super::finish::{dead_letter, drop_duplicate, finish, record_fenced};
 use super::instance::Instance;
 use super::intake::{self, EntryKind, Intake};
@@ -52,11 +53,13 @@ pub(super) struct Run {
     /// Answers given so far, by layer (a consensus partner tried earlier
     /// in the cascade is not asked again).
     pub(super) answers: Vec<(String, String)>,
-    /// Replies of consensus partners asked ahead of their turn, by layer;
-    /// the cascade uses them when it reaches that layer.
-    pub(super) consulted: Vec<(String, Attempt)>,
+    /// Consensus partners asked ahead of their turn, by layer; the cascade
+    /// uses their replies when it reaches that layer.
+    pub(super) consulted: Vec<(String, Consulted)>,
     /// Layers whose answer their consensus partner agreed with.
     pub(super) agreed: Vec<String>,
+    /// A consensus to settle after the outcome is written.
+    pub(super) pending: Option<PendingAgreement>,
 }
 
 /// Handles one taken entry to its end. `preloaded` is the state read for an
@@ -130,11 +133,11 @@ pub(super) async fn handle_entry(
             if abort.is_cancelled() {
                 return;
             }
-            let candidate = crystallize::candidate(sh, &run);
+            let candidate = crystallize::candidate(sh, &mut run);
             if finish(sh, run, abort).await
                 && let Some(c) = candidate
             {
-                crystallize::crystallize(sh, c).await;
+                crystallize::after_outcome(sh, c, abort).await;
             }
         }
     }
@@ -165,6 +168,7 @@ impl Run {
             answers: Vec::new(),
             consulted: Vec::new(),
             agreed: Vec::new(),
+            pending: None,
         }
     }
 
@@ -281,7 +285,10 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
         let asked = match layer.kind {
             LayerKind::Grain => Some(grain_attempt(sh, run, name, layer).await),
             LayerKind::Worker => match run.consulted.iter().position(|(l, _)| l == name) {
-                Some(i) => Some(run.consulted.swap_remove(i).1),
+                Some(i) => match run.consulted.swap_remove(i).1 {
+                    Consulted::Replied(a) => Some(*a),
+                    Consulted::Waiting(h) => Some(await_reply(sh, h, name, layer, abort).await),
+                },
                 None => match &layer.consensus.with {
                     Some(partner) => consensus::attempt(sh, run, name, layer, partner, abort).await,
                     None => worker_attempt(sh, run, name, layer, abort).await,

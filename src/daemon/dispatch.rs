@@ -35,14 +35,23 @@ pub(super) async fn worker_attempt(
     }
 }
 
-/// A job handed to a worker layer, whose reply is awaited.
+/// A job handed to a worker layer, whose reply is awaited. Dropped
+/// unawaited (a consensus partner's reply nobody needs any more), it stops
+/// waiting: a reply coming later is recorded as late.
 pub(super) struct Handed {
-    rx: tokio::sync::oneshot::Receiver<crate::protocol::Reply>,
+    rx: Option<tokio::sync::oneshot::Receiver<crate::protocol::Reply>>,
     job_id: String,
+    pending: super::replies::Pending,
     /// When the attempt began (its latency counts from here).
     t0: Instant,
     /// When the job was in the list (the layer's timeout counts from here).
     pushed_at: tokio::time::Instant,
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        self.pending.forget(&self.job_id);
+    }
 }
 
 /// How a hand-off ended.
@@ -157,8 +166,9 @@ pub(super) async fn hand_off(
             )))
         }
         Ok((1, _)) => HandOff::Waiting(Handed {
-            rx,
+            rx: Some(rx),
             job_id,
+            pending: sh.pending.clone(),
             t0,
             pushed_at: tokio::time::Instant::now(),
         }),
@@ -183,18 +193,14 @@ pub(super) async fn hand_off(
 /// threshold.
 pub(super) async fn await_reply(
     sh: &Instance,
-    handed: Handed,
+    mut handed: Handed,
     name: &str,
     layer: &LayerSettings,
     abort: &CancellationToken,
 ) -> Attempt {
-    let Handed {
-        rx,
-        job_id,
-        t0,
-        pushed_at,
-    } = handed;
-    let deadline = pushed_at + layer.timeout();
+    let (t0, job_id) = (handed.t0, handed.job_id.clone());
+    let rx = handed.rx.take().expect("a handed job is awaited once");
+    let deadline = handed.pushed_at + layer.timeout();
     let waited = tokio::select! {
         r = tokio::time::timeout_at(deadline, rx) => r,
         _ = abort.cancelled() => {

@@ -808,7 +808,7 @@ async fn consensus_answers_only_when_both_layers_agree() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consensus_for_crystallisation_answers_as_usual_but_crystallises_only_agreement() {
+async fn consensus_for_crystallisation_never_delays_the_answer_and_crystallises_only_agreement() {
     let mut ctx = TestContext::new();
     let settings = consensus_settings(&mut ctx, ConsensusMode::Crystallize);
     let bb = ctx.blackboard().await;
@@ -818,10 +818,14 @@ async fn consensus_for_crystallisation_answers_as_usual_but_crystallises_only_ag
         Behaviour::hit("Madrid", 0.95, Duration::ZERO),
     )
     .await;
+    // The partner replies only once the query has its outcome: the answer
+    // cannot have waited for it, however slow the machine.
     let l4 = TestWorker::start(
         &ctx,
         "layer4",
-        Behaviour::hit("Barcelona", 0.9, Duration::ZERO),
+        Behaviour::AfterOutcome {
+            answer: "Barcelona".into(),
+        },
     )
     .await;
     let daemon = RunningDaemon::start(&settings);
@@ -830,18 +834,31 @@ async fn consensus_for_crystallisation_answers_as_usual_but_crystallises_only_ag
     let q = "What is the capital of Spain?";
     let s = ask(&ctx, &bb, q).await;
     assert_eq!(s.answer.as_ref().unwrap().layer, "layer1", "{s:?}");
-    assert_eq!(events(&bb, "layers_disagreed").await.len(), 1);
+    assert!(
+        eventually(30.0, || async {
+            events(&bb, "layers_disagreed")
+                .await
+                .iter()
+                .any(|(qid, _, why)| *qid == s.query_id && why.contains("\"Barcelona\""))
+        })
+        .await,
+        "the disagreement is recorded once the partner replies"
+    );
     l4.stop().await;
     let l4 = TestWorker::start(
         &ctx,
         "layer4",
-        Behaviour::hit("MADRID", 0.9, Duration::ZERO),
+        Behaviour::AfterOutcome {
+            answer: "MADRID".into(),
+        },
     )
     .await;
     daemon.wait_until_sees(&bb, "layer4").await;
-    let sentinel = "What is the capital city of Spain?";
-    ask(&ctx, &bb, sentinel).await;
-    wait_crystal(&bb, sentinel).await;
+    let q2 = "What is the capital city of Spain?";
+    let s2 = ask(&ctx, &bb, q2).await;
+    assert_eq!(s2.answer.as_ref().unwrap().layer, "layer1", "{s2:?}");
+    let g = wait_crystal(&bb, q2).await;
+    assert_eq!(g.crystallized.unwrap().query_id, s2.query_id);
     assert!(
         crystal_of(&bb, q).await.is_none(),
         "the disagreed answer did not crystallise"
@@ -875,4 +892,82 @@ fn a_bad_crystallisation_policy_is_refused_at_start() {
     ] {
         assert!(err.contains(key), "{key} in {err}");
     }
+}
+
+/// `kitbash <args>` as a process with `env`; (exit code, stdout + stderr).
+fn kitbash(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_kitbash"))
+        .args(args)
+        .env_remove("KITBASH_CONFIG")
+        .env_remove("REDIS_URL")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binaries_learn_an_answer_and_unlearn_it_on_feedback() {
+    use crate::faults::support::{Proc, base_env, wait_reporting, with_instance};
+    let ctx = TestContext::new();
+    let bb = ctx.blackboard().await;
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut env = base_env(&ctx, &ctx.redis.url);
+    for (k, v) in [
+        (
+            "KITBASH_WORKERS__CARTRIDGE__PATHS",
+            format!("[{}]", repo.join("config/cartridges").display()),
+        ),
+        (
+            "KITBASH_KNOWLEDGE__ALIASES",
+            format!("[{}]", repo.join("config/aliases.jsonl").display()),
+        ),
+        (
+            "KITBASH_KNOWLEDGE__SYNONYMS",
+            format!("[{}]", repo.join("config/synonyms.jsonl").display()),
+        ),
+        ("KITBASH_LAYERS__LAYER1__ENABLED", "false".into()),
+        ("KITBASH_LAYERS__LAYER4__ENABLED", "false".into()),
+        ("KITBASH_WORKERS__HEALTH_TTL_S", "10".into()),
+        ("KITBASH_LAYERS__LAYER2__TIMEOUT_MS", "10000".into()),
+    ] {
+        env.push((k.to_string(), v));
+    }
+    let mut daemon = Proc::serve("daemon", &with_instance(&env, "d1"));
+    let mut worker = Proc::start("cartridge", &["worker", "cartridge", "--name", "c1"], &env);
+    wait_reporting(&ctx, &["d1", "c1"]).await;
+
+    let q = "What is the population of Kenya?";
+    let ask = |env: &[(String, String)]| {
+        let (code, out, err) = kitbash(&["query", "--json", "--timeout", "60", q], env);
+        assert_eq!(code, Some(0), "{out}{err}");
+        serde_json::from_str::<QueryState>(out.trim()).unwrap()
+    };
+    for _ in 0..2 {
+        let s = ask(&env);
+        assert_eq!(s.answer.unwrap().layer, "layer2");
+    }
+    let g = wait_crystal(&bb, q).await;
+    let third = ask(&env);
+    let a = third.answer.clone().unwrap();
+    assert_eq!(a.layer, "layer0", "{third:?}");
+    assert_eq!(a.crystallized.unwrap().layer, "layer2");
+    let (_, listed, _) = kitbash(&["grains", "list", "--crystallized"], &env);
+    assert!(listed.contains(&g.fact_id), "{listed}");
+
+    let (code, out, err) = kitbash(&["feedback", &third.query_id, "wrong"], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, listed, _) = kitbash(&["grains", "list", "--crystallized"], &env);
+    assert!(!listed.contains(&g.fact_id), "{listed}");
+    let fourth = ask(&env);
+    assert_eq!(fourth.answer.unwrap().layer, "layer2", "unlearnt");
+
+    assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
+    assert_eq!(worker.terminate(), Some(0), "{}", worker.log());
 }
