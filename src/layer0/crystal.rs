@@ -26,7 +26,7 @@ use crate::layer0::matching::{MatchKey, normalize, question_words};
 use crate::observe::feed::{Event, EventKind};
 use crate::state::{Crystallized, now_rfc3339};
 use crate::store::blackboard::{Blackboard, BlackboardError, Result};
-use crate::store::scripts::{CRYSTALLIZE, DELETE_GRAIN, SWEEP_CRYSTALS};
+use crate::store::scripts::{CRYSTALLIZE, SWEEP_CRYSTALS};
 
 /// Most records kept in `<p>:feedback`; the oldest go first.
 pub const FEEDBACK_CAP: isize = 10_000;
@@ -388,17 +388,8 @@ impl Blackboard {
     /// Deletes a grain (loaded or crystallised) with a `grain_forgotten`
     /// event giving `reason`; returns whether there was one.
     pub async fn forget_grain(&self, fact_id: &str, reason: &str) -> Result<bool> {
-        let mut conn = self.conn.clone();
-        let deleted: u64 = DELETE_GRAIN
-            .key(self.keys.grain(fact_id))
-            .key(self.keys.grain_index("questions"))
-            .key(self.keys.grain_ids())
-            .key(self.keys.crystallized())
-            .arg(fact_id)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &self.keys.grain(fact_id), "hash"))?;
-        if deleted > 0 {
+        let deleted = self.delete_grain(fact_id).await?;
+        if deleted {
             self.emit(
                 &Event::global(EventKind::GrainForgotten)
                     .grain(fact_id)
@@ -406,7 +397,7 @@ impl Blackboard {
             )
             .await?;
         }
-        Ok(deleted > 0)
+        Ok(deleted)
     }
 
     /// Marks query `query_id`'s answer wrong: the grain that answered it

@@ -68,6 +68,21 @@ fn one_answer_policy(ctx: &mut TestContext) -> Settings {
     s.clone()
 }
 
+/// A test worker on layer2 answering every job with `answer` at 0.95, and
+/// a daemon that sees it.
+async fn serve_layer2(
+    ctx: &TestContext,
+    settings: &Settings,
+    answer: &str,
+) -> (RunningDaemon, TestWorker) {
+    let bb = ctx.blackboard().await;
+    let worker =
+        TestWorker::start(ctx, "layer2", Behaviour::hit(answer, 0.95, Duration::ZERO)).await;
+    let daemon = RunningDaemon::start(settings);
+    daemon.wait_until_sees(&bb, "layer2").await;
+    (daemon, worker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cartridge_answers_crystallise_with_provenance_and_then_answer_at_layer0() {
     let mut ctx = TestContext::new();
@@ -161,14 +176,7 @@ async fn unsafe_questions_low_confidence_and_loaded_grains_never_crystallise() {
     let mut loaded = Grain::new("kenya-capital", "What is the capital of Kenya?", "Nairobi");
     loaded.confidence = 0.5;
     bb.store_grain(&loaded).await.unwrap();
-    let sure = TestWorker::start(
-        &ctx,
-        "layer2",
-        Behaviour::hit("Nairobi", 0.95, Duration::ZERO),
-    )
-    .await;
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer2").await;
+    let (daemon, sure) = serve_layer2(&ctx, &settings, "Nairobi").await;
 
     let refused = [
         "What is not the capital of Kenya?",
@@ -319,14 +327,7 @@ async fn expiry_is_absolute_and_hits_never_extend_it() {
     let mut settings = one_answer_policy(&mut ctx);
     settings.layers.get_mut("layer2").unwrap().crystallize.ttl_s = 3;
     let bb = ctx.blackboard().await;
-    let worker = TestWorker::start(
-        &ctx,
-        "layer2",
-        Behaviour::hit("Quito", 0.95, Duration::ZERO),
-    )
-    .await;
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer2").await;
+    let (daemon, worker) = serve_layer2(&ctx, &settings, "Quito").await;
 
     let q = "What is the capital of Ecuador?";
     let made = ask(&ctx, &bb, q).await;
@@ -436,14 +437,7 @@ async fn the_bound_evicts_the_grain_expiring_soonest() {
     let mut settings = one_answer_policy(&mut ctx);
     settings.crystallization.max_grains = 3;
     let bb = ctx.blackboard().await;
-    let worker = TestWorker::start(
-        &ctx,
-        "layer2",
-        Behaviour::hit("Somewhere", 0.95, Duration::ZERO),
-    )
-    .await;
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer2").await;
+    let (daemon, worker) = serve_layer2(&ctx, &settings, "Somewhere").await;
     let questions = [
         "What is the capital of Austria?",
         "What is the capital of Belgium?",
@@ -486,10 +480,7 @@ async fn loading_a_grain_replaces_a_crystallised_one() {
     let mut ctx = TestContext::new();
     let settings = one_answer_policy(&mut ctx);
     let bb = ctx.blackboard().await;
-    let worker =
-        TestWorker::start(&ctx, "layer2", Behaviour::hit("Bern", 0.95, Duration::ZERO)).await;
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer2").await;
+    let (daemon, worker) = serve_layer2(&ctx, &settings, "Bern").await;
     let q = "What is the capital of Switzerland?";
     ask(&ctx, &bb, q).await;
     let crystal = wait_crystal(&bb, q).await;
@@ -547,14 +538,7 @@ async fn feedback_wrong_removes_the_grain_and_keeps_the_question_from_crystallis
     let mut ctx = TestContext::new();
     let settings = one_answer_policy(&mut ctx);
     let bb = ctx.blackboard().await;
-    let worker = TestWorker::start(
-        &ctx,
-        "layer2",
-        Behaviour::hit("Sydney", 0.95, Duration::ZERO),
-    )
-    .await;
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer2").await;
+    let (daemon, worker) = serve_layer2(&ctx, &settings, "Sydney").await;
 
     let q = "What is the capital of Australia?";
     ask(&ctx, &bb, q).await;
@@ -639,10 +623,7 @@ async fn grains_forget_and_list_crystallized_from_the_command_line() {
     let mut ctx = TestContext::new();
     let settings = one_answer_policy(&mut ctx);
     let bb = ctx.blackboard().await;
-    let worker =
-        TestWorker::start(&ctx, "layer2", Behaviour::hit("Oslo", 0.95, Duration::ZERO)).await;
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer2").await;
+    let (daemon, worker) = serve_layer2(&ctx, &settings, "Oslo").await;
     let q = "What is the capital of Norway?";
     ask(&ctx, &bb, q).await;
     let g = wait_crystal(&bb, q).await;
