@@ -61,6 +61,10 @@ pub struct Reply {
     /// What went wrong, for `error`.
     #[serde(default)]
     pub error: Option<String>,
+    /// Why a `miss`, when the worker knows (a model's text that is not an
+    /// answer); the daemon records it as the attempt's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Reply {

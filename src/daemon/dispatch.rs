@@ -246,7 +246,7 @@ pub(super) async fn await_reply(
                 layer.min_confidence
             )),
         ),
-        ReplyOutcome::Miss => (Outcome::Miss, None),
+        ReplyOutcome::Miss => (Outcome::Miss, reply.reason.clone()),
         ReplyOutcome::Error => (
             Outcome::Error,
             Some(reply.error.unwrap_or_else(|| "worker error".into())),

@@ -31,6 +31,10 @@ pub enum BackendError {
     /// The job's deadline passed while working on it.
     #[error("the job's deadline passed")]
     Deadline,
+    /// The backend produced text that is not an answer (see
+    /// [`super::generated::non_answer`]): a miss, with why.
+    #[error("{0}")]
+    NotAnAnswer(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),

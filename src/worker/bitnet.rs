@@ -3,8 +3,10 @@
 //!
 //! - Answer: `POST /completion` with `{"prompt": <prompt_template with
 //!   {query} replaced>, "n_predict", "n_probs", "temperature": -1,
-//!   "stream": false, "cache_prompt": true}`. The answer is `content`,
-//!   trimmed; an empty one is no answer (`Ok(None)`).
+//!   "stop": ["\n"], "stream": false, "cache_prompt": true}`. The answer
+//!   is `content`, trimmed: one line, as the stop sequence ends it there.
+//!   An empty one is no answer (`Ok(None)`); text that is not an answer
+//!   ([`super::generated::non_answer`]) is a miss with why.
 //! - Why `temperature: -1` and not 0: both decode greedily, but llama.cpp's
 //!   server README documents that "for temperature < 0 the tokens are
 //!   sampled greedily but token probabilities are still being calculated via
@@ -38,6 +40,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::backend::{Backend, BackendAnswer, BackendError, check_prompt_template};
+use super::generated::{STOP, non_answer};
 use super::http_client::HttpClient;
 use super::logprobs::TokenLogprobs;
 use crate::config::BitnetSettings;
@@ -151,11 +154,13 @@ impl Backend for BitnetBackend {
         deadline: Instant,
     ) -> Result<Option<BackendAnswer>, BackendError> {
         let path = "/completion";
+        let prompt = self.prompt_template.replace("{query}", text);
         let body = json!({
-            "prompt": self.prompt_template.replace("{query}", text),
+            "prompt": prompt,
             "n_predict": self.n_predict,
             "n_probs": self.n_probs,
             "temperature": -1,
+            "stop": STOP,
             "stream": false,
             "cache_prompt": true,
         });
@@ -173,6 +178,9 @@ impl Backend for BitnetBackend {
         let answer = content.trim();
         if answer.is_empty() {
             return Ok(None);
+        }
+        if let Some(why) = non_answer(answer, &prompt) {
+            return Err(BackendError::NotAnAnswer(why));
         }
         let entries = value
             .get("completion_probabilities")

@@ -4,8 +4,8 @@
 //! # KoboldCpp (`backend: kobold`)
 //!
 //! - Answer: `POST /api/v1/generate` with `{"prompt", "max_length",
-//!   "temperature": 0, "logprobs": true, "genkey"}`; the text is
-//!   `results[0].text`.
+//!   "temperature": 0, "stop_sequence": ["\n"], "logprobs": true,
+//!   "genkey"}`; the text is `results[0].text`.
 //! - Log-probabilities: KoboldCpp versions that have them return them in
 //!   the same answer (`results[0].logprobs.content`, OpenAI's per-token
 //!   shape) when asked with `"logprobs": true`; when the answer does not
@@ -28,7 +28,7 @@
 //!
 //! - Answer: `POST /v1/chat/completions` with `{"model", "messages":
 //!   [{"role":"user","content": prompt}], "max_tokens", "temperature": 0,
-//!   "logprobs": true, "top_logprobs": 2}`; the text is
+//!   "stop": ["\n"], "logprobs": true, "top_logprobs": 2}`; the text is
 //!   `choices[0].message.content`, the log-probabilities
 //!   `choices[0].logprobs.content[i].logprob` (and `top_logprobs` for the
 //!   top-2 margin). No log-probabilities (`"logprobs": null`, or a server
@@ -44,7 +44,9 @@
 //!
 //! # Both
 //!
-//! The confidence is computed by [`super::logprobs`]. Every request's
+//! Text that is not an answer ([`super::generated::non_answer`]: empty,
+//! no words, a repetition, the prompt echoed) is a miss with why, whatever
+//! its log-probabilities. The confidence is computed by [`super::logprobs`]. Every request's
 //! timeout is the smaller of `request_timeout_ms` and the time left before
 //! the job's deadline. A busy server (HTTP 503 or 429) is asked again after
 //! 50 ms, 100 ms, 200 ms, … (at most 2 s, or its `Retry-After`) while the
@@ -66,6 +68,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::backend::{Backend, BackendAnswer, BackendError, check_prompt_template};
+use super::generated::{STOP, non_answer};
 use super::logprobs::TokenLogprobs;
 use crate::config::{LlmProtocol as Protocol, LlmSettings};
 
@@ -323,10 +326,12 @@ impl KoboldBackend {
         let (logprobs, model) = (&self.logprobs, &self.served_model);
         let path = "/api/v1/generate";
         let genkey = format!("KB{}", uuid::Uuid::new_v4().simple());
+        let prompt = self.c.prompt(text);
         let body = json!({
-            "prompt": self.c.prompt(text),
+            "prompt": prompt,
             "max_length": self.c.max_tokens,
             "temperature": 0,
+            "stop_sequence": STOP,
             "logprobs": true,
             "genkey": genkey,
         });
@@ -350,6 +355,9 @@ impl KoboldBackend {
             .to_string();
         if answer.is_empty() {
             return Ok(None);
+        }
+        if let Some(why) = non_answer(&answer, &prompt) {
+            return Err(BackendError::NotAnAnswer(why));
         }
 
         let mut tokens = None;
@@ -471,10 +479,12 @@ impl OpenAiBackend {
         let (listed_model, no_logprobs) = (&self.listed_model, &self.no_logprobs);
         let path = "/v1/chat/completions";
         let model = self.c.model.clone().or_else(|| lock(listed_model));
+        let prompt = self.c.prompt(text);
         let mut body = json!({
-            "messages": [{"role": "user", "content": self.c.prompt(text)}],
+            "messages": [{"role": "user", "content": prompt}],
             "max_tokens": self.c.max_tokens,
             "temperature": 0,
+            "stop": STOP,
         });
         if let Some(m) = &model {
             body["model"] = json!(m);
@@ -522,6 +532,9 @@ impl OpenAiBackend {
         if answer.is_empty() {
             return Ok(None);
         }
+        if let Some(why) = non_answer(&answer, &prompt) {
+            return Err(BackendError::NotAnAnswer(why));
+        }
         let tokens = if asked_logprobs {
             match choice
                 .pointer("/logprobs/content")
@@ -539,12 +552,18 @@ impl OpenAiBackend {
         } else {
             None
         };
+        // llama-server names the model by its file path; the file's name
+        // is enough (and does not show the server's directories).
         let source = value
             .get("model")
             .and_then(Value::as_str)
             .filter(|m| !m.is_empty())
             .map(str::to_string)
             .or(model)
+            .map(|m| match m.rsplit(['/', '\\']).next() {
+                Some(name) if m.ends_with(".gguf") => name.to_string(),
+                _ => m,
+            })
             .unwrap_or_else(|| "openai".to_string());
         Ok(Some(BackendAnswer {
             text: answer,

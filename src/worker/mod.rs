@@ -15,6 +15,7 @@ pub mod backend;
 pub mod bitnet;
 pub mod cartridge;
 pub mod echo;
+pub mod generated;
 mod http_client;
 pub mod llm;
 pub mod logprobs;
@@ -563,6 +564,7 @@ async fn handle_job<B: Backend>(sh: &Runtime<B>, raw: &[u8]) {
         source: None,
         latency_ms: Some((latency_ms * 1000.0).round() / 1000.0),
         error: None,
+        reason: None,
     };
     match result {
         Ok(Some(a)) => {
@@ -572,6 +574,10 @@ async fn handle_job<B: Backend>(sh: &Runtime<B>, raw: &[u8]) {
             reply.source = a.source;
         }
         Ok(None) => reply.confidence = Some(0.0),
+        Err(BackendError::NotAnAnswer(why)) => {
+            reply.confidence = Some(0.0);
+            reply.reason = Some(why);
+        }
         Err(BackendError::Deadline) => {
             // Nobody waits for this answer any more.
             return drop_job(
@@ -647,6 +653,7 @@ async fn malformed<B: Backend>(sh: &Runtime<B>, raw: &[u8], reason: String) {
                 source: None,
                 latency_ms: Some(0.0),
                 error: Some(reason.clone()),
+                reason: None,
             };
             sh.status.jobs_failed.fetch_add(1, Ordering::Relaxed);
             record(sh, query_id.as_deref(), EventKind::LayerError, &reason).await;

@@ -481,6 +481,8 @@ async fn bitnet_reads_the_current_llama_cpp_probabilities() {
     assert_eq!(req["temperature"], -1);
     assert_eq!(req["stream"], false);
     assert_eq!(req["cache_prompt"], true);
+    // Answers end with their first line.
+    assert_eq!(req["stop"], json!(["\n"]));
     assert_eq!(seen[0].authorization, None);
 }
 
@@ -696,6 +698,7 @@ async fn kobold_logprobs_in_the_answer_give_the_confidence() {
     assert_eq!(req["max_length"], 32);
     assert_eq!(req["temperature"], 0);
     assert_eq!(req["logprobs"], true);
+    assert_eq!(req["stop_sequence"], json!(["\n"]));
     assert!(req["genkey"].as_str().is_some_and(|k| !k.is_empty()));
     assert_eq!(seen[0].authorization, None);
     assert!(server.seen("/api/extra/last_logprobs").is_empty());
@@ -1062,6 +1065,7 @@ async fn openai_logprobs_give_the_confidence() {
     assert_eq!(req["temperature"], 0);
     assert_eq!(req["logprobs"], true);
     assert_eq!(req["top_logprobs"], 2);
+    assert_eq!(req["stop"], json!(["\n"]));
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ mod crystal;
 mod eval;
 mod http;
 mod layer0;
+mod llama;
 mod llm_backends;
 mod props;
 mod secrets;

@@ -357,6 +357,7 @@ fn reply(outcome: ReplyOutcome, answer: Option<String>, confidence: Option<f64>)
         source: None,
         latency_ms: None,
         error: None,
+        reason: None,
     }
 }
 

@@ -259,6 +259,7 @@ impl TestWorker {
                                 source: Some("test#1".into()),
                                 latency_ms: Some(delay.as_secs_f64() * 1000.0),
                                 error: None,
+                                reason: None,
                             };
                             let _: () = redis::pipe()
                                 .lpush(&job.reply_to, serde_json::to_string(&reply).unwrap())
