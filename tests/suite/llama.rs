@@ -238,6 +238,53 @@ fn spawn_worker<B: Backend>(
     (name, stop, task)
 }
 
+/// The attempt of `layer` in a query's state.
+fn attempt<'a>(s: &'a QueryState, layer: &str) -> &'a kitbash::state::LayerAttempt {
+    s.layer_attempts
+        .iter()
+        .find(|a| a.layer == layer)
+        .unwrap_or_else(|| panic!("no {layer} attempt: {s:?}"))
+}
+
+/// A model worker and a daemon that sees its layer, stopped together.
+struct Stack {
+    worker: String,
+    daemon: RunningDaemon,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stack {
+    async fn start<B: Backend>(
+        settings: &Settings,
+        bb: &Blackboard,
+        kind: WorkerKind,
+        backend: B,
+        concurrency: usize,
+    ) -> Self {
+        let (worker, stop, task) = spawn_worker(settings, kind, backend, concurrency);
+        let daemon = RunningDaemon::start(settings);
+        let layer = if kind == WorkerKind::Llm {
+            "layer4"
+        } else {
+            "layer1"
+        };
+        daemon.wait_until_sees(bb, layer).await;
+        Self {
+            worker,
+            daemon,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.daemon.stop().await;
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
 async fn ask(ctx: &TestContext, bb: &Blackboard, text: &str) -> QueryState {
     let q = QueryState::new(text);
     bb.enqueue(&q).await.unwrap();
@@ -288,16 +335,10 @@ async fn a_confident_servers_non_answer_is_a_miss_whatever_its_logprobs() {
 
     let bb = ctx.blackboard().await;
     let backend = BitnetBackend::new(&settings.workers.bitnet).unwrap();
-    let (_, stop, task) = spawn_worker(&settings, WorkerKind::Bitnet, backend, 2);
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer1").await;
+    let stack = Stack::start(&settings, &bb, WorkerKind::Bitnet, backend, 2).await;
     let s = ask(&ctx, &bb, q).await;
     assert_eq!(s.status, QueryStatus::Unanswered, "{s:?}");
-    let a = s
-        .layer_attempts
-        .iter()
-        .find(|a| a.layer == "layer1")
-        .unwrap();
+    let a = attempt(&s, "layer1");
     assert_eq!(a.outcome, Outcome::Miss, "{s:?}");
     assert!(
         a.reason.as_deref().unwrap_or("").contains("not an answer"),
@@ -313,9 +354,7 @@ async fn a_confident_servers_non_answer_is_a_miss_whatever_its_logprobs() {
             && e.get("reason").unwrap_or("").contains("not an answer")),
         "{feed:?}"
     );
-    daemon.stop().await;
-    stop.cancel();
-    task.await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,18 +369,12 @@ async fn the_unconfident_and_middling_servers_escalate() {
         let (content, confidence) = completion(&server, &settings, q).await;
         let bb = ctx.blackboard().await;
         let backend = BitnetBackend::new(&settings.workers.bitnet).unwrap();
-        let (_, stop, task) = spawn_worker(&settings, WorkerKind::Bitnet, backend, 2);
         let layer2 =
             TestWorker::start(&ctx, "layer2", Behaviour::hit("Paris", 0.9, Duration::ZERO)).await;
-        let daemon = RunningDaemon::start(&settings);
-        daemon.wait_until_sees(&bb, "layer1").await;
-        daemon.wait_until_sees(&bb, "layer2").await;
+        let stack = Stack::start(&settings, &bb, WorkerKind::Bitnet, backend, 2).await;
+        stack.daemon.wait_until_sees(&bb, "layer2").await;
         let s = ask(&ctx, &bb, q).await;
-        let a = s
-            .layer_attempts
-            .iter()
-            .find(|a| a.layer == "layer1")
-            .unwrap();
+        let a = attempt(&s, "layer1");
         assert_eq!(
             a.outcome,
             Outcome::Miss,
@@ -366,10 +399,8 @@ async fn the_unconfident_and_middling_servers_escalate() {
             "{kind}: escalated"
         );
         println!("{kind}: {content:?} at confidence {confidence:.3} -> {reason}");
-        daemon.stop().await;
+        stack.stop().await;
         layer2.stop().await;
-        stop.cancel();
-        task.await.unwrap();
     }
 }
 
@@ -421,15 +452,10 @@ async fn the_llm_worker_reads_real_logprobs_over_openai_chat_completions() {
 
     let bb = ctx.blackboard().await;
     let backend = LlmBackend::new(&settings.workers.llm).unwrap();
-    let (name, stop, task) = spawn_worker(&settings, WorkerKind::Llm, backend, 2);
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer4").await;
+    let stack = Stack::start(&settings, &bb, WorkerKind::Llm, backend, 2).await;
+    let name = stack.worker.clone();
     let s = ask(&ctx, &bb, q).await;
-    let a = s
-        .layer_attempts
-        .iter()
-        .find(|a| a.layer == "layer4")
-        .unwrap();
+    let a = attempt(&s, "layer4");
     assert_eq!(a.worker.as_deref(), Some(name.as_str()));
     match a.outcome {
         Outcome::Hit => {
@@ -454,9 +480,7 @@ async fn the_llm_worker_reads_real_logprobs_over_openai_chat_completions() {
         ),
         other => panic!("{other:?}: {s:?}"),
     }
-    daemon.stop().await;
-    stop.cancel();
-    task.await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,11 +542,7 @@ async fn health_follows_the_server_through_start_stop_and_restart() {
     assert!(healthy(false).await, "unhealthy once it is gone");
     let daemon = RunningDaemon::start(&run_settings);
     let s = ask(&ctx, &bb, "What is the capital of France?").await;
-    let a = s
-        .layer_attempts
-        .iter()
-        .find(|a| a.layer == "layer1")
-        .unwrap();
+    let a = attempt(&s, "layer1");
     assert!(
         matches!(a.outcome, Outcome::Skipped | Outcome::Error),
         "a stopped server is skipped or an error, never waited on: {s:?}"
@@ -532,11 +552,7 @@ async fn health_follows_the_server_through_start_stop_and_restart() {
     assert!(healthy(true).await, "healthy again when it is back");
     daemon.wait_until_sees(&bb, "layer1").await;
     let s = ask(&ctx, &bb, "What is the capital of France?").await;
-    let a = s
-        .layer_attempts
-        .iter()
-        .find(|a| a.layer == "layer1")
-        .unwrap();
+    let a = attempt(&s, "layer1");
     assert_eq!(
         a.outcome,
         Outcome::Miss,
@@ -562,9 +578,8 @@ async fn a_full_server_never_holds_a_job_past_its_deadline() {
     };
     let bb = ctx.blackboard().await;
     let backend = BitnetBackend::new(&settings.workers.bitnet).unwrap();
-    let (name, stop, task) = spawn_worker(&settings, WorkerKind::Bitnet, backend, 4);
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer1").await;
+    let stack = Stack::start(&settings, &bb, WorkerKind::Bitnet, backend, 4).await;
+    let name = stack.worker.clone();
     let mut ids = Vec::new();
     for i in 0..6 {
         let q = QueryState::new(format!("Question number {i}?"));
@@ -573,11 +588,7 @@ async fn a_full_server_never_holds_a_job_past_its_deadline() {
     }
     for id in &ids {
         let s = wait_done(&ctx, &bb, id, 120.0).await;
-        let a = s
-            .layer_attempts
-            .iter()
-            .find(|a| a.layer == "layer1")
-            .unwrap();
+        let a = attempt(&s, "layer1");
         assert_ne!(a.outcome, Outcome::Hit, "{s:?}");
     }
     // Every job was answered or dropped by its deadline (the worker holds
@@ -601,9 +612,7 @@ async fn a_full_server_never_holds_a_job_past_its_deadline() {
         .filter(|e| e.event() == Some("late_reply"))
         .collect();
     assert!(late.is_empty(), "replies after the deadline: {late:?}");
-    daemon.stop().await;
-    stop.cancel();
-    task.await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,15 +628,9 @@ async fn a_request_timeout_is_a_layer_error_that_says_so() {
     };
     let bb = ctx.blackboard().await;
     let backend = BitnetBackend::new(&settings.workers.bitnet).unwrap();
-    let (_, stop, task) = spawn_worker(&settings, WorkerKind::Bitnet, backend, 1);
-    let daemon = RunningDaemon::start(&settings);
-    daemon.wait_until_sees(&bb, "layer1").await;
+    let stack = Stack::start(&settings, &bb, WorkerKind::Bitnet, backend, 1).await;
     let s = ask(&ctx, &bb, "What is the capital of France?").await;
-    let a = s
-        .layer_attempts
-        .iter()
-        .find(|a| a.layer == "layer1")
-        .unwrap();
+    let a = attempt(&s, "layer1");
     assert_eq!(a.outcome, Outcome::Error, "{s:?}");
     assert!(
         a.reason
@@ -636,7 +639,5 @@ async fn a_request_timeout_is_a_layer_error_that_says_so() {
             .contains("within 30 ms (request_timeout_ms)"),
         "{s:?}"
     );
-    daemon.stop().await;
-    stop.cancel();
-    task.await.unwrap();
+    stack.stop().await;
 }
