@@ -74,13 +74,13 @@ pub(super) async fn attempt(
     if let Some(p) = &partner_layer
         && !tried_before
     {
-        consulted = match hand_off(sh, run, partner, p, abort).await {
+        consulted = match Box::pin(hand_off(sh, run, partner, p, abort)).await {
             HandOff::Waiting(h) => Some(Consulted::Waiting(h)),
             HandOff::Done(a) => Some(Consulted::Replied(a)),
             HandOff::Fenced => return None,
         };
     }
-    let mut own = match hand_off(sh, run, name, layer, abort).await {
+    let mut own = match Box::pin(hand_off(sh, run, name, layer, abort)).await {
         HandOff::Waiting(h) => await_reply(sh, h, name, layer, abort).await,
         HandOff::Done(a) => *a,
         HandOff::Fenced => return None,

@@ -28,7 +28,8 @@ pub(super) async fn worker_attempt(
     layer: &LayerSettings,
     abort: &CancellationToken,
 ) -> Option<Attempt> {
-    match hand_off(sh, run, name, layer, abort).await {
+    // Boxed: its state is not kept while the reply is awaited.
+    match Box::pin(hand_off(sh, run, name, layer, abort)).await {
         HandOff::Waiting(handed) => Some(await_reply(sh, handed, name, layer, abort).await),
         HandOff::Done(attempt) => Some(*attempt),
         HandOff::Fenced => None,
