@@ -591,8 +591,12 @@ async fn a_full_server_never_holds_a_job_past_its_deadline() {
         let a = attempt(&s, "layer1");
         assert_ne!(a.outcome, Outcome::Hit, "{s:?}");
     }
-    // Every job was answered or dropped by its deadline (the worker holds
-    // none any more), and no reply came after the daemon stopped waiting.
+    // The worker let go of every job (answered, or dropped at its
+    // deadline), and at least one was dropped there: a job queued behind
+    // the full server did not wait past its deadline for it. (A reply the
+    // worker sent just before the deadline may still reach the daemon
+    // after its own wait ended, as a `late_reply`: that is the daemon's
+    // view, not a job held too long.)
     let held = ctx.keys().jobs_processing("layer1", &name);
     assert!(
         eventually(30.0, || async {
@@ -604,14 +608,18 @@ async fn a_full_server_never_holds_a_job_past_its_deadline() {
         .await,
         "the worker let go of every job"
     );
-    let late: Vec<_> = bb
-        .recent_events(10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event() == Some("late_reply"))
-        .collect();
-    assert!(late.is_empty(), "replies after the deadline: {late:?}");
+    let events = bb.recent_events(10_000).await.unwrap();
+    let dropped = events
+        .iter()
+        .filter(|e| {
+            e.get("worker") == Some(name.as_str())
+                && e.get("reason").unwrap_or("").contains("deadline passed")
+        })
+        .count();
+    assert!(
+        dropped >= 1,
+        "no job was dropped at its deadline: {events:?}"
+    );
     stack.stop().await;
 }
 

@@ -300,6 +300,9 @@ async fn lose_one_reply(upstream: u16, marker: &'static str) -> (u16, Arc<Atomic
                 };
                 let (mut cbuf, mut sbuf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
                 let mut cutting = false;
+                // The end of what the client sent so far, so a marker split
+                // across two reads is still found.
+                let mut seen: Vec<u8> = Vec::new();
                 loop {
                     tokio::select! {
                         n = client.read(&mut cbuf) => {
@@ -307,10 +310,11 @@ async fn lose_one_reply(upstream: u16, marker: &'static str) -> (u16, Arc<Atomic
                             if n == 0 || server.write_all(&cbuf[..n]).await.is_err() {
                                 return;
                             }
-                            let chunk = &cbuf[..n];
-                            if !done.load(Ordering::SeqCst)
-                                && chunk.windows(marker.len()).any(|w| w == marker.as_bytes())
-                            {
+                            seen.extend_from_slice(&cbuf[..n]);
+                            let found = seen.windows(marker.len()).any(|w| w == marker.as_bytes());
+                            let keep = seen.len().saturating_sub(marker.len());
+                            seen.drain(..keep);
+                            if !done.load(Ordering::SeqCst) && found {
                                 done.store(true, Ordering::SeqCst);
                                 cutting = true;
                             }
