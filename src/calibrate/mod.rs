@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::aliases::Aliases;
 
 use crate::config::{CrystallizePolicy, LayerKind, Settings, WorkerKind};
-use crate::layer0::crystal::{crystal_id, refusal};
+use crate::layer0::crystal::{crystal_id, held_back};
 use crate::layer0::grains::GrainMatch;
 use crate::layer0::matching::normalize;
 use crate::layer0::memory::MemoryGrains;
@@ -242,7 +242,7 @@ impl Replay {
             let Some(policy) = &self.layers[l].crystallize else {
                 continue;
             };
-            if r.confidence < policy.min_confidence || refusal(&label.query).is_some() {
+            if held_back(policy, r.confidence, &label.query).is_some() {
                 continue;
             }
             made.push(GrainMatch {

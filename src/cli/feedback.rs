@@ -79,13 +79,7 @@ pub async fn mark_wrong(
 
 /// One line on what feedback did.
 pub fn describe(f: &Feedback) -> String {
-    let grain = match (&f.grain, f.loaded, f.removed) {
-        (Some(id), _, true) => format!("grain {id} removed"),
-        (Some(id), true, false) => {
-            format!("loaded grain {id} kept (add --force to remove it)")
-        }
-        _ => "no grain to remove".to_string(),
-    };
+    let grain = f.grain_outcome();
     let block = if f.blocked_s > 0 {
         format!("; the question will not crystallise for {} s", f.blocked_s)
     } else {

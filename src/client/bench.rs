@@ -431,7 +431,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
         let Some(s) = s else { continue };
         *by_status.entry(s.status.to_string()).or_default() += 1;
         if let Some(done) = s.completed_at.as_deref().and_then(parse_timestamp) {
-            e2e.push((done - intended[i]).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            e2e.push(ms_between(intended[i], done));
             last_done = Some(last_done.map_or(done, |l: DateTime<Utc>| l.max(done)));
         }
         if s.status != QueryStatus::Failed {
@@ -530,6 +530,17 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     })
 }
 
+/// Milliseconds from `from` to `to`.
+fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_microseconds().unwrap_or(0) as f64 / 1000.0
+}
+
+/// A finished query's end-to-end latency from its intended send time.
+fn end_to_end_ms(s: &QueryState, intended: DateTime<Utc>) -> Option<f64> {
+    let done = s.completed_at.as_deref().and_then(parse_timestamp)?;
+    Some(ms_between(intended, done))
+}
+
 /// The per-window figures of a run.
 fn windows_of(
     outcomes: &[Option<QueryState>],
@@ -544,10 +555,8 @@ fn windows_of(
         for (j, s) in chunk.iter().enumerate() {
             let Some(s) = s else { continue };
             completed += 1;
-            if let Some(done) = s.completed_at.as_deref().and_then(parse_timestamp) {
-                e2e.push(
-                    (done - intended[first + j]).num_microseconds().unwrap_or(0) as f64 / 1000.0,
-                );
+            if let Some(ms) = end_to_end_ms(s, intended[first + j]) {
+                e2e.push(ms);
             }
             if s.status == QueryStatus::Answered {
                 answered += 1;

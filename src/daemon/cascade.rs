@@ -50,8 +50,9 @@ pub(super) struct Run {
     /// Why this daemon stopped working on the query: a write found that it
     /// no longer holds it (see `finish::record_fenced`).
     pub(super) fenced: Option<String>,
-    /// Answers given so far, by layer (a consensus partner tried earlier
-    /// in the cascade is not asked again).
+    /// Answers of the layers tried so far that did not answer the query,
+    /// by layer (a consensus partner tried earlier in the cascade is not
+    /// asked again; a hit ends the cascade, so its answer is never needed).
     pub(super) answers: Vec<(String, String)>,
     /// Consensus partners asked ahead of their turn, by layer; the cascade
     /// uses their replies when it reaches that layer.
@@ -296,7 +297,7 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
             LayerKind::Worker => match run.consulted.iter().position(|(l, _)| l == name) {
                 Some(i) => match run.consulted.swap_remove(i).1 {
                     Consulted::Replied(a) => Some(*a),
-                    Consulted::Waiting(h) => Some(await_reply(sh, h, name, layer, abort).await),
+                    Consulted::Waiting(h) => Some(await_reply(h, name, layer, abort).await),
                 },
                 None => match &layer.consensus.with {
                     Some(partner) => {
@@ -308,7 +309,12 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
         };
         // None: not ours any more (`run.fenced` says why): stop here.
         let Some(attempt) = asked else { return };
-        if let Some(a) = &attempt.answer {
+        // Kept for a later layer's consensus; a hit ends the cascade.
+        if let Some(a) = attempt
+            .answer
+            .as_ref()
+            .filter(|_| attempt.outcome != Outcome::Hit)
+        {
             run.answers.push((name.clone(), a.text.clone()));
         }
         let hit = attempt.outcome == Outcome::Hit;

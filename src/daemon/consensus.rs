@@ -81,7 +81,7 @@ pub(super) async fn attempt(
         };
     }
     let mut own = match Box::pin(hand_off(sh, run, name, layer, abort)).await {
-        HandOff::Waiting(h) => await_reply(sh, h, name, layer, abort).await,
+        HandOff::Waiting(h) => await_reply(h, name, layer, abort).await,
         HandOff::Done(a) => *a,
         HandOff::Fenced => return None,
     };
@@ -89,27 +89,26 @@ pub(super) async fn attempt(
     let deferred = layer.consensus.mode == ConsensusMode::Crystallize
         && own.outcome == Outcome::Hit
         && earlier.is_none();
-    if deferred
-        && own_text.is_some()
-        && matches!(consulted, Some(Consulted::Waiting(_)))
-        && let (Some(Consulted::Waiting(handed)), Some(text)) = (consulted.take(), &own_text)
-    {
-        // The answer stands; agreement only decides crystallisation, after
-        // the outcome is written (`crystallize::after_outcome`).
-        run.pending = Some(PendingAgreement {
-            layer: name.to_string(),
-            partner: partner.to_string(),
-            answer: text.clone(),
-            handed,
-        });
-        note(
-            &mut own,
-            &format!("{partner}'s agreement is checked after the answer"),
-        );
-        return Some(own);
-    }
+    let consulted = match (consulted, &own_text) {
+        (Some(Consulted::Waiting(handed)), Some(text)) if deferred => {
+            // The answer stands; agreement only decides crystallisation,
+            // after the outcome is written (`crystallize::after_outcome`).
+            run.pending = Some(PendingAgreement {
+                layer: name.to_string(),
+                partner: partner.to_string(),
+                answer: text.clone(),
+                handed,
+            });
+            note(
+                &mut own,
+                &format!("{partner}'s agreement is checked after the answer"),
+            );
+            return Some(own);
+        }
+        (consulted, _) => consulted,
+    };
     let partner_done = match (consulted, &partner_layer) {
-        (Some(Consulted::Waiting(h)), Some(p)) => Some(await_reply(sh, h, partner, p, abort).await),
+        (Some(Consulted::Waiting(h)), Some(p)) => Some(await_reply(h, partner, p, abort).await),
         (Some(Consulted::Replied(a)), _) => Some(*a),
         _ => None,
     };
@@ -153,7 +152,7 @@ pub(super) async fn attempt(
 /// Compares two answers: an agreement is noted in `run.agreed`, a
 /// difference is a `layers_disagreed` event. Returns whether they agree.
 fn judge(run: &mut Run, name: &str, own: &str, partner: &str, theirs: &str) -> bool {
-    if answer_key(theirs) == answer_key(own) {
+    if agree(own, theirs) {
         run.agreed.push(name.to_string());
         return true;
     }
@@ -165,6 +164,11 @@ fn judge(run: &mut Run, name: &str, own: &str, partner: &str, theirs: &str) -> b
         theirs,
     ));
     false
+}
+
+/// Whether two answers agree: their normal forms are equal.
+fn agree(a: &str, b: &str) -> bool {
+    answer_key(a) == answer_key(b)
 }
 
 /// The `layers_disagreed` event naming both answers.
@@ -197,12 +201,12 @@ pub(super) async fn settle(
     let Some((_, partner_layer)) = sh.layers.iter().find(|(n, _)| *n == pending.partner) else {
         return false;
     };
-    let reply = await_reply(sh, pending.handed, &pending.partner, partner_layer, abort).await;
+    let reply = await_reply(pending.handed, &pending.partner, partner_layer, abort).await;
     let Some(theirs) = reply.answer.map(|a| a.text) else {
         tracing::debug!(query_id = %qid, layer = %pending.layer, "not crystallised: {} gave no answer ({})", pending.partner, reply.outcome.as_str());
         return false;
     };
-    if answer_key(&theirs) == answer_key(&pending.answer) {
+    if agree(&pending.answer, &theirs) {
         return true;
     }
     let e = disagreement(

@@ -7,7 +7,7 @@ use super::cascade::Run;
 use super::consensus::{self, PendingAgreement};
 use super::instance::Instance;
 use crate::config::LayerKind;
-use crate::layer0::crystal::{Candidate, CrystalOutcome, refusal};
+use crate::layer0::crystal::{Candidate, CrystalOutcome, held_back};
 use crate::state::QueryStatus;
 
 /// What to offer once the outcome is written: the candidate, and the
@@ -36,8 +36,8 @@ pub(super) fn candidate(sh: &Instance, run: &mut Run) -> Option<Offer> {
         return None;
     }
     let qid = &run.state.query_id;
-    if answer.confidence < policy.min_confidence {
-        tracing::debug!(query_id = %qid, layer = %name, "not crystallised: confidence {:.3} below crystallize.min_confidence {}", answer.confidence, policy.min_confidence);
+    if let Some(why) = held_back(policy, answer.confidence, &run.state.query_text) {
+        tracing::debug!(query_id = %qid, layer = %name, "not crystallised: {why}");
         return None;
     }
     let pending = pending.filter(|p| p.layer == *name);
@@ -46,10 +46,6 @@ pub(super) fn candidate(sh: &Instance, run: &mut Run) -> Option<Offer> {
         && !run.agreed.iter().any(|l| l == name)
     {
         tracing::debug!(query_id = %qid, layer = %name, "not crystallised: no consensus partner agreed");
-        return None;
-    }
-    if let Some(why) = refusal(&run.state.query_text) {
-        tracing::debug!(query_id = %qid, layer = %name, "not crystallised: {why}");
         return None;
     }
     let worker = run

@@ -30,7 +30,7 @@ pub(super) async fn worker_attempt(
 ) -> Option<Attempt> {
     // Boxed: its state is not kept while the reply is awaited.
     match Box::pin(hand_off(sh, run, name, layer, abort)).await {
-        HandOff::Waiting(handed) => Some(await_reply(sh, handed, name, layer, abort).await),
+        HandOff::Waiting(handed) => Some(await_reply(handed, name, layer, abort).await),
         HandOff::Done(attempt) => Some(*attempt),
         HandOff::Fenced => None,
     }
@@ -193,25 +193,23 @@ pub(super) async fn hand_off(
 /// from when the job was in the list) and judges it against the layer's
 /// threshold.
 pub(super) async fn await_reply(
-    sh: &Instance,
     mut handed: Handed,
     name: &str,
     layer: &LayerSettings,
     abort: &CancellationToken,
 ) -> Attempt {
-    let (t0, job_id) = (handed.t0, handed.job_id.clone());
+    // Dropping `handed` when this returns stops the wait for the reply.
+    let t0 = handed.t0;
     let rx = handed.rx.take().expect("a handed job is awaited once");
     let deadline = handed.pushed_at + layer.timeout();
     let waited = tokio::select! {
         r = tokio::time::timeout_at(deadline, rx) => r,
         _ = abort.cancelled() => {
-            sh.pending.forget(&job_id);
             return Attempt::failed(Outcome::Error, t0, "daemon shutting down");
         }
     };
     let reply = match waited {
         Err(_) => {
-            sh.pending.forget(&job_id);
             return Attempt::failed(
                 Outcome::Timeout,
                 t0,

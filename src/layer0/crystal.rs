@@ -20,8 +20,8 @@
 
 use redis::AsyncCommands;
 
-use crate::config::CrystallizationSettings;
-use crate::layer0::grains::{CRYSTAL_ID_PREFIX, Grain, GrainMatch};
+use crate::config::{CrystallizationSettings, CrystallizePolicy};
+use crate::layer0::grains::{CRYSTAL_ID_PREFIX, Grain, GrainMatch, wrong_type_key};
 use crate::layer0::matching::{MatchKey, normalize, question_words};
 use crate::observe::feed::{Event, EventKind};
 use crate::state::{Crystallized, now_rfc3339};
@@ -147,6 +147,23 @@ pub fn refusal(question: &str) -> Option<String> {
     None
 }
 
+/// Why `policy` keeps an answer of `confidence` to `question` from
+/// crystallising, or `None` when the policy lets it through (what the
+/// daemon checks before Redis does the rest; `kitbash calibrate
+/// --crystallize` replays the same). Consensus is the caller's part.
+pub fn held_back(policy: &CrystallizePolicy, confidence: f64, question: &str) -> Option<String> {
+    if !policy.enabled {
+        return Some("crystallize.enabled is false for this layer".into());
+    }
+    if confidence < policy.min_confidence {
+        return Some(format!(
+            "confidence {confidence:.3} below crystallize.min_confidence {}",
+            policy.min_confidence
+        ));
+    }
+    refusal(question)
+}
+
 /// A number that reads as a year (1000 to 2999), or a decade (`1990s`).
 fn is_year(w: &str) -> bool {
     let digits = w.strip_suffix('s').unwrap_or(w);
@@ -221,6 +238,20 @@ pub struct Feedback {
     pub blocked_s: u64,
 }
 
+impl Feedback {
+    /// What happened to the grain, in words (the feed's reason and
+    /// `kitbash feedback`'s answer).
+    pub fn grain_outcome(&self) -> String {
+        match (&self.grain, self.loaded, self.removed) {
+            (Some(id), _, true) => format!("grain {id} removed"),
+            (Some(id), true, false) => {
+                format!("the loaded grain {id} is kept (add --force to remove it)")
+            }
+            _ => "no grain involved".to_string(),
+        }
+    }
+}
+
 /// Why feedback could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedbackError {
@@ -268,7 +299,7 @@ impl Blackboard {
         let mut conn = self.conn.clone();
         let reply: Vec<String> = CRYSTALLIZE
             .key(self.keys.grain(&fact_id))
-            .key(self.keys.grain_index("questions"))
+            .key(self.keys.question_index())
             .key(self.keys.grain_ids())
             .key(self.keys.crystallized())
             .key(self.keys.crystal_seen(match_key.as_str()))
@@ -315,25 +346,21 @@ impl Blackboard {
         })
     }
 
+    /// Maps `crystallize.lua`'s error: a wrong-typed key names the key.
     fn crystal_error(&self, err: redis::RedisError, match_key: &MatchKey) -> BlackboardError {
-        if !crate::store::blackboard::is_wrong_type(&err) {
-            return BlackboardError::Redis(err);
-        }
-        let text = err.to_string();
-        let (key, expected) = [
-            (self.keys.grain_index("questions"), "hash"),
-            (self.keys.grain_ids(), "set"),
-            (self.keys.crystallized(), "sorted set"),
-            (self.keys.crystal_seen(match_key.as_str()), "hash"),
-            (String::new(), ""),
-            (self.keys.feed(), "stream"),
-        ]
-        .into_iter()
-        .enumerate()
-        .find(|(i, _)| text.contains(&format!("key {} holds", i + 2)))
-        .map(|(_, k)| k)
-        .unwrap_or((self.keys.crystallized(), "sorted set"));
-        BlackboardError::WrongType { key, expected }
+        let (fact_id, mk) = (crystal_id(match_key), match_key.as_str());
+        wrong_type_key(
+            err,
+            &[
+                (self.keys.grain(&fact_id), "hash"),
+                (self.keys.question_index(), "hash"),
+                (self.keys.grain_ids(), "set"),
+                (self.keys.crystallized(), "sorted set"),
+                (self.keys.crystal_seen(mk), "hash"),
+                (self.keys.crystal_blocked(mk), "string"),
+                (self.keys.feed(), "stream"),
+            ],
+        )
     }
 
     /// Removes up to `limit` crystallised grains whose expiry has passed,
@@ -341,7 +368,7 @@ impl Blackboard {
     pub async fn sweep_crystals(&self, limit: u64) -> Result<u64> {
         let mut conn = self.conn.clone();
         let n: u64 = SWEEP_CRYSTALS
-            .key(self.keys.grain_index("questions"))
+            .key(self.keys.question_index())
             .key(self.keys.grain_ids())
             .key(self.keys.crystallized())
             .key(self.keys.feed())
@@ -373,16 +400,11 @@ impl Blackboard {
             .zrange(&key, 0, limit.max(1) as isize - 1)
             .await
             .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for mk in keys {
-            let id = crystal_id(&MatchKey::from_stored(mk));
-            match self.get_grain(&id).await {
-                Ok(Some(g)) => out.push(g),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(fact_id = %id, "skipping grain: {e}"),
-            }
-        }
-        Ok(out)
+        let ids: Vec<String> = keys
+            .into_iter()
+            .map(|mk| crystal_id(&MatchKey::from_stored(mk)))
+            .collect();
+        self.get_grains(&ids).await
     }
 
     /// Deletes a grain (loaded or crystallised) with a `grain_forgotten`
@@ -448,9 +470,15 @@ impl Blackboard {
                 )
                 .await?;
         }
-        let grain_named = grain.as_ref().map(|g| g.fact_id.clone());
-        let mut pipe = redis::pipe();
         let blocked_s = if match_key.is_empty() { 0 } else { block_s };
+        let feedback = Feedback {
+            query_id: query_id.to_string(),
+            grain: grain.as_ref().map(|g| g.fact_id.clone()),
+            removed,
+            loaded,
+            blocked_s,
+        };
+        let mut pipe = redis::pipe();
         if blocked_s > 0 {
             pipe.set_ex(
                 self.keys.crystal_blocked(match_key.as_str()),
@@ -461,16 +489,11 @@ impl Blackboard {
             .del(self.keys.crystal_seen(match_key.as_str()))
             .ignore();
         }
-        let what = match (&grain_named, loaded, removed) {
-            (Some(id), true, false) => {
-                format!("the loaded grain {id} is kept (kitbash feedback … --force removes it)")
-            }
-            (Some(id), _, true) => format!("grain {id} removed"),
-            _ => "no grain involved".to_string(),
-        };
         let mut reason = format!(
-            "answer {:?} from {} marked wrong; {what}; the question is kept from crystallising for {blocked_s} s",
-            answer.text, answer.layer
+            "answer {:?} from {} marked wrong; {}; the question is kept from crystallising for {blocked_s} s",
+            answer.text,
+            answer.layer,
+            feedback.grain_outcome()
         );
         if let Some(note) = note.filter(|n| !n.is_empty()) {
             reason.push_str(&format!("; note: {note}"));
@@ -478,7 +501,7 @@ impl Blackboard {
         let mut event = Event::new(EventKind::AnswerMarkedWrong, query_id)
             .layer(answer.layer.as_str())
             .reason(reason.as_str());
-        if let Some(id) = &grain_named {
+        if let Some(id) = &feedback.grain {
             event = event.grain(id.as_str());
         }
         self.add_event_to(&mut pipe, &event);
@@ -488,7 +511,7 @@ impl Blackboard {
             "question": state.query_text,
             "answer": answer.text,
             "layer": answer.layer,
-            "grain": grain_named,
+            "grain": feedback.grain,
             "removed": removed,
             "note": note,
             "at": now_rfc3339(),
@@ -501,13 +524,7 @@ impl Blackboard {
         pipe.query_async::<()>(&mut conn)
             .await
             .map_err(BlackboardError::from)?;
-        Ok(Feedback {
-            query_id: query_id.to_string(),
-            grain: grain_named,
-            removed,
-            loaded,
-            blocked_s,
-        })
+        Ok(feedback)
     }
 }
 

@@ -41,9 +41,6 @@ use crate::state::{Crystallized, now_rfc3339};
 use crate::store::blackboard::{Blackboard, BlackboardError, Result};
 use crate::store::scripts::{DELETE_GRAIN, STORE_GRAIN};
 
-/// Name of the question index under `<p>:grains:index:`.
-const QUESTION_INDEX: &str = "questions";
-
 /// Fact ids starting with this would name an index key (`<p>:grains:index:*`).
 const RESERVED_ID_PREFIX: &str = "index:";
 
@@ -394,7 +391,7 @@ impl Blackboard {
         let mut invocation = STORE_GRAIN.prepare_invoke();
         invocation
             .key(&key)
-            .key(self.keys.grain_index(QUESTION_INDEX))
+            .key(self.keys.question_index())
             .key(self.keys.grain_ids())
             .key(self.keys.crystallized())
             .key(self.keys.feed())
@@ -418,24 +415,18 @@ impl Blackboard {
         Ok((invocation, match_key))
     }
 
-    /// Maps a script's error: a wrong-typed key names the key.
+    /// Maps a grain script's error: a wrong-typed key names the key.
     fn script_error(&self, err: redis::RedisError, fact_id: &str) -> BlackboardError {
-        if !crate::store::blackboard::is_wrong_type(&err) {
-            return BlackboardError::Redis(err);
-        }
-        let text = err.to_string();
-        let (key, expected) = if text.contains("key 2 holds") {
-            (self.keys.grain_index(QUESTION_INDEX), "hash")
-        } else if text.contains("key 3 holds") {
-            (self.keys.grain_ids(), "set")
-        } else if text.contains("key 4 holds") {
-            (self.keys.crystallized(), "sorted set")
-        } else if text.contains("key 5 holds") {
-            (self.keys.feed(), "stream")
-        } else {
-            (self.keys.grain(fact_id), "hash")
-        };
-        BlackboardError::WrongType { key, expected }
+        wrong_type_key(
+            err,
+            &[
+                (self.keys.grain(fact_id), "hash"),
+                (self.keys.question_index(), "hash"),
+                (self.keys.grain_ids(), "set"),
+                (self.keys.crystallized(), "sorted set"),
+                (self.keys.feed(), "stream"),
+            ],
+        )
     }
 
     /// Finds the grain layer0 would answer `text` with, without aliases:
@@ -455,7 +446,7 @@ impl Blackboard {
         if match_key.is_empty() {
             return Ok(None);
         }
-        let index = self.keys.grain_index(QUESTION_INDEX);
+        let index = self.keys.question_index();
         let mut conn = self.conn.clone();
         let raw: Option<String> = conn
             .hget(&index, match_key.as_str())
@@ -488,7 +479,7 @@ impl Blackboard {
         if keys.is_empty() {
             return Ok(None);
         }
-        let index = self.keys.grain_index(QUESTION_INDEX);
+        let index = self.keys.question_index();
         let mut conn = self.conn.clone();
         let fields: Vec<&str> = keys.iter().map(MatchKey::as_str).collect();
         let raw: Vec<Option<String>> = redis::cmd("HMGET")
@@ -551,7 +542,7 @@ impl Blackboard {
         let mut conn = self.conn.clone();
         let deleted: u64 = DELETE_GRAIN
             .key(self.keys.grain(fact_id))
-            .key(self.keys.grain_index(QUESTION_INDEX))
+            .key(self.keys.question_index())
             .key(self.keys.grain_ids())
             .key(self.keys.crystallized())
             .arg(fact_id)
@@ -601,6 +592,13 @@ impl Blackboard {
     /// warning; an id whose hash is gone is dropped from the index.
     pub async fn list_grains(&self, limit: usize) -> Result<Vec<Grain>> {
         let ids = self.list_grain_ids(limit).await?;
+        self.get_grains(&ids).await
+    }
+
+    /// The grains of `ids` that exist, read pipelined (one round trip per
+    /// 200). A grain that cannot be read is skipped with a warning; an id
+    /// whose hash is gone is dropped from the index.
+    pub(crate) async fn get_grains(&self, ids: &[String]) -> Result<Vec<Grain>> {
         let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(200) {
@@ -661,6 +659,27 @@ impl Blackboard {
             .await
             .map_err(|e| BlackboardError::on_key(e, &key, "hash"))
     }
+}
+
+/// A script's error: for a wrong-typed key (`check_types` in
+/// `grain_helpers.lua` names it `key N`), the key and what it should hold,
+/// from `keys` (`KEYS` in order); any other error as it is.
+pub(crate) fn wrong_type_key(
+    err: redis::RedisError,
+    keys: &[(String, &'static str)],
+) -> BlackboardError {
+    if !crate::store::blackboard::is_wrong_type(&err) {
+        return BlackboardError::Redis(err);
+    }
+    let text = err.to_string();
+    let (key, expected) = keys
+        .iter()
+        .enumerate()
+        .find(|(i, _)| text.contains(&format!("key {} holds", i + 1)))
+        .or_else(|| keys.first().map(|k| (0, k)))
+        .map(|(_, (k, e))| (k.clone(), *e))
+        .unwrap_or_default();
+    BlackboardError::WrongType { key, expected }
 }
 
 fn stored_grain(grain: &Grain, match_key: MatchKey, reply: (String, String)) -> StoredGrain {

@@ -73,6 +73,12 @@ impl Keys {
         self.grain_index("all")
     }
 
+    /// `<p>:grains:index:questions` — layer0's question index (match key →
+    /// the answering grain's entry).
+    pub fn question_index(&self) -> String {
+        self.grain_index("questions")
+    }
+
     /// `<p>:grains:index:crystallized` — the match keys of crystallised
     /// grains, scored by expiry (Unix ms).
     pub fn crystallized(&self) -> String {

@@ -60,6 +60,16 @@ async fn events(bb: &Blackboard, event: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Stops `daemon` once every query task it ran has ended (a task offers its
+/// answer for crystallisation after the outcome, so only then is "nothing
+/// crystallised" settled), and starts another that sees layer2.
+async fn drained(daemon: RunningDaemon, settings: &Settings, bb: &Blackboard) -> RunningDaemon {
+    daemon.stop().await;
+    let daemon = RunningDaemon::start(settings);
+    daemon.wait_until_sees(bb, "layer2").await;
+    daemon
+}
+
 /// Layer0 and layer2 (a test worker) only, one answer enough to crystallise.
 fn one_answer_policy(ctx: &mut TestContext) -> Settings {
     let s = fast(ctx);
@@ -195,11 +205,12 @@ async fn unsafe_questions_low_confidence_and_loaded_grains_never_crystallise() {
         assert_eq!(s.answer.as_ref().unwrap().layer, "layer2", "{s:?}");
         ids.push(s.query_id);
     }
-    // A safe question that does crystallise, asked last: once its grain is
-    // there, the ones before had their turn.
+    // A safe question that does crystallise: the policy lets answers
+    // through, and it is the only one.
     let sentinel = "What is the capital of Uganda?";
     ask(&ctx, &bb, sentinel).await;
     wait_crystal(&bb, sentinel).await;
+    let daemon = drained(daemon, &settings, &bb).await;
     for q in refused {
         assert!(crystal_of(&bb, q).await.is_none(), "{q:?} crystallised");
     }
@@ -237,6 +248,7 @@ async fn unsafe_questions_low_confidence_and_loaded_grains_never_crystallise() {
     .await;
     ask(&ctx, &bb, sentinel).await;
     wait_crystal(&bb, sentinel).await;
+    let daemon = drained(daemon, &settings, &bb).await;
     assert!(crystal_of(&bb, q).await.is_none());
 
     // Switched off as a whole: nothing more crystallises.
@@ -248,8 +260,8 @@ async fn unsafe_questions_low_confidence_and_loaded_grains_never_crystallise() {
     let q = "What is the capital of Burundi?";
     ask(&ctx, &bb, q).await;
     ask(&ctx, &bb, q).await;
-    assert!(crystal_of(&bb, q).await.is_none());
     daemon.stop().await;
+    assert!(crystal_of(&bb, q).await.is_none());
     sure.stop().await;
 }
 
@@ -325,7 +337,7 @@ async fn min_answers_counts_the_same_answer_in_a_row() {
 async fn expiry_is_absolute_and_hits_never_extend_it() {
     let mut ctx = TestContext::new();
     let mut settings = one_answer_policy(&mut ctx);
-    settings.layers.get_mut("layer2").unwrap().crystallize.ttl_s = 3;
+    settings.layers.get_mut("layer2").unwrap().crystallize.ttl_s = 5;
     let bb = ctx.blackboard().await;
     let (daemon, worker) = serve_layer2(&ctx, &settings, "Quito").await;
 
@@ -580,6 +592,7 @@ async fn feedback_wrong_removes_the_grain_and_keeps_the_question_from_crystallis
     let sentinel = "What is the capital of Fiji?";
     ask(&ctx, &bb, sentinel).await;
     wait_crystal(&bb, sentinel).await;
+    let daemon = drained(daemon, &settings, &bb).await;
     assert!(
         crystal_of(&bb, q).await.is_none(),
         "blocked for crystallization.block_s"
@@ -779,11 +792,11 @@ async fn consensus_answers_only_when_both_layers_agree() {
     ask(&ctx, &bb, sentinel).await;
     assert!(l1.jobs_seen.load(std::sync::atomic::Ordering::SeqCst) > l1_hits_before);
     wait_crystal(&bb, sentinel).await;
+    daemon.stop().await;
     assert!(
         crystal_of(&bb, q).await.is_none(),
         "layer4's answer never crystallises"
     );
-    daemon.stop().await;
     l1.stop().await;
     l4.stop().await;
 }
