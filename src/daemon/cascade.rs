@@ -19,7 +19,7 @@ use super::intake::{self, EntryKind, Intake};
 use super::{consensus, crystallize};
 use crate::config::{LayerKind, LayerSettings};
 use crate::observe::feed::{Event, EventKind};
-use crate::observe::metrics::{bench_scoped, is_bench, layer_latency_metric};
+use crate::observe::metrics::{Tally, bench_scoped, is_bench, layer_latency_metric};
 use crate::state::{Answer, LayerAttempt, Outcome, QueryState, QueryStatus, now_rfc3339};
 use crate::store::blackboard::is_wrong_type;
 use crate::store::orphans::HeldEntry;
@@ -31,12 +31,9 @@ pub(super) struct Run {
     pub(super) state: QueryState,
     pub(super) entry: Vec<u8>,
     pub(super) events: Vec<Event>,
-    /// Counters and grain hits, written with the finishing step.
-    pub(super) counters: redis::Pipeline,
-    /// Latency samples (metric, ms, unix ms), added to `counters` only when the
-    /// finishing step is sent, so the sample that takes its metric's
-    /// trimming turn is not held back while the query waits on a worker.
-    pub(super) samples: Vec<(String, f64, i64)>,
+    /// Counters, grain hits and latency samples, written with the
+    /// finishing step (merged with those of the queries finished with it).
+    pub(super) tally: Tally,
     pub(super) started: Instant,
     /// Benchmark traffic (`metadata.bench: true`): its counters and samples
     /// go to the `bench:` names, and Prometheus does not count it.
@@ -164,8 +161,7 @@ impl Run {
             state,
             entry,
             events: Vec::with_capacity(8),
-            counters: redis::pipe(),
-            samples: Vec::new(),
+            tally: Tally::default(),
             started,
             replaces: None,
             dead: None,
@@ -345,17 +341,17 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
         run.events.push(ev);
         let counted_as = run.counted_as(name);
         sh.bb.add_attempt_to(
-            &mut run.counters,
+            &mut run.tally,
             &counted_as,
             attempt.outcome,
             attempt.latency_ms,
         );
         if attempt.outcome != Outcome::Skipped {
-            run.samples.push((
+            run.tally.sample(
                 layer_latency_metric(&counted_as),
                 attempt.latency_ms,
                 chrono::Utc::now().timestamp_millis(),
-            ));
+            );
         }
         if !run.bench {
             sh.status
@@ -459,7 +455,7 @@ async fn grain_attempt(sh: &Instance, run: &mut Run, name: &str, layer: &LayerSe
         Ok(Ok(Some(m))) => {
             let hit = m.confidence >= layer.min_confidence;
             if hit {
-                sh.bb.add_grain_hit_to(&mut run.counters, &m);
+                sh.bb.add_grain_hit_to(&mut run.tally, &m);
             }
             Attempt {
                 outcome: if hit { Outcome::Hit } else { Outcome::Miss },

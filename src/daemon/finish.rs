@@ -2,19 +2,17 @@
 //! list for entries that cannot become queries and for queries recovery
 //! gave up on, and the record of a query this daemon found it had lost.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use redis::{ErrorKind, ServerErrorKind};
 use tokio_util::sync::CancellationToken;
 
 use super::cascade::{Run, ms_since};
+use super::finisher::{Outcome, Written};
 use super::instance::Instance;
 use crate::observe::feed::{Event, EventKind};
 use crate::observe::metrics::layer_latency_metric;
 use crate::state::{QueryState, QueryStatus, now_rfc3339};
-use crate::store::blackboard::is_wrong_type;
-use crate::store::outage::Backoff;
-use crate::store::scripts::{DEAD_ENTRY, FINISH, push_events};
+use crate::store::scripts::DEAD_ENTRY;
 
 /// Most records kept in the dead list; the oldest go first.
 pub const DEAD_LIST_CAP: isize = 10_000;
@@ -46,11 +44,12 @@ pub(super) async fn record_fenced(sh: &Instance, qid: &str, reason: &str) {
     }
 }
 
-/// Writes the terminal state and everything recorded, in one round trip,
-/// exactly once and only while this daemon holds the query (see
-/// `finish.lua`). Retries while Redis is away, until `abort` fires; the
-/// entry stays in the processing list meanwhile. Returns whether this
-/// outcome is the query's (written now, or by an earlier try of this call).
+/// Writes the terminal state and everything recorded, exactly once and
+/// only while this daemon holds the query (see `finish.lua`), in the
+/// instance's next finishing batch (`finisher.rs`). Retries while Redis is
+/// away, until `abort` fires; the entry stays in the processing list
+/// meanwhile. Returns whether this outcome is the query's (written now, or
+/// by an earlier try).
 pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToken) -> bool {
     let qid = run.state.query_id.clone();
     let status = run.state.status.clone();
@@ -68,129 +67,47 @@ pub(super) async fn finish(sh: &Instance, mut run: Run, abort: &CancellationToke
         }
     }
     if run.dead.is_none() {
-        run.samples.push((
+        run.tally.sample(
             // `QUERY_LATENCY_METRIC`, or its bench name.
             layer_latency_metric(&run.counted_as("query")),
             latency_ms,
             chrono::Utc::now().timestamp_millis(),
-        ));
+        );
     }
-    for (metric, value, ts_ms) in run.samples.drain(..) {
-        sh.bb
-            .add_sample_to(&mut run.counters, &metric, value, ts_ms);
-    }
-    let keys = sh.bb.keys();
-    let o = &sh.settings.orchestrator;
-    let script_keys = [
-        keys.state(&qid),
-        sh.processing_key.clone(),
-        keys.done(&qid),
-        keys.feed(),
-        keys.dead(),
-    ];
-    let mut args: Vec<Vec<u8>> = vec![
-        serde_json::to_vec(&run.state).expect("state serializes"),
-        run.entry.clone(),
-        o.state_ttl_s.to_string().into_bytes(),
-        o.done_ttl_s.to_string().into_bytes(),
-        status.as_str().as_bytes().to_vec(),
-        sh.bb.limits().feed_max_len.to_string().into_bytes(),
-        run.replaces
-            .take()
-            .map(String::into_bytes)
-            .unwrap_or_default(),
-        run.dead.take().map(String::into_bytes).unwrap_or_default(),
-        DEAD_LIST_CAP.to_string().into_bytes(),
-    ];
-    push_events(&mut args, &run.events);
-    let mut invocation = FINISH.prepare_invoke();
-    for k in &script_keys {
-        invocation.key(k);
-    }
-    for a in &args {
-        invocation.arg(a);
-    }
-    // One round trip: the script (EVALSHA), then the counters and samples.
-    let mut pipe = redis::pipe();
-    pipe.invoke_script(&invocation);
-    for c in run.counters.cmd_iter() {
-        pipe.add_command(c.clone()).ignore();
-    }
-    let mut conn = sh.bb.connection();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    let mut counters = Counters::NotSent;
-    loop {
-        let written: redis::RedisResult<i64> = if counters != Counters::NotSent {
-            // Only the script is left (or may be); this loads it if needed.
-            invocation.invoke_async(&mut conn).await
-        } else {
-            pipe.query_async::<(i64,)>(&mut conn).await.map(|(w,)| w)
-        };
-        match written {
-            Ok(1) => {
-                if counters == Counters::Unknown {
-                    // The script ran only now, so the earlier try (script
-                    // first, counters after it) did not reach Redis.
-                    if let Err(e) = run.counters.query_async::<()>(&mut conn).await {
-                        tracing::debug!(query_id = %qid, "counters not written: {e}");
-                    }
-                }
-                if !run.bench {
-                    sh.status.prom.query_finished(status.as_str(), latency_ms);
-                }
-                tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
-                return true;
+    let entry = run.entry.clone();
+    let outcome = Outcome {
+        state: serde_json::to_vec(&run.state).expect("state serializes"),
+        query_id: qid.clone(),
+        entry: run.entry,
+        status: status.as_str().to_string(),
+        replaces: run.replaces,
+        dead: run.dead,
+        events: run.events,
+        tally: run.tally,
+    };
+    let written = tokio::select! {
+        w = sh.finisher.write(outcome) => w,
+        _ = abort.cancelled() => return false,
+    };
+    match written {
+        Some(Written::Now | Written::Earlier) => {
+            if !run.bench {
+                sh.status.prom.query_finished(status.as_str(), latency_ms);
             }
-            Ok(2) => {
-                // An earlier try wrote exactly this outcome; its reply was lost.
-                if !run.bench {
-                    sh.status.prom.query_finished(status.as_str(), latency_ms);
-                }
-                tracing::debug!(query_id = %qid, status = %status, "finished (by an earlier try)");
-                return true;
-            }
-            Ok(code) => {
-                record_fenced(sh, &qid, &lost_reason(sh, code)).await;
-                return false;
-            }
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                // Redis lost its scripts (restart, SCRIPT FLUSH): the rest of
-                // the pipeline ran; invoke_async loads the script and runs it.
-                counters = Counters::Sent;
-            }
-            Err(e) if is_wrong_type(&e) => {
-                tracing::error!(query_id = %qid, "cannot finish: a key has the wrong type: {e}");
-                dead_letter(sh, &run.entry, &format!("cannot write the outcome: {e}")).await;
-                return false;
-            }
-            Err(e) => {
-                sh.status.redis_failed("finishing queries", &e);
-                tracing::debug!(query_id = %qid, "cannot finish yet: {e}; retrying");
-                // It may have run before the connection failed: from now on
-                // the script alone says (it finishes a query only once).
-                if counters == Counters::NotSent {
-                    counters = Counters::Unknown;
-                }
-                tokio::select! {
-                    _ = abort.cancelled() => return false,
-                    _ = tokio::time::sleep(backoff.next_wait()) => {}
-                }
-            }
+            tracing::debug!(query_id = %qid, status = %status, latency_ms, "finished");
+            true
         }
+        Some(Written::Refused(code)) => {
+            record_fenced(sh, &qid, &lost_reason(sh, code)).await;
+            false
+        }
+        Some(Written::WrongType(e)) => {
+            tracing::error!(query_id = %qid, "cannot finish: a key has the wrong type: {e}");
+            dead_letter(sh, &entry, &format!("cannot write the outcome: {e}")).await;
+            false
+        }
+        None => false,
     }
-}
-
-/// Whether the counters and samples that go with the finishing script (in
-/// the same pipeline, after it) have reached Redis, across retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Counters {
-    /// No try has been sent yet, or none reached Redis.
-    NotSent,
-    /// They ran (the pipeline ran past the script).
-    Sent,
-    /// A try failed without saying how far it got: from now on the script
-    /// alone is sent, and it says (it finishes a query only once).
-    Unknown,
 }
 
 /// Drops a queue entry for a query that is finished already (a client

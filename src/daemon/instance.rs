@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::finisher::{Finisher, Target};
 use super::replies::{Pending, WorkerDirectory};
 use super::status::DaemonStatus;
 use crate::aliases::Aliases;
@@ -23,6 +24,8 @@ pub(super) struct Instance {
     pub held: Arc<Held>,
     /// Other names of entities, for layer0's second stage.
     pub aliases: Arc<Aliases>,
+    /// Writes the outcomes of the instance's queries, batched.
+    pub finisher: Finisher,
 }
 
 impl Instance {
@@ -33,8 +36,17 @@ impl Instance {
         status: Arc<DaemonStatus>,
     ) -> Arc<Self> {
         let instance = &status.instance;
+        let processing_key = bb.keys().processing(instance);
+        let finisher = Finisher::start(Target {
+            bb: bb.clone(),
+            processing_key: processing_key.clone(),
+            state_ttl_s: settings.orchestrator.state_ttl_s,
+            done_ttl_s: settings.orchestrator.done_ttl_s,
+            status: status.clone(),
+        });
         Arc::new(Self {
-            processing_key: bb.keys().processing(instance),
+            finisher,
+            processing_key,
             reply_key: bb.keys().replies(instance),
             pending: Pending::default(),
             workers: WorkerDirectory::default(),

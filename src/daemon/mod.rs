@@ -21,6 +21,7 @@ mod crystallize;
 pub mod direct;
 mod dispatch;
 mod finish;
+mod finisher;
 pub mod http;
 mod instance;
 pub mod intake;

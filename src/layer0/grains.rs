@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aliases::Aliases;
 use crate::layer0::matching::{MatchKey, normalize, second_stage_keys};
+use crate::observe::metrics::Tally;
 use crate::state::{Crystallized, now_rfc3339};
 use crate::store::blackboard::{Blackboard, BlackboardError, Result};
 use crate::store::scripts::{DELETE_GRAIN, STORE_GRAIN};
@@ -501,23 +502,19 @@ impl Blackboard {
         Ok(agreed(found))
     }
 
-    /// Appends "one more hit" for a grain to `pipe` (an HINCRBY whose reply
-    /// is ignored), so the daemon counts layer0 hits in its finishing
+    /// Adds "one more hit" for a grain to `tally` (an HINCRBY when it is
+    /// written), so the daemon counts layer0 hits in its finishing
     /// pipeline instead of a round trip of its own. Should the grain be
     /// deleted between the lookup and the pipeline, this leaves a hash with
     /// only `hits` under its key; it is in no index, so nothing reads it, and
     /// a later store of the same id keeps that count. For a crystallised
     /// grain the expiry is set on a hash that has none (`PEXPIREAT … NX`,
     /// Redis 7), so such a leftover expires when the grain would have.
-    pub fn add_grain_hit_to(&self, pipe: &mut redis::Pipeline, m: &GrainMatch) {
+    pub fn add_grain_hit_to(&self, tally: &mut Tally, m: &GrainMatch) {
         let key = self.keys.grain(&m.fact_id);
-        pipe.hincr(&key, "hits", 1).ignore();
+        tally.incr(&key, "hits", 1);
         if let Some(c) = &m.crystallized {
-            pipe.cmd("PEXPIREAT")
-                .arg(&key)
-                .arg(c.expires_ms)
-                .arg("NX")
-                .ignore();
+            tally.expire_at_nx(&key, c.expires_ms);
         }
     }
 

@@ -33,18 +33,92 @@ pub const TRIM_EVERY: u64 = 64;
 /// Counted per metric: a process-wide count would alias with the fixed order
 /// in which a query writes its samples (layer0, then the query's own, …), so
 /// that some metric never got the trimming turn and grew until maintenance.
-fn trim_turn(metric: &str) -> bool {
+/// `added` samples at once (one batch) count as that many turns.
+fn trim_turn(metric: &str, added: u64) -> bool {
     let mut counts = SINCE_TRIM.lock().expect("trim counts lock");
     let n = match counts.get_mut(metric) {
         Some(n) => n,
         None => counts.entry(metric.to_string()).or_insert(0),
     };
-    *n += 1;
+    *n += added;
     if *n >= TRIM_EVERY {
         *n = 0;
         true
     } else {
         false
+    }
+}
+
+/// What queries add to the counters and metrics, kept as data until their
+/// finishing step writes it ([`Blackboard::add_tally_to`]). The tallies of
+/// queries finished together are merged first, so a batch costs one
+/// HINCRBY per counter and one ZADD per metric however many queries it
+/// finishes.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Increments by (hash key, field), in first-seen order.
+    increments: Vec<((String, &'static str), i64)>,
+    /// Crystallised grains hit: their key and expiry (unix ms), which a
+    /// leftover hash without one gets (`PEXPIREAT … NX`).
+    expiries: Vec<(String, i64)>,
+    /// Latency samples: metric, ms, unix ms.
+    samples: Vec<(String, f64, i64)>,
+}
+
+impl Tally {
+    /// Adds `by` to `field` of the hash `key`.
+    pub fn incr(&mut self, key: &str, field: &'static str, by: i64) {
+        match self
+            .increments
+            .iter_mut()
+            .find(|((k, f), _)| *f == field && k == key)
+        {
+            Some((_, n)) => *n += by,
+            None => self.increments.push(((key.to_string(), field), by)),
+        }
+    }
+
+    /// Gives the hash `key` an expiry at `at_ms` unless it has one.
+    pub fn expire_at_nx(&mut self, key: &str, at_ms: i64) {
+        if !self.expiries.iter().any(|(k, _)| k == key) {
+            self.expiries.push((key.to_string(), at_ms));
+        }
+    }
+
+    /// Records one sample of `metric`: `value` ms, taken at `ts_ms`.
+    pub fn sample(&mut self, metric: String, value: f64, ts_ms: i64) {
+        self.samples.push((metric, value, ts_ms));
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.increments.is_empty() && self.expiries.is_empty() && self.samples.is_empty()
+    }
+
+    /// One tally holding all of `tallies`: increments of the same counter
+    /// summed, expiries once per key, every sample.
+    pub fn merged<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Tally {
+        let mut out = Tally::default();
+        let mut at: HashMap<(&'a str, &'static str), usize> = HashMap::new();
+        let mut expiring: std::collections::HashSet<&'a str> = Default::default();
+        for t in tallies {
+            for ((key, field), by) in &t.increments {
+                match at.get(&(key.as_str(), *field)) {
+                    Some(&i) => out.increments[i].1 += by,
+                    None => {
+                        at.insert((key.as_str(), field), out.increments.len());
+                        out.increments.push(((key.clone(), field), *by));
+                    }
+                }
+            }
+            for (key, at_ms) in &t.expiries {
+                if expiring.insert(key.as_str()) {
+                    out.expiries.push((key.clone(), *at_ms));
+                }
+            }
+            out.samples.extend(t.samples.iter().cloned());
+        }
+        out
     }
 }
 
@@ -174,25 +248,37 @@ impl Blackboard {
     /// [`Self::maintain`] (run by every daemon every few seconds) trims every
     /// metric too.
     pub fn add_sample_to(&self, pipe: &mut redis::Pipeline, metric: &str, value: f64, ts_ms: i64) {
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.add_sample(pipe, metric, value, ts_ms, seq, trim_turn(metric));
+        self.add_samples_to(pipe, metric, &[(value, ts_ms)]);
     }
 
-    fn add_sample(
+    /// [`Self::add_sample_to`] for several samples of one metric: one ZADD
+    /// with all of them, and the trims when one of them takes the turn.
+    pub fn add_samples_to(&self, pipe: &mut redis::Pipeline, metric: &str, samples: &[(f64, i64)]) {
+        let Some(newest) = samples.iter().map(|&(_, ts)| ts).max() else {
+            return;
+        };
+        let trim = trim_turn(metric, samples.len() as u64);
+        self.add_samples(pipe, metric, samples, newest, trim);
+    }
+
+    fn add_samples(
         &self,
         pipe: &mut redis::Pipeline,
         metric: &str,
-        value: f64,
-        ts_ms: i64,
-        seq: u64,
+        samples: &[(f64, i64)],
+        newest_ms: i64,
         trim: bool,
     ) {
         let key = self.keys.metric(metric);
-        let member = format!("{value}|{}{seq}", *WRITER);
-        pipe.zadd(&key, member, ts_ms).ignore();
+        let zadd = pipe.cmd("ZADD").arg(&key);
+        for &(value, ts_ms) in samples {
+            let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+            zadd.arg(ts_ms).arg(format!("{value}|{}{seq}", *WRITER));
+        }
+        zadd.ignore();
         if trim {
             let retention_ms = (self.limits.metric_retention_s * 1000) as i64;
-            pipe.zrembyscore(&key, "-inf", format!("({}", ts_ms - retention_ms))
+            pipe.zrembyscore(&key, "-inf", format!("({}", newest_ms - retention_ms))
                 .ignore()
                 .zremrangebyrank(&key, 0, -(self.limits.metric_max_samples as isize) - 1)
                 .ignore()
@@ -205,15 +291,8 @@ impl Blackboard {
     /// Records one sample of `metric`, stamped now, and trims the metric.
     pub async fn record_metric(&self, metric: &str, value: f64) -> Result<()> {
         let mut pipe = redis::pipe();
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.add_sample(
-            &mut pipe,
-            metric,
-            value,
-            chrono::Utc::now().timestamp_millis(),
-            seq,
-            true,
-        );
+        let now = chrono::Utc::now().timestamp_millis();
+        self.add_samples(&mut pipe, metric, &[(value, now)], now, true);
         let mut conn = self.conn.clone();
         let key = self.keys.metric(metric);
         let _: () = pipe
@@ -252,10 +331,10 @@ impl Blackboard {
         Ok(Summary::of(samples.iter().map(|s| s.value)))
     }
 
-    /// Appends the counter increments of one attempt at `layer` to `pipe`.
+    /// Adds the counter increments of one attempt at `layer` to `tally`.
     pub fn add_attempt_to(
         &self,
-        pipe: &mut redis::Pipeline,
+        tally: &mut Tally,
         layer: &str,
         outcome: Outcome,
         latency_ms: f64,
@@ -269,11 +348,32 @@ impl Blackboard {
             Outcome::Skipped => "skips",
         };
         if outcome != Outcome::Skipped {
-            pipe.hincr(&key, "attempts", 1).ignore();
-            pipe.hincr(&key, "latency_sum_us", (latency_ms * 1000.0).round() as i64)
-                .ignore();
+            tally.incr(&key, "attempts", 1);
+            tally.incr(&key, "latency_sum_us", (latency_ms * 1000.0).round() as i64);
         }
-        pipe.hincr(&key, field, 1).ignore();
+        tally.incr(&key, field, 1);
+    }
+
+    /// Appends the commands that write `tally` to `pipe`: one HINCRBY per
+    /// counter, one ZADD per metric (with its trims when due), one
+    /// `PEXPIREAT … NX` per crystallised grain hit.
+    pub fn add_tally_to(&self, pipe: &mut redis::Pipeline, tally: &Tally) {
+        for ((key, field), by) in &tally.increments {
+            pipe.hincr(key, *field, *by).ignore();
+        }
+        for (key, at_ms) in &tally.expiries {
+            pipe.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("NX").ignore();
+        }
+        let mut metrics: Vec<(&str, Vec<(f64, i64)>)> = Vec::new();
+        for (metric, value, ts_ms) in &tally.samples {
+            match metrics.iter_mut().find(|(m, _)| m == metric) {
+                Some((_, s)) => s.push((*value, *ts_ms)),
+                None => metrics.push((metric, vec![(*value, *ts_ms)])),
+            }
+        }
+        for (metric, samples) in metrics {
+            self.add_samples_to(pipe, metric, &samples);
+        }
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -284,18 +384,14 @@ impl Blackboard {
         outcome: Outcome,
         latency_ms: f64,
     ) -> Result<()> {
+        let mut tally = Tally::default();
+        self.add_attempt_to(&mut tally, layer, outcome, latency_ms);
         let mut pipe = redis::pipe();
-        self.add_attempt_to(&mut pipe, layer, outcome, latency_ms);
+        self.add_tally_to(&mut pipe, &tally);
         if outcome != Outcome::Skipped {
-            let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-            self.add_sample(
-                &mut pipe,
-                &layer_latency_metric(layer),
-                latency_ms,
-                chrono::Utc::now().timestamp_millis(),
-                seq,
-                true,
-            );
+            let now = chrono::Utc::now().timestamp_millis();
+            let metric = layer_latency_metric(layer);
+            self.add_samples(&mut pipe, &metric, &[(latency_ms, now)], now, true);
         }
         let mut conn = self.conn.clone();
         let key = self.keys.stats(layer);

@@ -421,11 +421,19 @@ async fn hits_are_counted_in_the_callers_pipeline() {
         .await
         .unwrap();
     let m = bb.lookup_grain("Kenya's capital").await.unwrap().unwrap();
+    // Two queries' tallies, merged as a finishing batch merges them.
+    let mut one = kitbash::observe::metrics::Tally::default();
+    bb.add_grain_hit_to(&mut one, &m);
+    let mut two = kitbash::observe::metrics::Tally::default();
+    bb.add_grain_hit_to(&mut two, &m);
+    bb.add_grain_hit_to(&mut two, &m);
     let mut pipe = redis::pipe();
-    bb.add_grain_hit_to(&mut pipe, &m);
-    bb.add_grain_hit_to(&mut pipe, &m);
+    bb.add_tally_to(
+        &mut pipe,
+        &kitbash::observe::metrics::Tally::merged([&one, &two]),
+    );
     let () = pipe.query_async(&mut bb.connection()).await.unwrap();
-    assert_eq!(bb.get_grain("h").await.unwrap().unwrap().hits, 2);
+    assert_eq!(bb.get_grain("h").await.unwrap().unwrap().hits, 3);
 }
 
 // ----- bad data ------------------------------------------------------------------

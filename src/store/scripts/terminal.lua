@@ -18,13 +18,19 @@ end
 
 -- xadd_events(feed, maxlen, i): XADDs the events encoded in ARGV from
 -- index i on (a count E, then per event its field count F and F
--- field/value pairs); returns the index after them.
+-- field/value pairs), each trimming the feed to about maxlen unless
+-- maxlen is nil (the caller trims); returns the index after them.
 local function xadd_events(feed, maxlen, i)
   local count = tonumber(ARGV[i])
   i = i + 1
   for _ = 1, count do
     local n = tonumber(ARGV[i])
-    local args = {'XADD', feed, 'MAXLEN', '~', maxlen, '*'}
+    local args
+    if maxlen then
+      args = {'XADD', feed, 'MAXLEN', '~', maxlen, '*'}
+    else
+      args = {'XADD', feed, '*'}
+    end
     for j = 1, n * 2 do
       args[#args + 1] = ARGV[i + j]
     end
