@@ -24,18 +24,13 @@ local function xadd_events(feed, maxlen, i)
   local count = tonumber(ARGV[i])
   i = i + 1
   for _ = 1, count do
-    local n = tonumber(ARGV[i])
-    local args
+    local last = i + tonumber(ARGV[i]) * 2
     if maxlen then
-      args = {'XADD', feed, 'MAXLEN', '~', maxlen, '*'}
+      redis.call('XADD', feed, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, last))
     else
-      args = {'XADD', feed, '*'}
+      redis.call('XADD', feed, '*', unpack(ARGV, i + 1, last))
     end
-    for j = 1, n * 2 do
-      args[#args + 1] = ARGV[i + j]
-    end
-    redis.call(unpack(args))
-    i = i + 1 + n * 2
+    i = last + 1
   end
   return i
 end
