@@ -483,3 +483,56 @@ async fn a_flushed_script_cache_still_finishes_each_query_once() {
     }
     d.stop().await;
 }
+
+/// A backlog is finished in batches (one script call for the outcomes that
+/// wait behind a write on the way): whatever the batches, every query is
+/// finished once, signalled once, and counted once in the merged counters
+/// and samples.
+#[tokio::test]
+async fn a_backlog_finished_in_batches_is_counted_once_per_query() {
+    const N: usize = 300;
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    let bb = ctx.blackboard().await;
+    bb.store_grain(&kenya()).await.unwrap();
+    let mut ids = Vec::with_capacity(N);
+    for _ in 0..N {
+        let q = QueryState::new("what is the capital of kenya");
+        bb.enqueue(&q).await.unwrap();
+        ids.push(q.query_id);
+    }
+    let d = RunningDaemon::start(&ctx.settings);
+    let instance = d.instance.clone();
+    for id in &ids {
+        let s = wait_done(&ctx, &bb, id, 120.0).await;
+        assert_eq!(s.status, QueryStatus::Answered, "{id}");
+    }
+    d.stop().await;
+
+    // Each wait above took its query's signal; none was given twice.
+    let mut raw = ctx.raw();
+    for id in &ids {
+        let left: u64 = raw.llen(ctx.keys().done(id)).unwrap();
+        assert_eq!(left, 0, "a second completion signal for {id}");
+    }
+    let c = bb.layer_counters("layer0").await.unwrap();
+    assert_eq!((c.attempts, c.hits), (N as u64, N as u64));
+    assert_eq!(
+        bb.get_grain("geo-ke").await.unwrap().unwrap().hits,
+        N as u64
+    );
+    for metric in ["latency:layer0", "latency:query"] {
+        let w = bb
+            .metric_window(metric, Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!(w.len(), N, "{metric}: one sample per query");
+    }
+    let counts = event_counts(&bb).await;
+    for id in &ids {
+        let n = counts.get(&("query_completed".to_string(), id.clone()));
+        assert_eq!(n, Some(&1), "one query_completed for {id}");
+    }
+    let processing: u64 = raw.llen(ctx.keys().processing(&instance)).unwrap();
+    assert_eq!(processing, 0);
+}
