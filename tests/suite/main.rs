@@ -13,7 +13,8 @@
 //! - one file per area beside them: the CLI, HTTP, workers and their
 //!   backends, layer0 and cartridge evaluation, the labelled set and
 //!   `kitbash calibrate` (`eval`), bounds, ACL, TLS, secrets,
-//!   the compose stack, property tests.
+//!   the compose stack, property tests, and the Redis Cluster harness
+//!   (`cluster`: six real nodes, `common::cluster`).
 
 mod common;
 
@@ -25,6 +26,7 @@ mod acl;
 mod bounded;
 mod cartridge;
 mod cli;
+mod cluster;
 mod compose;
 mod crystal;
 mod eval;
