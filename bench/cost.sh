@@ -36,11 +36,12 @@ export KITBASH_CONFIG=/dev/null KITBASH_REDIS__URL="redis://127.0.0.1:$PORT/0" \
   KITBASH_HTTP__ENABLED=false KITBASH_LOGGING__LEVEL=error
 for _ in $(seq 50); do redis-cli -p "$PORT" PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 net_in() { redis-cli -p "$PORT" INFO stats | tr -d '\r' | awk -F: '/^total_net_input_bytes/{print $2}'; }
-ready() {
-  for _ in $(seq 100); do
-    redis-cli -p "$PORT" --scan --pattern "$KITBASH_REDIS__KEY_PREFIX:health:*" | grep -q . && return
+ready() { # $1: the health-key pattern to wait for (default: any process)
+  for _ in $(seq 200); do
+    redis-cli -p "$PORT" --scan --pattern "$KITBASH_REDIS__KEY_PREFIX:health:${1:-*}" | grep -q . && break
     sleep 0.1
   done
+  sleep 1 # the daemon's worker directory refreshes every 250 ms
 }
 
 cost() { # $1 binary, $2 mix, $3 mode
@@ -48,6 +49,7 @@ cost() { # $1 binary, $2 mix, $3 mode
   "$1" serve & PIDS+=($!)
   if [ "$2" = worker ]; then
     KITBASH_WORKERS__ECHO_DELAY_MS=0 "$1" worker echo --layer layer2 --concurrency 64 & PIDS+=($!)
+    ready 'echo*'
   fi
   ready
   "$1" bench -n 2000 --mix "$2" --json >/dev/null # warm-up
@@ -73,6 +75,7 @@ waiting() { # $1 binary: RSS with 10,000 queries waiting on layer2
     KITBASH_LAYERS__LAYER2__TIMEOUT_MS=120000 "$1" serve & local d=$!
   PIDS+=($d)
   KITBASH_WORKERS__ECHO_DELAY_MS=600000 "$1" worker echo --layer layer2 --concurrency 1 & PIDS+=($!)
+  ready 'echo*'
   ready
   local idle
   idle=$(awk '/VmRSS/{print $2}' /proc/$d/status)

@@ -40,7 +40,7 @@ pub(super) async fn worker_attempt(
 /// unawaited (a consensus partner's reply nobody needs any more), it stops
 /// waiting: a reply coming later is recorded as late.
 pub(super) struct Handed {
-    rx: Option<tokio::sync::oneshot::Receiver<crate::protocol::Reply>>,
+    rx: Option<tokio::sync::oneshot::Receiver<Box<crate::protocol::Reply>>>,
     job_id: String,
     pending: super::replies::Pending,
     /// When the attempt began (its latency counts from here).
@@ -156,7 +156,10 @@ pub(super) async fn hand_off(
             }
         }
     };
+    // What stays allocated while the reply is awaited: only what is used.
     run.events.shrink_to_fit();
+    run.state.layer_attempts.shrink_to_fit();
+    run.tally.shrink_to_fit();
     match pushed {
         Err(e) => {
             sh.pending.forget(&job_id);
@@ -219,7 +222,7 @@ pub(super) async fn await_reply(
         Ok(Err(_)) => {
             return Attempt::failed(Outcome::Error, t0, "reply channel closed");
         }
-        Ok(Ok(reply)) => reply,
+        Ok(Ok(reply)) => *reply,
     };
     let latency_ms = ms_since(t0);
     if let Err(why) = reply.validate() {

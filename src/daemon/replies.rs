@@ -20,7 +20,8 @@ use crate::store::outage::Backoff;
 struct Waiting {
     query_id: String,
     layer: String,
-    tx: oneshot::Sender<Reply>,
+    /// Boxed: a waiting query's channel then holds a pointer, not a reply.
+    tx: oneshot::Sender<Box<Reply>>,
 }
 
 /// Jobs waiting for replies, by job id. A std Mutex: it is held for a map
@@ -32,7 +33,12 @@ pub struct Pending {
 
 impl Pending {
     /// Registers a job; the receiver gets its reply.
-    pub fn register(&self, job_id: &str, query_id: &str, layer: &str) -> oneshot::Receiver<Reply> {
+    pub fn register(
+        &self,
+        job_id: &str,
+        query_id: &str,
+        layer: &str,
+    ) -> oneshot::Receiver<Box<Reply>> {
         let (tx, rx) = oneshot::channel();
         self.inner.lock().expect("pending lock").insert(
             job_id.to_string(),
@@ -71,8 +77,8 @@ impl Pending {
         let w = map.remove(&reply.job_id).expect("present");
         drop(map);
         // The receiver may have just timed out; then the reply is late.
-        w.tx.send(reply)
-            .map_err(|r| Box::new((r, "the query stopped waiting".to_string())))
+        w.tx.send(Box::new(reply))
+            .map_err(|r| Box::new((*r, "the query stopped waiting".to_string())))
     }
 }
 

@@ -90,6 +90,14 @@ impl Tally {
         self.samples.push((metric, value, ts_ms));
     }
 
+    /// Releases the spare capacity (a query about to wait keeps only
+    /// what it recorded).
+    pub fn shrink_to_fit(&mut self) {
+        self.increments.shrink_to_fit();
+        self.expiries.shrink_to_fit();
+        self.samples.shrink_to_fit();
+    }
+
     /// Whether nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.increments.is_empty() && self.expiries.is_empty() && self.samples.is_empty()
