@@ -22,7 +22,7 @@ use crate::observe::feed::Event;
 use crate::observe::metrics::Tally;
 use crate::store::blackboard::{Blackboard, is_wrong_type};
 use crate::store::outage::Backoff;
-use crate::store::scripts::FINISH;
+use crate::store::scripts::{FINISH, event_args};
 
 /// Most queries finished by one script call.
 pub(super) const MAX_BATCH: usize = 256;
@@ -153,19 +153,21 @@ async fn write_batch(t: &Target, mut jobs: Vec<Job>) {
         match replies {
             Ok(replies) => {
                 t.status.redis_answered();
+                let replies: Vec<Written> = replies.iter().map(written).collect();
                 if counters == Counters::Unknown {
                     // Queries finished only now were not counted by the try
                     // that failed: the script ran for none of them then.
-                    let now = replies.iter().zip(&jobs).filter_map(|(r, j)| {
-                        (written(r) == Written::Now).then_some(&j.outcome.tally)
-                    });
+                    let now = replies
+                        .iter()
+                        .zip(&jobs)
+                        .filter_map(|(r, j)| (*r == Written::Now).then_some(&j.outcome.tally));
                     let mut pipe = redis::pipe();
                     t.bb.add_tally_to(&mut pipe, &Tally::merged(now));
                     if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                         tracing::debug!("counters of finished queries not written: {e}");
                     }
                 }
-                for (job, reply) in jobs.into_iter().zip(replies.iter().map(written)) {
+                for (job, reply) in jobs.into_iter().zip(replies) {
                     let _ = job.reply.send(reply);
                 }
                 return;
@@ -216,13 +218,8 @@ fn invocation(t: &Target, jobs: &[Job]) -> redis::ScriptInvocation<'static> {
             .arg(&o.status)
             .arg(o.replaces.as_deref().unwrap_or(""))
             .arg(o.dead.as_deref().unwrap_or(""));
-        inv.arg(o.events.len());
-        for e in &o.events {
-            let fields = e.fields();
-            inv.arg(fields.len());
-            for (k, v) in fields {
-                inv.arg(k).arg(v);
-            }
+        for a in event_args(&o.events) {
+            inv.arg(a);
         }
     }
     inv

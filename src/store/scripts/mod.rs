@@ -91,16 +91,20 @@ pub(crate) async fn load_all(conn: &mut redis::aio::ConnectionManager) {
     }
 }
 
-/// Appends `events` to script arguments: their count, then for each its
-/// field count and field/value pairs (the layout `xadd_events` reads).
-pub(crate) fn push_events(args: &mut Vec<Vec<u8>>, events: &[Event]) {
-    args.push(events.len().to_string().into_bytes());
-    for e in events {
+/// `events` as script arguments: their count, then for each its field
+/// count and field/value pairs (the layout `xadd_events` reads).
+pub(crate) fn event_args(events: &[Event]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    std::iter::once(events.len().to_string().into_bytes()).chain(events.iter().flat_map(|e| {
         let fields = e.fields();
-        args.push(fields.len().to_string().into_bytes());
-        for (k, v) in fields {
-            args.push(k.as_bytes().to_vec());
-            args.push(v.into_bytes());
-        }
-    }
+        std::iter::once(fields.len().to_string().into_bytes()).chain(
+            fields
+                .into_iter()
+                .flat_map(|(k, v)| [k.as_bytes().to_vec(), v.into_bytes()]),
+        )
+    }))
+}
+
+/// Appends `events` to script arguments ([`event_args`]).
+pub(crate) fn push_events(args: &mut Vec<Vec<u8>>, events: &[Event]) {
+    args.extend(event_args(events));
 }
