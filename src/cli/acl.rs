@@ -41,7 +41,7 @@ pub fn run(file: Option<PathBuf>, args: AclArgs) -> ExitCode {
     let prefix = match args.prefix {
         Some(p) => p,
         None => match crate::config::load(file) {
-            Ok(loaded) => loaded.settings.redis.key_prefix,
+            Ok(loaded) => loaded.settings.redis.keys().prefix().to_string(),
             Err(e) => {
                 eprintln!("kitbash: {e}");
                 return ExitCode::from(2);

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
+use crate::store::connection::RedisConn;
 use serde::Serialize;
 
 use crate::layer0::grains::{Grain, IfExists};
@@ -200,7 +200,7 @@ struct RedisCounters {
     cpu_us: f64,
 }
 
-async fn redis_counters(conn: &mut ConnectionManager) -> Result<RedisCounters, redis::RedisError> {
+async fn redis_counters(conn: &mut RedisConn) -> Result<RedisCounters, redis::RedisError> {
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)

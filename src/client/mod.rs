@@ -6,7 +6,7 @@ pub mod bench;
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::store::connection::RedisConn;
 
 use crate::config::Settings;
 use crate::state::QueryState;
@@ -42,7 +42,7 @@ pub enum ClientError {
 pub struct Client {
     bb: Blackboard,
     connector: Connector,
-    blocking: Option<ConnectionManager>,
+    blocking: Option<RedisConn>,
     max_wait: Duration,
 }
 

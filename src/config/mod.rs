@@ -258,8 +258,14 @@ pub struct RedisSettings {
     pub response_timeout_ms: u64,
     /// Longest wait between two connection attempts while Redis is down, in milliseconds.
     pub retry_max_delay_ms: u64,
-    /// Prefix of every key; use `{kitbash}` under Redis Cluster.
+    /// Prefix of every key. In cluster mode the keys are
+    /// `{<prefix>}:...`: the braces make every key hash to one slot.
     pub key_prefix: String,
+    /// Redis Cluster mode: `url` (or host and port) is one seed node; the
+    /// client learns the other nodes from it and follows failovers.
+    pub cluster: bool,
+    /// More seed nodes for cluster mode (URLs), tried when `url` is down.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisSettings {
@@ -279,6 +285,8 @@ impl Default for RedisSettings {
             response_timeout_ms: 2_000,
             retry_max_delay_ms: 5_000,
             key_prefix: "kitbash".into(),
+            cluster: false,
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -293,6 +301,25 @@ impl RedisSettings {
                 let scheme = if self.tls { "rediss" } else { "redis" };
                 format!("{scheme}://{}:{}/{}", self.host, self.port, self.db)
             }
+        }
+    }
+
+    /// Every seed node in cluster mode: the effective URL, then `cluster_nodes`.
+    pub fn seed_urls(&self) -> Vec<String> {
+        let mut out = vec![self.effective_url()];
+        out.extend(self.cluster_nodes.iter().cloned());
+        out
+    }
+
+    /// The key schema: `key_prefix`, wrapped in braces in cluster mode
+    /// unless it holds a hash tag already (`{kitbash}`), so that every key
+    /// of the deployment hashes to one slot and each script's keys share it.
+    pub fn keys(&self) -> crate::store::keys::Keys {
+        let prefix = &self.key_prefix;
+        if self.cluster && !crate::store::keys::has_hash_tag(prefix) {
+            crate::store::keys::Keys::new(format!("{{{prefix}}}"))
+        } else {
+            crate::store::keys::Keys::new(prefix.clone())
         }
     }
 

@@ -17,6 +17,38 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
             "must start with redis://, rediss:// or unix://",
         );
     }
+    if s.redis.cluster {
+        if url.starts_with("unix://") {
+            bad(
+                "redis.url",
+                format!("{:?}", redact_url(&url)),
+                "a Redis Cluster is reached over TCP: use redis:// or rediss:// with redis.cluster",
+            );
+        }
+        if s.redis.url.is_none() && s.redis.db != 0 {
+            bad(
+                "redis.db",
+                s.redis.db.to_string(),
+                "Redis Cluster has only database 0",
+            );
+        }
+        let scheme = |u: &str| u.split("://").next().unwrap_or_default().to_string();
+        for node in &s.redis.cluster_nodes {
+            if scheme(node) != scheme(&url) {
+                bad(
+                    "redis.cluster_nodes",
+                    format!("{:?}", redact_url(node)),
+                    "every seed node must use the scheme of redis.url (redis:// or rediss://)",
+                );
+            }
+        }
+    } else if !s.redis.cluster_nodes.is_empty() {
+        bad(
+            "redis.cluster_nodes",
+            format!("{} nodes", s.redis.cluster_nodes.len()),
+            "seed nodes are for cluster mode: set redis.cluster to true, or remove them",
+        );
+    }
     validate_tls_files(&s.redis, &url, &mut bad);
     let prefix = &s.redis.key_prefix;
     if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '*') {

@@ -233,7 +233,7 @@ impl Daemon {
 /// Takes entries while capacity allows, until `shutdown` fires.
 async fn take_loop(
     sh: &Arc<Instance>,
-    mut block_conn: redis::aio::ConnectionManager,
+    mut block_conn: crate::store::connection::RedisConn,
     queries: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,

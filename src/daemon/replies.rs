@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::ConnectionManager;
+use crate::store::connection::RedisConn;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +93,7 @@ const DROPPED_BACKLOG: usize = 4_096;
 /// never holds up the valid ones behind it.
 pub async fn read_replies(
     bb: Blackboard,
-    mut conn: ConnectionManager,
+    mut conn: RedisConn,
     instance: String,
     pending: Pending,
     status: Arc<super::status::DaemonStatus>,

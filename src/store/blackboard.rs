@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use crate::store::connection::RedisConn;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
@@ -218,7 +218,7 @@ impl Health {
 /// The handle on Kitbash's Redis data. Cheap to clone.
 #[derive(Clone)]
 pub struct Blackboard {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: RedisConn,
     pub(crate) keys: Keys,
     pub(crate) limits: Limits,
 }
@@ -237,15 +237,15 @@ const MAX_CAS_ATTEMPTS: u32 = 64;
 
 impl Blackboard {
     /// A Blackboard over `conn`, naming keys with `keys`.
-    pub fn new(conn: ConnectionManager, keys: Keys, limits: Limits) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, limits: Limits) -> Self {
         Self { conn, keys, limits }
     }
 
     /// A Blackboard configured from `settings`.
-    pub fn from_settings(conn: ConnectionManager, settings: &Settings) -> Self {
+    pub fn from_settings(conn: RedisConn, settings: &Settings) -> Self {
         Self::new(
             conn,
-            Keys::new(settings.redis.key_prefix.clone()),
+            settings.redis.keys(),
             Limits::from(settings),
         )
     }
@@ -261,7 +261,7 @@ impl Blackboard {
     }
 
     /// A clone of the shared connection, for pipelines of callers.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -505,16 +505,38 @@ impl Blackboard {
 
     // ----- helpers --------------------------------------------------------
 
-    /// Every key matching `pattern`, by SCAN (never KEYS).
+    /// Every key matching `pattern`, by SCAN (never KEYS); in cluster mode
+    /// on every primary in turn, since each holds only its own slots.
     pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
-        let opts = redis::ScanOptions::default()
-            .with_pattern(pattern)
-            .with_count(1000);
-        let mut keys = conn.scan_options::<String>(opts).await?;
         let mut out = Vec::new();
-        while let Some(key) = keys.next_item().await {
-            out.push(key?);
+        if conn.is_cluster() {
+            for node in conn.primaries().await? {
+                let mut cursor = 0u64;
+                loop {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000);
+                    let (next, batch): (u64, Vec<String>) =
+                        conn.on_node(Some(&node), &cmd).await?;
+                    out.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        } else {
+            let opts = redis::ScanOptions::default()
+                .with_pattern(pattern)
+                .with_count(1000);
+            let mut keys = conn.scan_options::<String>(opts).await?;
+            while let Some(key) = keys.next_item().await {
+                out.push(key?);
+            }
         }
         out.sort();
         out.dedup();

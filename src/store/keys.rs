@@ -1,8 +1,31 @@
 //! Every Redis key name, built from the configured prefix.
 //!
 //! This is the only place a key string is formatted (docs/design.md, "Redis
-//! keys"). Under Redis Cluster set the prefix to `{kitbash}` so that every
-//! key hashes to one slot and multi-key steps stay legal.
+//! keys"). In cluster mode the prefix is wrapped in braces (`{kitbash}`, see
+//! `RedisSettings::keys`) so that every key hashes to one slot and
+//! multi-key steps stay legal.
+
+/// Whether `key` holds a Redis Cluster hash tag: a `{` followed later by a
+/// `}` with at least one character between them. Only the tag is hashed.
+pub fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
+/// The hash slot (0..16384) Redis Cluster gives `key`: CRC16 (XMODEM) of
+/// its hash tag, or of the whole key when it has none.
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % 16384
+}
 
 /// Builds key names from one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +224,21 @@ mod tests {
         assert_eq!(k.feed(), "kitbash:diagnostic:feed");
         assert_eq!(k.metric("latency:layer0"), "kitbash:metrics:latency:layer0");
         assert_eq!(k.stats("layer0"), "kitbash:stats:layer0");
+    }
+
+    #[test]
+    fn hash_tags_and_slots_follow_the_cluster_spec() {
+        assert!(has_hash_tag("{kitbash}"));
+        assert!(has_hash_tag("a{b}c"));
+        assert!(!has_hash_tag("{}kitbash"));
+        assert!(!has_hash_tag("kitbash"));
+        assert!(!has_hash_tag("kit{bash"));
+        // Values from the cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{kitbash}:queries:queue"), slot("kitbash"));
+        assert_eq!(slot("{}kitbash"), slot("{}kitbash"));
+        assert_ne!(slot("{}kitbash"), slot("kitbash"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use redis::aio::ConnectionManager;
+use crate::store::connection::RedisConn;
 
 use crate::store::scripts::RETURN_ONE;
 
@@ -146,7 +146,7 @@ impl OrphanSweep {
     /// `source` (taken next). Returns the entries returned.
     pub async fn sweep(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         processing: &str,
         source: &str,
         held: &Held,

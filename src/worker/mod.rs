@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use crate::store::connection::RedisConn;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -446,7 +446,7 @@ async fn heartbeat<B: Backend>(
 /// One slot: takes a job, answers it, again, until `shutdown`.
 async fn take_loop<B: Backend>(
     sh: Arc<Runtime<B>>,
-    mut block: ConnectionManager,
+    mut block: RedisConn,
     slot: usize,
     shutdown: CancellationToken,
     abort: CancellationToken,

@@ -49,3 +49,200 @@ fn a_killed_primary_is_replaced_by_its_replica() {
     }
     assert!(cluster_info(survivor).contains("cluster_state:ok"));
 }
+
+// ----- Kitbash on the cluster -----------------------------------------------
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kitbash::config::Settings;
+use kitbash::{Blackboard, QueryState, QueryStatus};
+
+use crate::faults::support::{Proc, load_grains, per_query, push_mixed, with_instance};
+
+/// A cluster and a deployment's view of it: settings in cluster mode whose
+/// seed is a node that does *not* serve the deployment's slot (so every
+/// command starts with a redirection the client must follow), the matching
+/// environment for `kitbash` processes, and a Blackboard over a cluster
+/// connection.
+struct OnCluster {
+    cluster: TestCluster,
+    settings: Settings,
+    env: Vec<(String, String)>,
+    bb: Blackboard,
+}
+
+impl OnCluster {
+    async fn start() -> Self {
+        let cluster = TestCluster::start();
+        let prefix = format!(
+            "kbcluster-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let mut settings = Settings::default();
+        settings.redis.cluster = true;
+        settings.redis.key_prefix = prefix.clone();
+        let keys = settings.redis.keys();
+        let slot = kitbash::store::keys::slot(&keys.queue());
+        let owner = cluster.owner_of(slot);
+        let seed = cluster
+            .primaries()
+            .into_iter()
+            .find(|p| *p != owner)
+            .expect("another primary");
+        settings.redis.url = Some(format!("redis://127.0.0.1:{seed}/"));
+        settings.redis.retry_max_delay_ms = 1000;
+        let conn = kitbash::store::connection::Connector::new(&settings.redis)
+            .unwrap()
+            .shared()
+            .await
+            .unwrap();
+        let bb = Blackboard::from_settings(conn, &settings);
+        let env = [
+            ("KITBASH_REDIS__URL", format!("redis://127.0.0.1:{seed}/")),
+            ("KITBASH_REDIS__CLUSTER", "true".into()),
+            ("KITBASH_REDIS__KEY_PREFIX", prefix),
+            ("KITBASH_REDIS__RETRY_MAX_DELAY_MS", "1000".into()),
+            ("KITBASH_HTTP__ENABLED", "false".into()),
+            ("KITBASH_ORCHESTRATOR__HEARTBEAT_INTERVAL_MS", "200".into()),
+            ("KITBASH_ORCHESTRATOR__HEALTH_TTL_S", "1".into()),
+            ("KITBASH_ORCHESTRATOR__RECOVERY_INTERVAL_S", "1".into()),
+            ("KITBASH_ORCHESTRATOR__SHUTDOWN_GRACE_S", "2".into()),
+            ("KITBASH_WORKERS__HEARTBEAT_INTERVAL_MS", "200".into()),
+            ("KITBASH_WORKERS__HEALTH_TTL_S", "1".into()),
+            ("KITBASH_WORKERS__SHUTDOWN_GRACE_S", "2".into()),
+            ("KITBASH_FEED__MAX_LEN", "2000000".into()),
+            ("KITBASH_LAYERS__LAYER2__TIMEOUT_MS", "5000".into()),
+            ("KITBASH_LOG", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Self {
+            cluster,
+            settings,
+            env,
+            bb,
+        }
+    }
+
+    /// The states of `ids` (None: none, or Redis did not answer).
+    async fn states(&self, ids: &[String]) -> Vec<Option<QueryState>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.bb.get_state(id).await.ok().flatten());
+        }
+        out
+    }
+
+    /// Waits until every one of `ids` is terminal, or panics naming some
+    /// that are not.
+    async fn wait_all_terminal(&self, ids: &[String], secs: f64) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let states = self.states(ids).await;
+            let open: Vec<String> = ids
+                .iter()
+                .zip(&states)
+                .filter(|(_, s)| !s.as_ref().is_some_and(|s| s.status.is_terminal()))
+                .map(|(id, s)| format!("{id}={:?}", s.as_ref().map(|s| s.status.clone())))
+                .collect();
+            if open.is_empty() {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed().as_secs_f64() < secs,
+                "{} of {} queries not terminal after {secs} s, e.g. {:?}",
+                open.len(),
+                ids.len(),
+                &open[..open.len().min(10)]
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every event of the feed as (event, query_id, reason).
+    async fn events(&self) -> Vec<(String, String, String)> {
+        crate::faults::support::all_events(&self.bb).await
+    }
+
+    /// Waits until the daemons' health records list `layer` as live.
+    async fn wait_daemon_sees(&self, layer: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let health = self.bb.list_health().await.unwrap_or_default();
+            if health.iter().any(|h| {
+                h.role == kitbash::store::blackboard::ProcessRole::Daemon
+                    && h.live_layers.iter().any(|l| l == layer)
+            }) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no daemon sees {layer}: {health:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Each query terminal, completed at most once; returns counts per status.
+async fn exactly_once(on: &OnCluster, ids: &[String]) -> HashMap<String, usize> {
+    let events = on.events().await;
+    let completed = per_query(&events, "query_completed");
+    let twice: Vec<_> = completed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "completed more than once: {twice:?}");
+    let mut statuses = HashMap::new();
+    for (id, s) in ids.iter().zip(on.states(ids).await) {
+        let s = s.unwrap_or_else(|| panic!("{id} has no state"));
+        assert!(s.status.is_terminal(), "{id} is {:?}", s.status);
+        if s.status != QueryStatus::Failed {
+            assert_eq!(completed.get(id), Some(&1), "{id}: one query_completed");
+        }
+        *statuses.entry(s.status.as_str().to_string()).or_default() += 1;
+    }
+    statuses
+}
+
+/// The cascade on a cluster: grains answer at layer0, the rest reach a
+/// worker process at layer2; a daemon killed with -9 mid-way leaves its
+/// queries to the next one, and every query ends exactly once. The seed
+/// node does not hold the deployment's slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cascade_runs_on_a_cluster_and_survives_a_killed_daemon() {
+    let on = OnCluster::start().await;
+    load_grains(&on.bb, 20).await;
+    let _worker = Proc::echo_worker("echo-c", &on.env);
+    let mut first = Proc::serve("daemon-c1", &with_instance(&on.env, "daemon-c1"));
+    on.wait_daemon_sees("layer2").await;
+
+    let ids = push_mixed(&on.bb, "cl", 400, 20).await;
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        let done = on
+            .states(&ids)
+            .await
+            .iter()
+            .filter(|s| s.as_ref().is_some_and(|s| s.status.is_terminal()))
+            .count();
+        if done >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill9();
+    let _second = Proc::serve("daemon-c2", &with_instance(&on.env, "daemon-c2"));
+    on.wait_all_terminal(&ids, 120.0).await;
+    let statuses = exactly_once(&on, &ids).await;
+    assert_eq!(statuses.get("failed"), None, "{statuses:?}");
+    let answered = statuses.get("answered").copied().unwrap_or(0);
+    assert!(answered >= 200, "at least the grain half answered: {statuses:?}");
+    // The daemon that was killed left no processing list behind.
+    let deadline = Instant::now() + PATIENCE;
+    let pattern = on.bb.keys().processing_pattern();
+    while !on.bb.scan_keys(&pattern).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "processing lists left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(on.cluster);
+}

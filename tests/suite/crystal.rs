@@ -348,7 +348,7 @@ async fn expiry_is_absolute_and_hits_never_extend_it() {
     let expires = g.crystallized.as_ref().unwrap().expires_ms;
     let key = ctx.keys().grain(&g.fact_id);
     let mut conn = bb.connection();
-    let expire_time = |conn: &mut redis::aio::ConnectionManager| {
+    let expire_time = |conn: &mut kitbash::store::connection::RedisConn| {
         let key = key.clone();
         let mut conn = conn.clone();
         async move {

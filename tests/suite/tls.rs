@@ -243,7 +243,7 @@ fn wait_for(
             }
         }
         if let Ok(mut conn) = connector
-            .client()
+            .client().expect("one server")
             .get_connection_with_timeout(Duration::from_secs(5))
             && ok(&mut conn)
         {

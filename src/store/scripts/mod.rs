@@ -73,7 +73,7 @@ pub(crate) static SWEEP_CRYSTALS: LazyLock<redis::Script> =
 
 /// Loads every script into Redis's script cache; a failure is logged (the
 /// first use loads it again).
-pub(crate) async fn load_all(conn: &mut redis::aio::ConnectionManager) {
+pub(crate) async fn load_all(conn: &mut crate::store::connection::RedisConn) {
     for script in [
         &*FINISH,
         &*PUSH_JOB,

@@ -158,6 +158,31 @@ impl TestCluster {
         out
     }
 
+    /// The port of the primary serving `slot` now, by `CLUSTER SLOTS`.
+    pub fn owner_of(&self, slot: u16) -> u16 {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node");
+        let nodes = cli(live.port, &["CLUSTER", "NODES"]).unwrap_or_default();
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let serves = f[8..].iter().any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            });
+            if serves {
+                let addr = f[1].split('@').next().unwrap();
+                return addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no primary serves slot {slot}: {nodes}");
+    }
+
     /// Kills one node with SIGKILL (a crash).
     pub fn kill(&mut self, port: u16) {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.port == port)
