@@ -85,6 +85,12 @@ async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCo
             say(format!("using Redis at {}", connector.url()));
             c
         }
+        Err(e) if settings.redis.cluster => {
+            say(format!(
+                "{e}; in cluster mode (redis.cluster) kitbash up does not start Redis: start the cluster's nodes first"
+            ));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             let Some(port) = local_port(&settings) else {
                 say(format!(

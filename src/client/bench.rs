@@ -164,8 +164,13 @@ pub struct BenchReport {
     pub layer_ms: HashMap<String, Latency>,
     /// Redis commands per completed query (all clients: daemon, workers, bench).
     pub redis_commands_per_query: f64,
-    /// Redis CPU microseconds per completed query.
+    /// Redis CPU microseconds per completed query (summed over a cluster's
+    /// primaries).
     pub redis_cpu_us_per_query: f64,
+    /// In cluster mode: each primary (address) and its share of the
+    /// commands, in percent. Empty for one server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis_command_share: Vec<(String, f64)>,
     /// Daemon CPU milliseconds per 1,000 queries (daemons on this machine).
     pub daemon_cpu_ms_per_1k: Option<f64>,
     /// Largest peak RSS among those daemons, in MB.
@@ -198,12 +203,57 @@ pub enum BenchError {
 struct RedisCounters {
     calls: u64,
     cpu_us: f64,
+    /// In cluster mode: each primary's (address, calls).
+    per_node: Vec<(String, u64)>,
 }
 
+/// Commands and CPU of the server, or summed over a cluster's primaries.
 async fn redis_counters(conn: &mut RedisConn) -> Result<RedisCounters, redis::RedisError> {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
+    let primaries = conn.primaries().await?;
+    if primaries.is_empty() {
+        return node_counters(conn, None).await;
+    }
+    let mut total = RedisCounters {
+        calls: 0,
+        cpu_us: 0.0,
+        per_node: Vec::new(),
+    };
+    for node in &primaries {
+        let c = node_counters(conn, Some(node)).await?;
+        total.calls += c.calls;
+        total.cpu_us += c.cpu_us;
+        total.per_node.push((node.to_string(), c.calls));
+    }
+    Ok(total)
+}
+
+/// Each primary's share (percent) of the commands between two readings.
+fn command_shares(before: &RedisCounters, after: &RedisCounters) -> Vec<(String, f64)> {
+    let deltas: Vec<(String, u64)> = after
+        .per_node
+        .iter()
+        .map(|(node, calls)| {
+            let was = before
+                .per_node
+                .iter()
+                .find(|(n, _)| n == node)
+                .map_or(0, |(_, c)| *c);
+            (node.clone(), calls.saturating_sub(was))
+        })
+        .collect();
+    let sum: u64 = deltas.iter().map(|(_, d)| d).sum();
+    deltas
+        .into_iter()
+        .map(|(node, d)| (node, 100.0 * d as f64 / sum.max(1) as f64))
+        .collect()
+}
+
+async fn node_counters(
+    conn: &mut RedisConn,
+    node: Option<&crate::store::connection::ClusterNode>,
+) -> Result<RedisCounters, redis::RedisError> {
+    let stats: String = conn
+        .on_node(node, redis::cmd("INFO").arg("commandstats"))
         .await?;
     let calls = stats
         .lines()
@@ -214,7 +264,7 @@ async fn redis_counters(conn: &mut RedisConn) -> Result<RedisCounters, redis::Re
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .sum();
-    let cpu: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let cpu: String = conn.on_node(node, redis::cmd("INFO").arg("cpu")).await?;
     let field = |name: &str| -> f64 {
         cpu.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -224,6 +274,7 @@ async fn redis_counters(conn: &mut RedisConn) -> Result<RedisCounters, redis::Re
     Ok(RedisCounters {
         calls,
         cpu_us: (field("used_cpu_sys:") + field("used_cpu_user:")) * 1e6,
+        per_node: Vec::new(),
     })
 }
 
@@ -522,6 +573,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
             .collect(),
         redis_commands_per_query: per_q((after.calls - before.calls) as f64),
         redis_cpu_us_per_query: per_q(after.cpu_us - before.cpu_us),
+        redis_command_share: command_shares(&before, &after),
         daemon_cpu_ms_per_1k: (!seen.is_empty()).then(|| per_q(cpu_ms) * 1000.0),
         daemon_peak_rss_mb: (!seen.is_empty()).then_some(rss),
         daemons: seen,
@@ -629,6 +681,14 @@ impl BenchReport {
             self.redis_commands_per_query
         );
         let _ = writeln!(o, "redis CPU µs/query   {:.1}", self.redis_cpu_us_per_query);
+        if !self.redis_command_share.is_empty() {
+            let shares: Vec<String> = self
+                .redis_command_share
+                .iter()
+                .map(|(node, pct)| format!("{node} {pct:.1}%"))
+                .collect();
+            let _ = writeln!(o, "commands per primary {}", shares.join("  "));
+        }
         match (self.daemon_cpu_ms_per_1k, self.daemon_peak_rss_mb) {
             (Some(c), Some(r)) => {
                 let _ = writeln!(o, "daemon CPU           {c:.1} ms per 1,000 queries");
