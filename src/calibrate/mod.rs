@@ -259,6 +259,7 @@ impl Replay {
                     expires_at: String::new(),
                     expires_ms: i64::MAX,
                 }),
+                partition: 0,
             });
         }
         let Some(g) = self

@@ -360,22 +360,32 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     match opts.mode {
         Mode::Backlog => {
             for chunk in (0..opts.n).collect::<Vec<_>>().chunks(1000) {
-                let mut pipe = redis::pipe();
+                // One pipeline per partition (one on one server): a
+                // cluster pipeline's keys share a slot.
+                let mut pipes = vec![redis::pipe(); keys.partitions()];
                 let now = Utc::now();
                 for &i in chunk {
                     let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
                     q.metadata = bench_metadata();
-                    pipe.set_ex(
-                        keys.state(&ids[i]),
-                        serde_json::to_string(&q).expect("state"),
-                        ttl,
-                    )
-                    .ignore()
-                    .lpush(keys.queue(), &ids[i])
-                    .ignore();
+                    let home = keys.for_query(&ids[i]);
+                    pipes[home.current()]
+                        .set_ex(
+                            keys.state(&ids[i]),
+                            serde_json::to_string(&q).expect("state"),
+                            ttl,
+                        )
+                        .ignore()
+                        .lpush(home.queue(), &ids[i])
+                        .ignore();
                     intended.push(now);
                 }
-                let _: () = pipe.query_async(&mut conn).await?;
+                let sends = pipes.iter().filter(|p| !p.is_empty()).map(|p| {
+                    let mut c = conn.clone();
+                    async move { p.query_async::<()>(&mut c).await }
+                });
+                for r in futures_util::future::join_all(sends).await {
+                    r?;
+                }
             }
         }
         Mode::Paced => {
@@ -391,7 +401,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                 let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
                 q.metadata = bench_metadata();
                 let mut c = conn.clone();
-                let (state_key, queue) = (keys.state(&ids[i]), keys.queue());
+                let (state_key, queue) = (keys.state(&ids[i]), keys.for_query(&ids[i]).queue());
                 inflight.spawn(async move {
                     redis::pipe()
                         .set_ex(state_key, serde_json::to_string(&q).expect("state"), ttl)
@@ -416,12 +426,8 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     // figures: wait for the queue to empty and the last query sent to
     // finish, then read every state once (and again only the unfinished).
     let deadline = Instant::now() + opts.drain_timeout;
-    let queue = keys.queue();
     while Instant::now() < deadline {
-        let len: u64 = redis::cmd("LLEN")
-            .arg(&queue)
-            .query_async(&mut conn)
-            .await?;
+        let len = bb.queue_len().await?;
         if len == 0 {
             break;
         }
@@ -447,11 +453,12 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     while !pending.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for chunk in pending.chunks(2000) {
-            let mut pipe = redis::pipe();
-            for &i in chunk {
-                pipe.get(keys.state(&ids[i]));
-            }
-            let raws: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            // MGET: a cluster client splits it by slot and keeps the order.
+            let state_keys: Vec<String> = chunk.iter().map(|&i| keys.state(&ids[i])).collect();
+            let raws: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&state_keys)
+                .query_async(&mut conn)
+                .await?;
             for (&i, raw) in chunk.iter().zip(raws) {
                 match raw.and_then(|r| serde_json::from_str::<QueryState>(&r).ok()) {
                     Some(s) if s.status.is_terminal() => outcomes[i] = Some(s),
@@ -519,28 +526,26 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     }
 
     // Clean up what the bench wrote.
+    // (A many-key DEL: a cluster client splits it by slot.)
     for chunk in ids.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.del(keys.state(id))
-                .ignore()
-                .del(keys.done(id))
-                .ignore();
+        let doomed: Vec<String> = chunk
+            .iter()
+            .flat_map(|id| [keys.state(id), keys.done(id)])
+            .collect();
+        let _: u64 = redis::cmd("DEL").arg(&doomed).query_async(&mut conn).await?;
+    }
+    // The bench's own counters and samples (daemons keep them apart), in
+    // every partition.
+    let mut doomed = Vec::new();
+    for k in keys.all_partitions() {
+        doomed.push(k.metric(&layer_latency_metric(&bench_scoped("query"))));
+        for layer in &layers_seen {
+            let scoped = bench_scoped(layer);
+            doomed.push(k.stats(&scoped));
+            doomed.push(k.metric(&layer_latency_metric(&scoped)));
         }
-        let _: () = pipe.query_async(&mut conn).await?;
     }
-    // The bench's own counters and samples (daemons keep them apart).
-    let mut pipe = redis::pipe();
-    pipe.del(keys.metric(&layer_latency_metric(&bench_scoped("query"))))
-        .ignore();
-    for layer in &layers_seen {
-        let scoped = bench_scoped(layer);
-        pipe.del(keys.stats(&scoped))
-            .ignore()
-            .del(keys.metric(&layer_latency_metric(&scoped)))
-            .ignore();
-    }
-    let _: () = pipe.query_async(&mut conn).await?;
+    let _: u64 = redis::cmd("DEL").arg(&doomed).query_async(&mut conn).await?;
     if own_grains {
         for g in &grains {
             bb.delete_grain(&g.fact_id).await?;

@@ -258,14 +258,18 @@ pub struct RedisSettings {
     pub response_timeout_ms: u64,
     /// Longest wait between two connection attempts while Redis is down, in milliseconds.
     pub retry_max_delay_ms: u64,
-    /// Prefix of every key. In cluster mode the keys are
-    /// `{<prefix>}:...`: the braces make every key hash to one slot.
+    /// Prefix of every key. In cluster mode the keys of queries and grains
+    /// are `<prefix>:{<partition tag>}:...`; no braces in the prefix then.
     pub key_prefix: String,
     /// Redis Cluster mode: `url` (or host and port) is one seed node; the
     /// client learns the other nodes from it and follows failovers.
     pub cluster: bool,
     /// More seed nodes for cluster mode (URLs), tried when `url` is down.
     pub cluster_nodes: Vec<String>,
+    /// Cluster mode: how many partitions queries and grains are spread
+    /// over (each a hash tag, spread evenly over the slots). Change it only
+    /// with the queues drained: it decides where each query's keys are.
+    pub partitions: u32,
 }
 
 impl Default for RedisSettings {
@@ -287,6 +291,7 @@ impl Default for RedisSettings {
             key_prefix: "kitbash".into(),
             cluster: false,
             cluster_nodes: Vec::new(),
+            partitions: 12,
         }
     }
 }
@@ -311,15 +316,13 @@ impl RedisSettings {
         out
     }
 
-    /// The key schema: `key_prefix`, wrapped in braces in cluster mode
-    /// unless it holds a hash tag already (`{kitbash}`), so that every key
-    /// of the deployment hashes to one slot and each script's keys share it.
+    /// The key schema: `key_prefix` on one server; in cluster mode spread
+    /// over `partitions` hash tags (docs/design.md, "Partitions").
     pub fn keys(&self) -> crate::store::keys::Keys {
-        let prefix = &self.key_prefix;
-        if self.cluster && !crate::store::keys::has_hash_tag(prefix) {
-            crate::store::keys::Keys::new(format!("{{{prefix}}}"))
+        if self.cluster {
+            crate::store::keys::Keys::partitioned(self.key_prefix.clone(), self.partitions as usize)
         } else {
-            crate::store::keys::Keys::new(prefix.clone())
+            crate::store::keys::Keys::new(self.key_prefix.clone())
         }
     }
 

@@ -32,6 +32,20 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
                 "Redis Cluster has only database 0",
             );
         }
+        if prefix_has_braces(&s.redis.key_prefix) {
+            bad(
+                "redis.key_prefix",
+                format!("{:?}", s.redis.key_prefix),
+                "in cluster mode Kitbash places keys in slots itself (redis.partitions): use a prefix without braces",
+            );
+        }
+        if !(1..=1024).contains(&s.redis.partitions) {
+            bad(
+                "redis.partitions",
+                s.redis.partitions.to_string(),
+                "must be between 1 and 1024",
+            );
+        }
         let scheme = |u: &str| u.split("://").next().unwrap_or_default().to_string();
         for node in &s.redis.cluster_nodes {
             if scheme(node) != scheme(&url) {
@@ -295,4 +309,9 @@ pub(super) fn check_log_filter(filter: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether a key prefix holds a brace, which would make it (part of) a hash tag.
+fn prefix_has_braces(prefix: &str) -> bool {
+    prefix.contains(['{', '}'])
 }

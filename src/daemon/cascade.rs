@@ -113,7 +113,7 @@ async fn take_in(
     // The stored state as read, kept for a state judged unusable: the
     // failed outcome may replace exactly that value (see `finish.lua`).
     let mut stored: Option<String> = None;
-    let intake = match intake::classify(&entry, max) {
+    let intake = match in_partition(sh, intake::classify(&entry, max)) {
         EntryKind::Decided(i) => i,
         EntryKind::Id(id) => {
             let raw = match preloaded {
@@ -167,6 +167,54 @@ async fn take_in(
             }
             Some(run)
         }
+    }
+}
+
+/// In cluster mode a query's keys are all in its own partition (its id's),
+/// and a daemon's instance works on the queries of its partition only: an
+/// entry naming an id of another partition goes to the dead list saying
+/// where it belongs (its state and the steps that finish it are in another
+/// slot), and a JSON entry without an id gets an id of this partition.
+fn in_partition(sh: &Instance, kind: EntryKind) -> EntryKind {
+    let keys = sh.bb.keys();
+    if !keys.is_partitioned() {
+        return kind;
+    }
+    let misplaced = |id: &str| {
+        let home = keys.partition_of(id);
+        (home != keys.current()).then(|| {
+            EntryKind::Decided(Intake::Dead {
+                reason: format!(
+                    "query id {id:?} belongs to partition {home} (CRC16 of the id mod {}), but was pushed to {}; push it to {} with its state at {}",
+                    keys.partitions(),
+                    keys.queue(),
+                    keys.for_query(id).queue(),
+                    keys.state(id)
+                ),
+            })
+        })
+    };
+    match kind {
+        EntryKind::Id(id) => misplaced(&id).unwrap_or(EntryKind::Id(id)),
+        EntryKind::JsonWithId { state } => {
+            misplaced(&state.query_id).unwrap_or(EntryKind::JsonWithId { state })
+        }
+        EntryKind::Decided(Intake::Fail { state, reason }) => misplaced(&state.query_id)
+            .unwrap_or(EntryKind::Decided(Intake::Fail { state, reason })),
+        EntryKind::Decided(Intake::Run {
+            mut state,
+            created: true,
+        }) => {
+            // A JSON entry without an id: the id was drawn at random.
+            if keys.partition_of(&state.query_id) != keys.current() {
+                state.query_id = keys.new_query_id();
+            }
+            EntryKind::Decided(Intake::Run {
+                state,
+                created: true,
+            })
+        }
+        other => other,
     }
 }
 

@@ -37,12 +37,15 @@ impl DirectRunner {
         let status = Arc::new(DaemonStatus::new(instance.clone()));
         let connector = Connector::new(&settings.redis)?;
         let conn = connector.shared().await?;
-        let bb = Blackboard::from_settings(conn, &settings);
+        // Its queries' ids are chosen in partition 0 (see `ask`), so one
+        // instance, one processing list and one reply reader serve them all.
+        let bb = Blackboard::from_settings(conn, &settings).partition(0);
         status.set_redis_ok(true);
         let sh = Instance::new(bb, settings, status);
         let background = CancellationToken::new();
         let tracker = TaskTracker::new();
-        super::spawn_instance_tasks(&sh, &connector, &tracker, &background).await?;
+        super::spawn_shared_tasks(&sh, &tracker, &background).await;
+        super::spawn_reply_reader(&sh, &connector, &tracker, &background).await?;
         Ok(Self {
             sh,
             background,
@@ -59,7 +62,8 @@ impl DirectRunner {
     /// Runs `text` through the cascade; the outcome is recorded exactly as
     /// a daemon records it (state, feed, counters, completion signal).
     pub async fn ask(&self, text: &str) -> Result<QueryState, BlackboardError> {
-        let mut q = QueryState::new(text);
+        let keys = self.sh.bb.keys();
+        let mut q = QueryState::with_id(keys.new_query_id(), text);
         q.metadata = serde_json::json!({"client": "repl", "mode": "direct"});
         let raw = serde_json::to_string(&q).expect("state serializes");
         let mut conn = self.sh.bb.connection();

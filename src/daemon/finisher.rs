@@ -125,6 +125,9 @@ async fn write_batch(t: &Target, mut jobs: Vec<Job>) {
     let mut counters = Counters::NotSent;
     let mut conn = t.bb.connection();
     let mut invocation = invocation(t, &jobs);
+    // Counters of other partitions' keys (grains hit), in cluster mode:
+    // written once, after the batch.
+    let mut elsewhere = Tally::default();
     loop {
         // A sender that stopped waiting (its daemon is aborting) gave its
         // outcome up: the entry stays in the processing list for recovery.
@@ -139,7 +142,7 @@ async fn write_batch(t: &Target, mut jobs: Vec<Job>) {
         let replies: redis::RedisResult<Vec<Value>> = if counters == Counters::NotSent {
             let mut pipe = redis::pipe();
             pipe.invoke_script(&invocation);
-            t.bb.add_tally_to(
+            elsewhere = t.bb.add_tally_to(
                 &mut pipe,
                 &Tally::merged(jobs.iter().map(|j| &j.outcome.tally)),
             );
@@ -162,10 +165,13 @@ async fn write_batch(t: &Target, mut jobs: Vec<Job>) {
                         .zip(&jobs)
                         .filter_map(|(r, j)| (*r == Written::Now).then_some(&j.outcome.tally));
                     let mut pipe = redis::pipe();
-                    t.bb.add_tally_to(&mut pipe, &Tally::merged(now));
+                    elsewhere = t.bb.add_tally_to(&mut pipe, &Tally::merged(now));
                     if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                         tracing::debug!("counters of finished queries not written: {e}");
                     }
+                }
+                if let Err(e) = t.bb.write_tally(&elsewhere).await {
+                    tracing::debug!("grain hit counters not written: {e}");
                 }
                 for (job, reply) in jobs.into_iter().zip(replies) {
                     let _ = job.reply.send(reply);
@@ -194,6 +200,7 @@ async fn write_batch(t: &Target, mut jobs: Vec<Job>) {
                 // the script alone says (it finishes a query only once).
                 if counters == Counters::NotSent {
                     counters = Counters::Unknown;
+                    elsewhere = Tally::default();
                 }
                 tokio::time::sleep(backoff.next_wait()).await;
             }

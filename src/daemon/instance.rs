@@ -29,11 +29,46 @@ pub(super) struct Instance {
 }
 
 impl Instance {
-    /// What the queries of the instance named by `status` share.
+    /// What the queries of the instance named by `status` share, for the
+    /// current partition of `bb` alone (one server has only that one).
     pub(super) fn new(
         bb: Blackboard,
         settings: Arc<Settings>,
         status: Arc<DaemonStatus>,
+    ) -> Arc<Self> {
+        let aliases = Arc::new(Aliases::load_logged(&settings.knowledge.aliases));
+        Self::build(bb, settings, status, WorkerDirectory::default(), aliases)
+    }
+
+    /// One instance per partition of `bb`'s keys (one on one server), all
+    /// sharing the daemon's status, worker directory and aliases; each with
+    /// its own processing list, reply list and finisher in its partition.
+    pub(super) fn group(
+        bb: Blackboard,
+        settings: Arc<Settings>,
+        status: Arc<DaemonStatus>,
+    ) -> Vec<Arc<Self>> {
+        let aliases = Arc::new(Aliases::load_logged(&settings.knowledge.aliases));
+        let workers = WorkerDirectory::default();
+        (0..bb.keys().partitions())
+            .map(|p| {
+                Self::build(
+                    bb.partition(p),
+                    settings.clone(),
+                    status.clone(),
+                    workers.clone(),
+                    aliases.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn build(
+        bb: Blackboard,
+        settings: Arc<Settings>,
+        status: Arc<DaemonStatus>,
+        workers: WorkerDirectory,
+        aliases: Arc<Aliases>,
     ) -> Arc<Self> {
         let instance = &status.instance;
         let processing_key = bb.keys().processing(instance);
@@ -49,13 +84,13 @@ impl Instance {
             processing_key,
             reply_key: bb.keys().replies(instance),
             pending: Pending::default(),
-            workers: WorkerDirectory::default(),
+            workers,
             layers: settings
                 .layers_in_order()
                 .into_iter()
                 .map(|(n, l)| (n.to_string(), l.clone()))
                 .collect(),
-            aliases: Arc::new(Aliases::load_logged(&settings.knowledge.aliases)),
+            aliases,
             bb,
             settings,
             status,

@@ -167,35 +167,52 @@ impl Daemon {
         }
         status.set_redis_ok(true);
 
-        let sh = Instance::new(bb.clone(), settings.clone(), status.clone());
+        // One instance per partition (one on one server): each takes from
+        // its partition's queue into its own processing list and reads its
+        // own reply list; all share the capacity and the status.
+        let group = Instance::group(bb.clone(), settings.clone(), status.clone());
 
         // Load the scripts once, so the hot path's EVALSHA rarely meets NOSCRIPT.
         crate::store::scripts::load_all(&mut bb.connection()).await;
         // A previous life of this instance id may have left entries behind.
-        recovery::return_own(&bb, &sh.processing_key).await;
+        for sh in &group {
+            recovery::return_own(&sh.bb, &sh.processing_key).await;
+        }
 
-        spawn_instance_tasks(&sh, &connector, &tracker, &background).await?;
-        tracker.spawn(recovery::run(
-            bb.clone(),
-            instance.clone(),
-            settings.orchestrator.max_attempts,
-            Duration::from_secs(settings.orchestrator.recovery_interval_s),
-            sh.clone(),
-            background.clone(),
-        ));
-        let worker_layers = settings
+        spawn_shared_tasks(&group[0], &tracker, &background).await;
+        let worker_layers: Vec<String> = settings
             .layers_in_order()
             .into_iter()
             .filter(|(_, l)| l.kind == crate::config::LayerKind::Worker)
             .map(|(n, _)| n.to_string())
             .collect();
-        tracker.spawn(maintenance(bb.clone(), worker_layers, background.clone()));
+        let mut take_conns = Vec::with_capacity(group.len());
+        for sh in &group {
+            spawn_reply_reader(sh, &connector, &tracker, &background).await?;
+            tracker.spawn(recovery::run(
+                sh.bb.clone(),
+                instance.clone(),
+                settings.orchestrator.max_attempts,
+                Duration::from_secs(settings.orchestrator.recovery_interval_s),
+                sh.clone(),
+                background.clone(),
+            ));
+            tracker.spawn(maintenance(
+                sh.bb.clone(),
+                worker_layers.clone(),
+                background.clone(),
+            ));
+            take_conns.push(connector.blocking(BLOCK_FOR).await?);
+        }
 
-        let take_conn = connector.blocking(BLOCK_FOR).await?;
         let abort = CancellationToken::new();
         let queries = TaskTracker::new();
+        let capacity = Arc::new(Semaphore::new(settings.orchestrator.max_in_flight));
         status.set_loop_running(true);
-        take_loop(&sh, take_conn, &queries, &abort, &shutdown).await;
+        futures_util::future::join_all(group.iter().zip(take_conns).map(|(sh, conn)| {
+            take_loop(sh, conn, capacity.clone(), &queries, &abort, &shutdown)
+        }))
+        .await;
         status.set_loop_running(false);
 
         // Drain: in-flight queries get the grace period, then are aborted
@@ -215,7 +232,10 @@ impl Daemon {
             abort.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), queries.wait()).await;
         }
-        let returned = recovery::return_own(&bb, &sh.processing_key).await;
+        let mut returned = 0;
+        for sh in &group {
+            returned += recovery::return_own(&sh.bb, &sh.processing_key).await;
+        }
         if returned > 0 {
             tracing::info!(returned, "returned unfinished queries to the queue");
         }
@@ -230,15 +250,16 @@ impl Daemon {
     }
 }
 
-/// Takes entries while capacity allows, until `shutdown` fires.
+/// Takes entries of one partition's queue while `capacity` (shared by the
+/// partitions) allows, until `shutdown` fires.
 async fn take_loop(
     sh: &Arc<Instance>,
     mut block_conn: crate::store::connection::RedisConn,
+    capacity: Arc<Semaphore>,
     queries: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
-    let capacity = Arc::new(Semaphore::new(sh.settings.orchestrator.max_in_flight));
     let queue = sh.bb.keys().queue();
     let mut conn = sh.bb.connection();
     // After a blocking take that waited (the queue was empty), the next take
@@ -346,11 +367,14 @@ async fn take_loop(
 /// For each entry, the state read for it when it looks like an id
 /// (`Some(raw)`), or `None` to let the task decide.
 async fn preload_states(sh: &Instance, entries: &[Vec<u8>]) -> Vec<Option<Option<String>>> {
+    let keys = sh.bb.keys();
     let ids: Vec<(usize, String)> = entries
         .iter()
         .enumerate()
         .filter_map(|(i, e)| match intake::classify(e, usize::MAX) {
-            intake::EntryKind::Id(id) => Some((i, id)),
+            // An id of another partition is not read here (its key is in
+            // another slot); intake refuses it.
+            intake::EntryKind::Id(id) if keys.partition_of(&id) == keys.current() => Some((i, id)),
             _ => None,
         })
         .collect();
@@ -375,14 +399,13 @@ async fn preload_states(sh: &Instance, entries: &[Vec<u8>]) -> Vec<Option<Option
     out
 }
 
-/// The tasks every instance needs to run queries, daemon or direct runner:
-/// its heartbeat, the worker directory and the reply reader.
-async fn spawn_instance_tasks(
+/// The tasks a daemon or direct runner runs once, whatever its partitions:
+/// its heartbeat and the worker directory.
+async fn spawn_shared_tasks(
     sh: &Arc<Instance>,
-    connector: &Connector,
     tracker: &TaskTracker,
     background: &CancellationToken,
-) -> Result<(), DaemonError> {
+) {
     let bb = &sh.bb;
     let _ = sh.workers.refresh(bb).await;
     tracker.spawn(heartbeat(
@@ -397,6 +420,16 @@ async fn spawn_instance_tasks(
         Duration::from_millis(250),
         background.clone(),
     ));
+}
+
+/// The reader of one instance's reply list, on its own blocking connection.
+async fn spawn_reply_reader(
+    sh: &Arc<Instance>,
+    connector: &Connector,
+    tracker: &TaskTracker,
+    background: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let bb = &sh.bb;
     let reply_conn = connector.blocking(BLOCK_FOR).await?;
     tracker.spawn(replies::read_replies(
         bb.clone(),

@@ -179,7 +179,12 @@ async fn recover_list(
         let Some(entry) = entry else { break };
         n += 1;
         let id = match super::intake::classify(&entry, usize::MAX) {
-            super::intake::EntryKind::Id(id) => Some(id),
+            // An id of another partition (pushed to the wrong queue) is only
+            // returned: intake sends it to the dead list saying where it
+            // belongs, and its state is in another slot than this list.
+            super::intake::EntryKind::Id(id) if keys.partition_of(&id) == keys.current() => {
+                Some(id)
+            }
             _ => None,
         };
         if let Some(id) = &id {

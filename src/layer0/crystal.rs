@@ -276,6 +276,19 @@ impl Blackboard {
         s: &CrystallizationSettings,
     ) -> Result<CrystalOutcome> {
         let match_key = normalize(&c.question);
+        // In cluster mode: the partition of the match key, where the
+        // question's grains, index entry and counts are.
+        self.grain_home(&match_key)
+            .crystallize_here(c, s, match_key)
+            .await
+    }
+
+    async fn crystallize_here(
+        &self,
+        c: &Candidate,
+        s: &CrystallizationSettings,
+        match_key: MatchKey,
+    ) -> Result<CrystalOutcome> {
         let fact_id = crystal_id(&match_key);
         let now = chrono::Utc::now();
         let expires = now + chrono::Duration::seconds(c.ttl_s.min(i64::MAX as u64 / 1000) as i64);
@@ -363,8 +376,9 @@ impl Blackboard {
         )
     }
 
-    /// Removes up to `limit` crystallised grains whose expiry has passed,
-    /// each with a `grain_forgotten` event; returns how many went.
+    /// Removes up to `limit` crystallised grains of the current partition
+    /// whose expiry has passed, each with a `grain_forgotten` event;
+    /// returns how many went. (A daemon runs it for each partition.)
     pub async fn sweep_crystals(&self, limit: u64) -> Result<u64> {
         let mut conn = self.conn.clone();
         let n: u64 = SWEEP_CRYSTALS
@@ -382,29 +396,43 @@ impl Blackboard {
         Ok(n)
     }
 
-    /// Number of crystallised grains (O(1)).
+    /// Number of crystallised grains (O(1) per partition).
     pub async fn count_crystallized(&self) -> Result<u64> {
-        let key = self.keys.crystallized();
-        let mut conn = self.conn.clone();
-        conn.zcard(&key)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))
+        let mut total = 0;
+        for here in self.partitions() {
+            let key = here.keys.crystallized();
+            let mut conn = self.conn.clone();
+            let n: u64 = conn
+                .zcard(&key)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
+            total += n;
+        }
+        Ok(total)
     }
 
     /// Up to `limit` crystallised grains, the one expiring soonest first
     /// (the eviction order). Ids whose hash is gone are skipped.
     pub async fn list_crystallized(&self, limit: usize) -> Result<Vec<Grain>> {
-        let key = self.keys.crystallized();
-        let mut conn = self.conn.clone();
-        let keys: Vec<String> = conn
-            .zrange(&key, 0, limit.max(1) as isize - 1)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
-        let ids: Vec<String> = keys
-            .into_iter()
-            .map(|mk| crystal_id(&MatchKey::from_stored(mk)))
-            .collect();
-        self.get_grains(&ids).await
+        let mut out = Vec::new();
+        for here in self.partitions() {
+            let key = here.keys.crystallized();
+            let mut conn = self.conn.clone();
+            let keys: Vec<String> = conn
+                .zrange(&key, 0, limit.max(1) as isize - 1)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
+            let ids: Vec<String> = keys
+                .into_iter()
+                .map(|mk| crystal_id(&MatchKey::from_stored(mk)))
+                .collect();
+            out.extend(here.get_grains(&ids).await?);
+        }
+        if self.keys.partitions() > 1 {
+            out.sort_by_key(|g| g.crystallized.as_ref().map_or(i64::MAX, |c| c.expires_ms));
+        }
+        out.truncate(limit.max(1));
+        Ok(out)
     }
 
     /// Deletes a grain (loaded or crystallised) with a `grain_forgotten`
@@ -478,17 +506,26 @@ impl Blackboard {
             loaded,
             blocked_s,
         };
-        let mut pipe = redis::pipe();
         if blocked_s > 0 {
-            pipe.set_ex(
-                self.keys.crystal_blocked(match_key.as_str()),
-                query_id,
-                blocked_s,
-            )
-            .ignore()
-            .del(self.keys.crystal_seen(match_key.as_str()))
-            .ignore();
+            // In the question's partition (a pipeline of its own in cluster mode).
+            let home = self.grain_home(&match_key);
+            let mut block = redis::pipe();
+            block
+                .set_ex(
+                    home.keys.crystal_blocked(match_key.as_str()),
+                    query_id,
+                    blocked_s,
+                )
+                .ignore()
+                .del(home.keys.crystal_seen(match_key.as_str()))
+                .ignore();
+            let mut conn = self.conn.clone();
+            block
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(BlackboardError::from)?;
         }
+        let mut pipe = redis::pipe();
         let mut reason = format!(
             "answer {:?} from {} marked wrong; {}; the question is kept from crystallising for {blocked_s} s",
             answer.text,

@@ -182,6 +182,10 @@ pub struct GrainMatch {
     /// lookup checks (an expired grain is a miss).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crystallized: Option<Crystallized>,
+    /// The partition whose index held it (cluster mode; 0 on one server):
+    /// where the grain's hash is. Not stored.
+    #[serde(skip)]
+    pub partition: usize,
 }
 
 impl GrainMatch {
@@ -193,6 +197,7 @@ impl GrainMatch {
             confidence: grain.confidence,
             source: grain.source.clone().filter(|s| !s.is_empty()),
             crystallized: grain.crystallized.clone(),
+            partition: 0,
         }
     }
 
@@ -286,12 +291,19 @@ impl Blackboard {
     /// an empty or reserved (`index:…`) fact id or a confidence outside
     /// [0, 1], and writes nothing then.
     pub async fn store_grain(&self, grain: &Grain) -> Result<StoredGrain> {
+        let grain = self
+            .relocated(std::slice::from_ref(grain))
+            .await?
+            .pop()
+            .expect("one grain");
+        let grain = &grain;
+        let home = self.grain_home(&normalize(&grain.question));
         let mut conn = self.conn.clone();
-        let (invocation, match_key) = self.store_invocation(grain, IfExists::Replace)?;
+        let (invocation, match_key) = home.store_invocation(grain, IfExists::Replace)?;
         let reply: (String, String) = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.script_error(e, &grain.fact_id))?;
+            .map_err(|e| home.script_error(e, &grain.fact_id))?;
         let stored = stored_grain(grain, match_key, reply);
         if let Some(other) = &stored.displaced {
             tracing::warn!(
@@ -308,7 +320,82 @@ impl Blackboard {
     /// grains), each one atomically as in [`Self::store_grain`]. Returns one
     /// result per grain, in order; the outer error is a failed connection.
     /// Collisions are reported in the results, not logged.
+    ///
+    /// In cluster mode each grain goes to the partition of its match key
+    /// (one pipeline per partition); a grain stored before in another
+    /// partition (its question changed) is moved, keeping its `created_at`
+    /// and `hits`.
     pub async fn store_grains(
+        &self,
+        grains: &[Grain],
+        if_exists: IfExists,
+    ) -> Result<Vec<Result<StoredGrain>>> {
+        if !self.keys.is_partitioned() {
+            return self.store_grains_here(grains, if_exists).await;
+        }
+        let mut out: Vec<Option<Result<StoredGrain>>> = (0..grains.len()).map(|_| None).collect();
+        for (chunk_at, chunk) in grains.chunks(500).enumerate() {
+            let chunk = self.relocated(chunk).await?;
+            let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.keys.partitions()];
+            for (i, g) in chunk.iter().enumerate() {
+                groups[self.keys.partition_of(normalize(&g.question).as_str())].push(i);
+            }
+            for (p, members) in groups.into_iter().enumerate() {
+                if members.is_empty() {
+                    continue;
+                }
+                let part: Vec<Grain> = members.iter().map(|&i| chunk[i].clone()).collect();
+                let stored = self.partition(p).store_grains_here(&part, if_exists).await?;
+                for (i, r) in members.into_iter().zip(stored) {
+                    out[chunk_at * 500 + i] = Some(r);
+                }
+            }
+        }
+        Ok(out.into_iter().map(|r| r.expect("every grain answered")).collect())
+    }
+
+    /// The Blackboard of the partition that keeps the grains of match key
+    /// `match_key` (the current one on one server).
+    pub(crate) fn grain_home(&self, match_key: &MatchKey) -> Blackboard {
+        self.partition(self.keys.partition_of(match_key.as_str()))
+    }
+
+    /// `grains`, each with the `created_at` and `hits` of its earlier self
+    /// when that lives in another partition than the grain's own (cluster
+    /// mode, its question changed), which is deleted there first. One
+    /// SMISMEMBER per partition finds them.
+    async fn relocated(&self, grains: &[Grain]) -> Result<Vec<Grain>> {
+        let mut out = grains.to_vec();
+        if !self.keys.is_partitioned() || grains.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<&str> = grains.iter().map(|g| g.fact_id.as_str()).collect();
+        for here in self.partitions() {
+            let key = here.keys.grain_ids();
+            let mut conn = self.conn.clone();
+            let member: Vec<bool> = redis::cmd("SMISMEMBER")
+                .arg(&key)
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "set"))?;
+            for (grain, member) in out.iter_mut().zip(member) {
+                let home = self.keys.partition_of(normalize(&grain.question).as_str());
+                if !member || home == here.keys.current() {
+                    continue;
+                }
+                if let Ok(Some(old)) = here.get_grain_here(&grain.fact_id).await {
+                    grain.created_at = grain.created_at.take().or(old.created_at);
+                    grain.hits = grain.hits.max(old.hits);
+                }
+                here.delete_grain_here(&grain.fact_id).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::store_grains`] in the current partition.
+    async fn store_grains_here(
         &self,
         grains: &[Grain],
         if_exists: IfExists,
@@ -447,7 +534,8 @@ impl Blackboard {
         if match_key.is_empty() {
             return Ok(None);
         }
-        let index = self.keys.question_index();
+        let home = self.grain_home(match_key);
+        let index = home.keys.question_index();
         let mut conn = self.conn.clone();
         let raw: Option<String> = conn
             .hget(&index, match_key.as_str())
@@ -456,7 +544,12 @@ impl Blackboard {
         let found = raw
             .map(|raw| parse_entry(&index, match_key.as_str(), &raw))
             .transpose()?;
-        Ok(found.filter(|m| !m.expired_at(now_ms())))
+        Ok(found
+            .filter(|m| !m.expired_at(now_ms()))
+            .map(|m| GrainMatch {
+                partition: home.keys.current(),
+                ..m
+            }))
     }
 
     /// What layer0 answers `text` with: the grain of its match key, or,
@@ -480,22 +573,32 @@ impl Blackboard {
         if keys.is_empty() {
             return Ok(None);
         }
-        let index = self.keys.question_index();
-        let mut conn = self.conn.clone();
-        let fields: Vec<&str> = keys.iter().map(MatchKey::as_str).collect();
-        let raw: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&index)
-            .arg(&fields)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &index, "hash"))?;
+        // One HMGET per partition the keys fall in (one on one server).
+        let mut groups: Vec<(usize, Vec<&str>)> = Vec::new();
+        for key in &keys {
+            let p = self.keys.partition_of(key.as_str());
+            match groups.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, fields)) => fields.push(key.as_str()),
+                None => groups.push((p, vec![key.as_str()])),
+            }
+        }
         let mut found = Vec::new();
         let now = now_ms();
-        for (key, raw) in fields.iter().zip(raw) {
-            if let Some(raw) = raw {
-                let m = parse_entry(&index, key, &raw)?;
-                if !m.expired_at(now) {
-                    found.push(m);
+        for (p, fields) in groups {
+            let index = self.keys.partition(p).question_index();
+            let mut conn = self.conn.clone();
+            let raw: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&index)
+                .arg(&fields)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &index, "hash"))?;
+            for (key, raw) in fields.iter().zip(raw) {
+                if let Some(raw) = raw {
+                    let m = parse_entry(&index, key, &raw)?;
+                    if !m.expired_at(now) {
+                        found.push(GrainMatch { partition: p, ..m });
+                    }
                 }
             }
         }
@@ -511,15 +614,25 @@ impl Blackboard {
     /// grain the expiry is set on a hash that has none (`PEXPIREAT … NX`,
     /// Redis 7), so such a leftover expires when the grain would have.
     pub fn add_grain_hit_to(&self, tally: &mut Tally, m: &GrainMatch) {
-        let key = self.keys.grain(&m.fact_id);
+        let key = self.keys.partition(m.partition).grain(&m.fact_id);
         tally.incr(&key, "hits", 1);
         if let Some(c) = &m.crystallized {
             tally.expire_at_nx(&key, c.expires_ms);
         }
     }
 
-    /// Reads one grain; `None` when there is none.
+    /// Reads one grain; `None` when there is none. In cluster mode the id
+    /// alone does not say which partition keeps it: every one is asked.
     pub async fn get_grain(&self, fact_id: &str) -> Result<Option<Grain>> {
+        for here in self.partitions() {
+            if let Some(g) = here.get_grain_here(fact_id).await? {
+                return Ok(Some(g));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn get_grain_here(&self, fact_id: &str) -> Result<Option<Grain>> {
         let key = self.keys.grain(fact_id);
         let mut conn = self.conn.clone();
         let h: HashMap<String, String> = conn
@@ -535,7 +648,16 @@ impl Blackboard {
     /// Deletes a grain and its question index entry (unless another grain
     /// took that entry over), in one Lua script; returns whether there was
     /// a grain. A key of another type under the grain's name is deleted too.
+    /// In cluster mode it is deleted from every partition that has it.
     pub async fn delete_grain(&self, fact_id: &str) -> Result<bool> {
+        let mut deleted = false;
+        for here in self.partitions() {
+            deleted |= here.delete_grain_here(fact_id).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_grain_here(&self, fact_id: &str) -> Result<bool> {
         let mut conn = self.conn.clone();
         let deleted: u64 = DELETE_GRAIN
             .key(self.keys.grain(fact_id))
@@ -549,17 +671,34 @@ impl Blackboard {
         Ok(deleted > 0)
     }
 
-    /// Number of grains (O(1)).
+    /// Number of grains (O(1) per partition).
     pub async fn count_grains(&self) -> Result<u64> {
-        let key = self.keys.grain_ids();
-        let mut conn = self.conn.clone();
-        conn.scard(&key)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &key, "set"))
+        let mut total = 0;
+        for here in self.partitions() {
+            let key = here.keys.grain_ids();
+            let mut conn = self.conn.clone();
+            let n: u64 = conn
+                .scard(&key)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "set"))?;
+            total += n;
+        }
+        Ok(total)
     }
 
     /// Fact ids of up to `limit` grains, by SSCAN over the index, sorted.
     pub async fn list_grain_ids(&self, limit: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for here in self.partitions() {
+            out.extend(here.list_grain_ids_here(limit).await?);
+        }
+        out.sort();
+        out.dedup();
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn list_grain_ids_here(&self, limit: usize) -> Result<Vec<String>> {
         let key = self.keys.grain_ids();
         let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
@@ -588,13 +727,20 @@ impl Blackboard {
     /// Up to `limit` grains. A grain that cannot be read is skipped with a
     /// warning; an id whose hash is gone is dropped from the index.
     pub async fn list_grains(&self, limit: usize) -> Result<Vec<Grain>> {
-        let ids = self.list_grain_ids(limit).await?;
-        self.get_grains(&ids).await
+        let mut out = Vec::new();
+        for here in self.partitions() {
+            let ids = here.list_grain_ids_here(limit).await?;
+            out.extend(here.get_grains(&ids).await?);
+        }
+        out.sort_by(|a, b| a.fact_id.cmp(&b.fact_id));
+        out.truncate(limit);
+        Ok(out)
     }
 
-    /// The grains of `ids` that exist, read pipelined (one round trip per
-    /// 200). A grain that cannot be read is skipped with a warning; an id
-    /// whose hash is gone is dropped from the index.
+    /// The grains of `ids` that exist in the current partition, read
+    /// pipelined (one round trip per 200). A grain that cannot be read is
+    /// skipped with a warning; an id whose hash is gone is dropped from the
+    /// index.
     pub(crate) async fn get_grains(&self, ids: &[String]) -> Result<Vec<Grain>> {
         let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(ids.len());
@@ -616,7 +762,7 @@ impl Blackboard {
                 }
                 Err(e) if crate::store::blackboard::is_wrong_type(&e) => {
                     for id in chunk {
-                        match self.get_grain(id).await {
+                        match self.get_grain_here(id).await {
                             Ok(Some(g)) => out.push(g),
                             Ok(None) => {}
                             Err(e) => tracing::warn!(fact_id = %id, "skipping grain: {e}"),
@@ -650,7 +796,14 @@ impl Blackboard {
     #[cfg(any(test, feature = "test-util"))]
     /// Adds one to a grain's hit count.
     pub async fn record_grain_hit(&self, fact_id: &str) -> Result<u64> {
-        let key = self.keys.grain(fact_id);
+        let mut home = self.clone();
+        for here in self.partitions() {
+            if here.get_grain_here(fact_id).await?.is_some() {
+                home = here;
+                break;
+            }
+        }
+        let key = home.keys.grain(fact_id);
         let mut conn = self.conn.clone();
         conn.hincr(&key, "hits", 1)
             .await

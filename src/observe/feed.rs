@@ -251,13 +251,26 @@ fn parse_entries(value: Value) -> Vec<FeedEntry> {
     out
 }
 
+/// A stream entry id (`<ms>-<seq>`) as numbers, for ordering entries of
+/// several streams.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 impl Blackboard {
     /// Appends the XADD for `event` to `pipe`, so callers can record many
-    /// decisions in one round trip.
+    /// decisions in one round trip. The event goes to the feed of the
+    /// current partition, with the pipeline's other keys (in cluster mode a
+    /// pipeline's keys share a slot); see [`Self::emit`] for one event.
     pub fn add_event_to(&self, pipe: &mut redis::Pipeline, event: &Event) {
+        self.add_event_to_feed(pipe, &self.keys.feed(), event);
+    }
+
+    fn add_event_to_feed(&self, pipe: &mut redis::Pipeline, feed: &str, event: &Event) {
         let cmd = pipe
             .cmd("XADD")
-            .arg(self.keys.feed())
+            .arg(feed)
             .arg("MAXLEN")
             .arg("~")
             .arg(self.limits.feed_max_len)
@@ -268,12 +281,16 @@ impl Blackboard {
         cmd.ignore();
     }
 
-    /// Records one event.
+    /// Records one event: in the feed of its query's partition, or of the
+    /// current partition for an event about no query.
     pub async fn emit(&self, event: &Event) -> Result<()> {
+        let feed = match &event.query_id {
+            Some(id) => self.keys.for_query(id).feed(),
+            None => self.keys.feed(),
+        };
         let mut pipe = redis::pipe();
-        self.add_event_to(&mut pipe, event);
+        self.add_event_to_feed(&mut pipe, &feed, event);
         let mut conn = self.conn.clone();
-        let feed = self.keys.feed();
         let _: () = pipe
             .query_async(&mut conn)
             .await
@@ -283,22 +300,22 @@ impl Blackboard {
 
     async fn xrange(
         &self,
+        feed: &str,
         cmd: &str,
         from: &str,
         to: &str,
         count: usize,
     ) -> Result<Vec<FeedEntry>> {
-        let feed = self.keys.feed();
         let mut conn = self.conn.clone();
         let v: Value = redis::cmd(cmd)
-            .arg(&feed)
+            .arg(feed)
             .arg(from)
             .arg(to)
             .arg("COUNT")
             .arg(count)
             .query_async(&mut conn)
             .await
-            .map_err(|e| BlackboardError::on_key(e, &feed, "stream"))?;
+            .map_err(|e| BlackboardError::on_key(e, feed, "stream"))?;
         Ok(parse_entries(v))
     }
 
@@ -310,29 +327,38 @@ impl Blackboard {
     }
 
     /// Up to `count` of the most recent events matching `keep`, looking at
-    /// no more than the `scan` most recent entries; oldest first.
+    /// no more than the `scan` most recent entries of each partition's
+    /// feed; oldest first. In cluster mode the partitions' feeds are read as
+    /// one, ordered by entry id (the time each node gave it).
     async fn recent_matching(
         &self,
         count: usize,
         scan: usize,
         keep: impl Fn(&FeedEntry) -> bool,
     ) -> Result<Vec<FeedEntry>> {
-        let mut out = Vec::new();
-        let mut to = "+".to_string();
-        let mut seen = 0;
-        while seen < scan && out.len() < count {
-            let page = (scan - seen).min(1000);
-            let batch = self.xrange("XREVRANGE", &to, "-", page).await?;
-            if batch.is_empty() {
-                break;
+        let mut all = Vec::new();
+        for keys in self.keys.all_partitions() {
+            let feed = keys.feed();
+            let mut out = Vec::new();
+            let mut to = "+".to_string();
+            let mut seen = 0;
+            while seen < scan && out.len() < count {
+                let page = (scan - seen).min(1000);
+                let batch = self.xrange(&feed, "XREVRANGE", &to, "-", page).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                seen += batch.len();
+                to = format!("({}", batch.last().expect("non-empty").id);
+                out.extend(batch.into_iter().filter(&keep).take(count - out.len()));
             }
-            seen += batch.len();
-            to = format!("({}", batch.last().expect("non-empty").id);
-            out.extend(batch.into_iter().filter(&keep).take(count - out.len()));
+            all.extend(out);
         }
-        out.truncate(count);
-        out.reverse();
-        Ok(out)
+        // Newest first across partitions, then the newest `count`, oldest first.
+        all.sort_by_key(|e| std::cmp::Reverse(stream_id(&e.id)));
+        all.truncate(count);
+        all.reverse();
+        Ok(all)
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -386,35 +412,48 @@ impl Blackboard {
                 })
                 .await;
         };
+        // Every partition's feed: the query's decisions are in its own
+        // partition's, a grain crystallised from it in the grain's.
         let mut out = Vec::new();
-        let mut start = from.to_string();
-        loop {
-            let batch = self.xrange("XRANGE", &start, &to.to_string(), 1000).await?;
-            let n = batch.len();
-            if let Some(last) = batch.last() {
-                start = format!("({}", last.id);
-            }
-            out.extend(
-                batch
-                    .into_iter()
-                    .filter(|e| e.get("query_id") == Some(query_id)),
-            );
-            if n < 1000 {
-                break;
+        for keys in self.keys.all_partitions() {
+            let feed = keys.feed();
+            let mut start = from.to_string();
+            loop {
+                let batch = self
+                    .xrange(&feed, "XRANGE", &start, &to.to_string(), 1000)
+                    .await?;
+                let n = batch.len();
+                if let Some(last) = batch.last() {
+                    start = format!("({}", last.id);
+                }
+                out.extend(
+                    batch
+                        .into_iter()
+                        .filter(|e| e.get("query_id") == Some(query_id)),
+                );
+                if n < 1000 {
+                    break;
+                }
             }
         }
+        out.sort_by_key(|e| stream_id(&e.id));
         Ok(out)
     }
 
     #[cfg(any(test, feature = "test-util"))]
     /// Number of entries in the feed.
     pub async fn feed_len(&self) -> Result<u64> {
-        let feed = self.keys.feed();
-        let mut conn = self.conn.clone();
-        redis::cmd("XLEN")
-            .arg(&feed)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &feed, "stream"))
+        let mut total = 0;
+        for keys in self.keys.all_partitions() {
+            let feed = keys.feed();
+            let mut conn = self.conn.clone();
+            let n: u64 = redis::cmd("XLEN")
+                .arg(&feed)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &feed, "stream"))?;
+            total += n;
+        }
+        Ok(total)
     }
 }

@@ -312,25 +312,30 @@ impl Blackboard {
 
     /// Samples of `metric` from the last `window`, oldest first. Members that
     /// are not `<value>|…` (written by something else) are skipped.
+    /// In cluster mode, every partition's samples, merged in time order.
     pub async fn metric_window(&self, metric: &str, window: Duration) -> Result<Vec<Sample>> {
-        let key = self.keys.metric(metric);
         let now = chrono::Utc::now().timestamp_millis();
         let from = now - window.as_millis() as i64;
-        let mut conn = self.conn.clone();
-        let raw: Vec<(String, f64)> = conn
-            .zrangebyscore_withscores(&key, from, "+inf")
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|(member, score)| {
+        let mut out = Vec::new();
+        for keys in self.keys.all_partitions() {
+            let key = keys.metric(metric);
+            let mut conn = self.conn.clone();
+            let raw: Vec<(String, f64)> = conn
+                .zrangebyscore_withscores(&key, from, "+inf")
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
+            out.extend(raw.into_iter().filter_map(|(member, score)| {
                 let value = member.split('|').next()?.parse::<f64>().ok()?;
                 Some(Sample {
                     ts_ms: score as i64,
                     value,
                 })
-            })
-            .collect())
+            }));
+        }
+        if self.keys.partitions() > 1 {
+            out.sort_by_key(|s| s.ts_ms);
+        }
+        Ok(out)
     }
 
     /// Count, mean and percentiles of `metric` over the last `window`.
@@ -365,12 +370,32 @@ impl Blackboard {
     /// Appends the commands that write `tally` to `pipe`: one HINCRBY per
     /// counter, one ZADD per metric (with its trims when due), one
     /// `PEXPIREAT … NX` per crystallised grain hit.
-    pub fn add_tally_to(&self, pipe: &mut redis::Pipeline, tally: &Tally) {
+    ///
+    /// In cluster mode a pipeline's keys share a slot: only the counters
+    /// and expiries of the current partition go into `pipe` (the metrics
+    /// always do), and the rest (the hit counters of grains kept in other
+    /// partitions) is returned, for [`Self::write_tally`]. On one server
+    /// nothing is returned.
+    pub fn add_tally_to(&self, pipe: &mut redis::Pipeline, tally: &Tally) -> Tally {
+        let mut rest = Tally::default();
+        let home = self
+            .keys
+            .is_partitioned()
+            .then(|| crate::store::keys::slot(self.keys.base()));
+        let here = |key: &str| home.is_none_or(|h| crate::store::keys::slot(key) == h);
         for ((key, field), by) in &tally.increments {
-            pipe.hincr(key, *field, *by).ignore();
+            if here(key) {
+                pipe.hincr(key, *field, *by).ignore();
+            } else {
+                rest.increments.push(((key.clone(), field), *by));
+            }
         }
         for (key, at_ms) in &tally.expiries {
-            pipe.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("NX").ignore();
+            if here(key) {
+                pipe.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("NX").ignore();
+            } else {
+                rest.expiries.push((key.clone(), *at_ms));
+            }
         }
         let mut metrics: Vec<(&str, Vec<(f64, i64)>)> = Vec::new();
         for (metric, value, ts_ms) in &tally.samples {
@@ -382,6 +407,66 @@ impl Blackboard {
         for (metric, samples) in metrics {
             self.add_samples_to(pipe, metric, &samples);
         }
+        rest
+    }
+
+    /// Writes the counters and expiries of `tally` wherever their keys
+    /// are: one pipeline per slot (one in all on one server), sent
+    /// together. Its samples are written to the current partition.
+    pub async fn write_tally(&self, tally: &Tally) -> Result<()> {
+        if tally.is_empty() {
+            return Ok(());
+        }
+        let mut by_slot: std::collections::BTreeMap<u16, Tally> = Default::default();
+        let slot_of = |key: &str| {
+            if self.keys.is_partitioned() {
+                crate::store::keys::slot(key)
+            } else {
+                0
+            }
+        };
+        for ((key, field), by) in &tally.increments {
+            by_slot
+                .entry(slot_of(key))
+                .or_default()
+                .increments
+                .push(((key.clone(), field), *by));
+        }
+        for (key, at_ms) in &tally.expiries {
+            by_slot
+                .entry(slot_of(key))
+                .or_default()
+                .expiries
+                .push((key.clone(), *at_ms));
+        }
+        let mut pipes = Vec::new();
+        if !tally.samples.is_empty() {
+            let mut pipe = redis::pipe();
+            let local = Tally {
+                samples: tally.samples.clone(),
+                ..Default::default()
+            };
+            let _ = self.add_tally_to(&mut pipe, &local);
+            pipes.push(pipe);
+        }
+        for part in by_slot.into_values() {
+            let mut pipe = redis::pipe();
+            for ((key, field), by) in &part.increments {
+                pipe.hincr(key, *field, *by).ignore();
+            }
+            for (key, at_ms) in &part.expiries {
+                pipe.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("NX").ignore();
+            }
+            pipes.push(pipe);
+        }
+        let sends = pipes.iter().map(|pipe| {
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        for r in futures_util::future::join_all(sends).await {
+            r?;
+        }
+        Ok(())
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -395,7 +480,7 @@ impl Blackboard {
         let mut tally = Tally::default();
         self.add_attempt_to(&mut tally, layer, outcome, latency_ms);
         let mut pipe = redis::pipe();
-        self.add_tally_to(&mut pipe, &tally);
+        let _ = self.add_tally_to(&mut pipe, &tally);
         if outcome != Outcome::Skipped {
             let now = chrono::Utc::now().timestamp_millis();
             let metric = layer_latency_metric(layer);
@@ -410,24 +495,27 @@ impl Blackboard {
         Ok(())
     }
 
-    /// The counters of `layer` (zeros when it was never tried).
+    /// The counters of `layer` (zeros when it was never tried); in cluster
+    /// mode summed over the partitions.
     pub async fn layer_counters(&self, layer: &str) -> Result<LayerCounters> {
-        let key = self.keys.stats(layer);
-        let mut conn = self.conn.clone();
-        let h: HashMap<String, String> = conn
-            .hgetall(&key)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &key, "hash"))?;
-        let get = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        Ok(LayerCounters {
-            attempts: get("attempts"),
-            hits: get("hits"),
-            misses: get("misses"),
-            timeouts: get("timeouts"),
-            errors: get("errors"),
-            skips: get("skips"),
-            latency_sum_us: get("latency_sum_us"),
-        })
+        let mut total = LayerCounters::default();
+        for keys in self.keys.all_partitions() {
+            let key = keys.stats(layer);
+            let mut conn = self.conn.clone();
+            let h: HashMap<String, String> = conn
+                .hgetall(&key)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "hash"))?;
+            let get = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            total.attempts += get("attempts");
+            total.hits += get("hits");
+            total.misses += get("misses");
+            total.timeouts += get("timeouts");
+            total.errors += get("errors");
+            total.skips += get("skips");
+            total.latency_sum_us += get("latency_sum_us");
+        }
+        Ok(total)
     }
 
     /// Counters, hit rate, mean latency and windowed percentiles of `layer`.
@@ -457,7 +545,9 @@ impl Blackboard {
     /// Clears the counters of `layer`.
     pub async fn reset_layer_stats(&self, layer: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: u64 = conn.del(self.keys.stats(layer)).await?;
+        for keys in self.keys.all_partitions() {
+            let _: u64 = conn.del(keys.stats(layer)).await?;
+        }
         Ok(())
     }
 
@@ -466,13 +556,19 @@ impl Blackboard {
     /// TTL (by other clients) the configured one. The writers bound their
     /// own keys as they go; this catches what they could not.
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
-        let mut report = self.maintain_streams_and_metrics().await?;
-        report.states_given_ttl = self.give_states_a_ttl().await?;
+        let mut report = MaintenanceReport::default();
+        for bb in self.partitions() {
+            let r = bb.maintain_streams_and_metrics().await?;
+            report.feed_trimmed += r.feed_trimmed;
+            report.samples_trimmed += r.samples_trimmed;
+            report.states_given_ttl += bb.give_states_a_ttl().await?;
+        }
         Ok(report)
     }
 
     /// The cheap part of [`Self::maintain`], run by every daemon every few
-    /// seconds: the feed's cap, and every metric's age and count caps.
+    /// seconds: the feed's cap, and every metric's age and count caps (of
+    /// the current partition; a daemon runs it for each of its partitions).
     pub async fn maintain_streams_and_metrics(&self) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         let mut conn = self.conn.clone();
@@ -509,7 +605,8 @@ impl Blackboard {
     }
 
     /// Gives the configured TTL to states written without one (by other
-    /// clients); returns how many. Scans every state: run it rarely.
+    /// clients) in the current partition; returns how many. Scans every
+    /// state: run it rarely.
     pub async fn give_states_a_ttl(&self) -> Result<u64> {
         let mut conn = self.conn.clone();
         let mut given = 0;

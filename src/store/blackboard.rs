@@ -75,7 +75,8 @@ pub enum BlackboardError {
         "the queue holds {len} queries, at its limit orchestrator.max_queue_len = {max}; try again later or raise the limit"
     )]
     QueueFull {
-        /// Current length.
+        /// Current length (in cluster mode, the query's partition's length
+        /// times the partition count: an estimate).
         len: u64,
         /// The configured limit.
         max: u64,
@@ -250,6 +251,21 @@ impl Blackboard {
         )
     }
 
+    /// The same Blackboard with partition `p` as its keys' current one
+    /// (see [`Keys::partition`]); the connection is shared.
+    pub fn partition(&self, p: usize) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            keys: self.keys.partition(p),
+            limits: self.limits.clone(),
+        }
+    }
+
+    /// One Blackboard per partition (one on one server).
+    pub fn partitions(&self) -> Vec<Self> {
+        (0..self.keys.partitions()).map(|p| self.partition(p)).collect()
+    }
+
     /// The key schema.
     pub fn keys(&self) -> &Keys {
         &self.keys
@@ -370,16 +386,25 @@ impl Blackboard {
     /// Writes a new query's state and pushes its id, in one MULTI. Refuses
     /// when the queue is at `max_queue_len` (a check that may overshoot by
     /// the number of clients enqueueing at the same instant).
+    ///
+    /// In cluster mode the query goes to its partition's queue, and the
+    /// limit applies to each partition's queue as its share of
+    /// `max_queue_len` (rounded up): one LLEN, not one per partition.
     pub async fn enqueue(&self, state: &QueryState) -> Result<()> {
-        let len = self.queue_len().await?;
-        if len >= self.limits.max_queue_len {
+        let keys = self.keys.for_query(&state.query_id);
+        let queue = keys.queue();
+        let mut conn = self.conn.clone();
+        let len: u64 = conn
+            .llen(&queue)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
+        let max = self.limits.max_queue_len.div_ceil(keys.partitions() as u64);
+        if len >= max {
             return Err(BlackboardError::QueueFull {
-                len,
+                len: len * keys.partitions() as u64,
                 max: self.limits.max_queue_len,
             });
         }
-        let mut conn = self.conn.clone();
-        let queue = self.keys.queue();
         let _: () = redis::pipe()
             .atomic()
             .set_ex(
@@ -396,13 +421,28 @@ impl Blackboard {
         Ok(())
     }
 
-    /// Number of queries waiting.
+    /// Number of queries waiting (in every partition).
     pub async fn queue_len(&self) -> Result<u64> {
-        let queue = self.keys.queue();
-        let mut conn = self.conn.clone();
-        conn.llen(&queue)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &queue, "list"))
+        let mut total = 0;
+        for len in self.per_partition_len(|k| k.queue()).await? {
+            total += len;
+        }
+        Ok(total)
+    }
+
+    /// The length of one list per partition (`list` names it), read
+    /// together over the shared connection.
+    pub async fn per_partition_len(&self, list: impl Fn(&Keys) -> String) -> Result<Vec<u64>> {
+        let keys: Vec<String> = self.keys.all_partitions().iter().map(list).collect();
+        let reads = keys.iter().map(|key| {
+            let mut conn = self.conn.clone();
+            async move {
+                conn.llen::<_, u64>(key)
+                    .await
+                    .map_err(|e| BlackboardError::on_key(e, key, "list"))
+            }
+        });
+        futures_util::future::join_all(reads).await.into_iter().collect()
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -412,24 +452,36 @@ impl Blackboard {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let queue = self.keys.queue();
-        let mut conn = self.conn.clone();
-        let mut entries: Vec<String> = conn
-            .lrange(&queue, -(n as isize), -1)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
-        entries.reverse();
-        Ok(entries)
+        let mut out = Vec::new();
+        for keys in self.keys.all_partitions() {
+            let queue = keys.queue();
+            let mut conn = self.conn.clone();
+            let mut entries: Vec<String> = conn
+                .lrange(&queue, -(n as isize), -1)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
+            entries.reverse();
+            out.extend(entries);
+        }
+        out.truncate(n);
+        Ok(out)
     }
 
     #[cfg(any(test, feature = "test-util"))]
     /// Entries in the dead-letter list, newest first.
     pub async fn dead_entries(&self, n: usize) -> Result<Vec<String>> {
-        let dead = self.keys.dead();
-        let mut conn = self.conn.clone();
-        conn.lrange(&dead, 0, n as isize - 1)
-            .await
-            .map_err(|e| BlackboardError::on_key(e, &dead, "list"))
+        let mut out = Vec::new();
+        for keys in self.keys.all_partitions() {
+            let dead = keys.dead();
+            let mut conn = self.conn.clone();
+            let entries: Vec<String> = conn
+                .lrange(&dead, 0, n as isize - 1)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &dead, "list"))?;
+            out.extend(entries);
+        }
+        out.truncate(n);
+        Ok(out)
     }
 
     // ----- health ---------------------------------------------------------

@@ -1,8 +1,9 @@
 //! Workers (`kitbash worker <kind>`): one runtime for every kind.
 //!
-//! The runtime takes jobs from `<p>:jobs:<layer>` with `BLMOVE` into the
-//! worker's own processing list (one dedicated blocking connection per
-//! concurrent slot), drops jobs whose deadline has passed, asks the
+//! The runtime takes jobs from `<p>:jobs:<layer>` into the worker's own
+//! processing list (a batch when there is a backlog, else one `BLMOVE` on a
+//! dedicated blocking connection; in cluster mode one such loop per
+//! partition), up to its concurrency, drops jobs whose deadline has passed, asks the
 //! [`Backend`] for an answer, replies with `LPUSH <reply_to>` and removes the
 //! job. A heartbeat writes `<p>:health:<name>` with counters, and says
 //! `healthy: false` while the backend cannot answer, so the daemon skips the
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use crate::store::connection::RedisConn;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -157,7 +159,8 @@ pub struct Worker<B: Backend> {
     status: Arc<WorkerStatus>,
 }
 
-/// What every slot of one worker shares.
+/// What the jobs of one partition's job list share (one partition on one
+/// server); every partition's runtime shares the backend and the status.
 struct Runtime<B: Backend> {
     bb: Blackboard,
     kind: WorkerKind,
@@ -171,7 +174,7 @@ struct Runtime<B: Backend> {
     /// The jobs of the processing list a slot holds (see `crate::store::orphans`).
     held: Arc<Held>,
     /// One log line per Redis outage.
-    outage: OutageLog,
+    outage: Arc<OutageLog>,
 }
 
 fn default_name(kind: WorkerKind) -> String {
@@ -232,28 +235,39 @@ impl<B: Backend> Worker<B> {
         let mut conn = connector.shared_lazy()?;
         connector.wait_until_up(&mut conn, &shutdown).await?;
         let bb = Blackboard::from_settings(conn, &settings);
-        let keys = bb.keys().clone();
-        let sh = Arc::new(Runtime {
-            jobs_key: keys.jobs(&self.layer),
-            processing_key: keys.jobs_processing(&self.layer, &self.name),
-            replies_prefix: keys.replies(""),
-            bb: bb.clone(),
-            kind: self.kind,
-            backend: self.backend.clone(),
-            name: self.name.clone(),
-            layer: self.layer.clone(),
-            status: self.status.clone(),
-            held: Held::new(),
-            outage: OutageLog::default(),
-        });
+        let outage = Arc::new(OutageLog::default());
+        let runtimes: Vec<Arc<Runtime<B>>> = bb
+            .partitions()
+            .into_iter()
+            .map(|bb| {
+                let keys = bb.keys().clone();
+                Arc::new(Runtime {
+                    jobs_key: keys.jobs(&self.layer),
+                    processing_key: keys.jobs_processing(&self.layer, &self.name),
+                    replies_prefix: keys.replies(""),
+                    bb,
+                    kind: self.kind,
+                    backend: self.backend.clone(),
+                    name: self.name.clone(),
+                    layer: self.layer.clone(),
+                    status: self.status.clone(),
+                    held: Held::new(),
+                    outage: outage.clone(),
+                })
+            })
+            .collect();
 
         // Jobs a previous life of this name, or a dead worker of this layer,
         // left behind go back to the job list (expired ones are dropped
         // when taken).
-        return_jobs(&sh, &sh.processing_key).await;
         let beat = Duration::from_millis(settings.workers.heartbeat_interval_ms);
-        let mut watch = DeathWatch::for_peers(beat, settings.redis.retry_max_delay());
-        recover_dead_workers(&sh, &mut watch).await;
+        let mut watches = Vec::with_capacity(runtimes.len());
+        for sh in &runtimes {
+            return_jobs(sh, &sh.processing_key).await;
+            let mut watch = DeathWatch::for_peers(beat, settings.redis.retry_max_delay());
+            recover_dead_workers(sh, &mut watch).await;
+            watches.push(watch);
+        }
 
         let check = self.backend.check().await;
         if let Err(reason) = &check {
@@ -264,26 +278,28 @@ impl<B: Backend> Worker<B> {
         let background = CancellationToken::new();
         let tracker = TaskTracker::new();
         tracker.spawn(heartbeat(
-            sh.clone(),
+            runtimes.clone(),
             settings.clone(),
-            watch,
+            watches,
             background.clone(),
         ));
 
         let abort = CancellationToken::new();
         let slots = TaskTracker::new();
-        for slot in 0..self.concurrency {
+        let capacity = Arc::new(Semaphore::new(self.concurrency));
+        for sh in &runtimes {
             let block = connector.blocking(BLOCK_FOR).await?;
             slots.spawn(take_loop(
                 sh.clone(),
                 block,
-                slot,
+                capacity.clone(),
+                slots.clone(),
                 shutdown.clone(),
                 abort.clone(),
             ));
         }
-        slots.close();
         shutdown.cancelled().await;
+        slots.close();
 
         let grace = Duration::from_secs(settings.workers.shutdown_grace_s);
         tracing::info!(worker = %self.name, in_flight = self.status.in_flight.load(Ordering::Relaxed), "stopping: finishing jobs in progress");
@@ -292,7 +308,9 @@ impl<B: Backend> Worker<B> {
             abort.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), slots.wait()).await;
         }
-        return_jobs(&sh, &sh.processing_key).await;
+        for sh in &runtimes {
+            return_jobs(sh, &sh.processing_key).await;
+        }
         background.cancel();
         tracker.close();
         tracker.wait().await;
@@ -369,17 +387,18 @@ async fn recover_dead_workers<B: Backend>(sh: &Runtime<B>, watch: &mut DeathWatc
 /// Writes the health record every `workers.heartbeat_interval_ms`, after
 /// asking the backend whether it can answer.
 async fn heartbeat<B: Backend>(
-    sh: Arc<Runtime<B>>,
+    runtimes: Vec<Arc<Runtime<B>>>,
     settings: Arc<Settings>,
-    mut watch: DeathWatch,
+    mut watches: Vec<DeathWatch>,
     cancel: CancellationToken,
 ) {
+    let sh = runtimes[0].clone();
     let every = Duration::from_millis(settings.workers.heartbeat_interval_ms);
     let ttl = Duration::from_secs(settings.workers.health_ttl_s);
     let mut health = Health::new(sh.name.clone(), ProcessRole::Worker);
     health.kind = Some(sh.kind.to_string());
     health.layer = Some(sh.layer.clone());
-    let mut sweep = OrphanSweep::default();
+    let mut sweeps: Vec<OrphanSweep> = runtimes.iter().map(|_| OrphanSweep::default()).collect();
     // An orphan goes back about as soon as a dead worker's jobs would.
     let sweep_every = Duration::from_secs(settings.workers.health_ttl_s.max(1));
     let mut last_sweep = tokio::time::Instant::now();
@@ -420,20 +439,22 @@ async fn heartbeat<B: Backend>(
         }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
-            // A worker of this layer that died since we started.
-            recover_dead_workers(&sh, &mut watch).await;
-            let mut conn = sh.bb.connection();
-            match sweep
-                .sweep(&mut conn, &sh.processing_key, &sh.jobs_key, &sh.held)
-                .await
-            {
-                Ok(r) if !r.is_empty() => tracing::warn!(
-                    worker = %sh.name,
-                    returned = r.len(),
-                    "returned jobs of our own processing list that no slot held (a lost response) to the job list"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::debug!(worker = %sh.name, "orphan sweep failed: {e}"),
+            for ((sh, watch), sweep) in runtimes.iter().zip(&mut watches).zip(&mut sweeps) {
+                // A worker of this layer that died since we started.
+                recover_dead_workers(sh, watch).await;
+                let mut conn = sh.bb.connection();
+                match sweep
+                    .sweep(&mut conn, &sh.processing_key, &sh.jobs_key, &sh.held)
+                    .await
+                {
+                    Ok(r) if !r.is_empty() => tracing::warn!(
+                        worker = %sh.name,
+                        returned = r.len(),
+                        "returned jobs of our own processing list that no slot held (a lost response) to the job list"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(worker = %sh.name, "orphan sweep failed: {e}"),
+                }
             }
         }
         tokio::select! {
@@ -443,15 +464,33 @@ async fn heartbeat<B: Backend>(
     }
 }
 
-/// One slot: takes a job, answers it, again, until `shutdown`.
+/// Most jobs taken in one round trip.
+const MAX_BATCH: usize = 64;
+
+/// Takes the jobs of one partition's job list while the worker has
+/// capacity (`capacity`, shared by the partitions), and answers each in a
+/// task of its own, until `shutdown`.
+///
+/// A blocking take holds no capacity: with fewer slots than partitions, a
+/// loop waiting on an empty list must not keep a slot from the loop whose
+/// list has work. So a loop waits until a slot is free, takes (a batch when
+/// there is a backlog, else one blocking `BLMOVE`), and then claims a slot
+/// per job; a job it cannot claim a slot for (another partition's loop
+/// took the last one meanwhile) goes straight back to the tail of the job
+/// list, taken next, by this worker or another.
 async fn take_loop<B: Backend>(
     sh: Arc<Runtime<B>>,
     mut block: RedisConn,
-    slot: usize,
+    capacity: Arc<Semaphore>,
+    jobs: TaskTracker,
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
+    let mut conn = sh.bb.connection();
+    // As in the daemon: after a blocking take that waited, block again at
+    // once instead of first asking for a batch.
+    let mut idle = false;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -462,54 +501,112 @@ async fn take_loop<B: Backend>(
                 _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
             }
         }
-        let mut cmd = redis::cmd("BLMOVE");
-        cmd.arg(&sh.jobs_key)
-            .arg(&sh.processing_key)
-            .arg("RIGHT")
-            .arg("LEFT")
-            .arg(BLOCK_FOR.as_secs_f64());
-        let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block);
-        tokio::pin!(blocked);
-        let taken = tokio::select! {
-            r = &mut blocked => r,
-            _ = shutdown.cancelled() => {
-                // Not abandoned: Redis may still move a job while the
-                // command waits, after shutdown has returned the processing
-                // list. It ends within BLOCK_FOR; whatever it moved is then
-                // in the list that shutdown returns.
-                let _ = blocked.await;
-                return;
-            }
+        // Wait for a free slot, without keeping it.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = capacity.acquire() => drop(p.expect("semaphore never closed")),
+        }
+        let want = capacity.available_permits().clamp(1, MAX_BATCH);
+        let batch: redis::RedisResult<Vec<Vec<u8>>> = if idle || want == 1 {
+            Ok(Vec::new())
+        } else {
+            crate::store::scripts::TAKE_BATCH
+                .key(&sh.jobs_key)
+                .key(&sh.processing_key)
+                .arg(want)
+                .invoke_async(&mut conn)
+                .await
         };
-        let raw = match taken {
-            Ok(Some(raw)) => {
-                sh.outage.answered(&sh.name);
-                backoff.reset();
-                raw
-            }
-            Ok(None) => {
-                sh.outage.answered(&sh.name);
-                backoff.reset();
-                continue;
-            }
+        let mut taken = match batch {
+            Ok(v) => v,
             Err(e) => {
-                sh.outage
-                    .failed(&sh.name, &format!("taking jobs (slot {slot})"), &e);
+                sh.outage.failed(&sh.name, "taking jobs", &e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff.next_wait()) => continue,
                 }
             }
         };
-        let held = sh.held.hold(&raw);
-        sh.status.in_flight.fetch_add(1, Ordering::Relaxed);
-        tokio::select! {
-            _ = handle_job(&sh, &raw) => {}
-            // Abandoned: the job stays in the processing list and is returned.
-            _ = abort.cancelled() => {}
+        if taken.is_empty() {
+            let mut cmd = redis::cmd("BLMOVE");
+            cmd.arg(&sh.jobs_key)
+                .arg(&sh.processing_key)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(BLOCK_FOR.as_secs_f64());
+            let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block);
+            tokio::pin!(blocked);
+            let waited_from = tokio::time::Instant::now();
+            let got = tokio::select! {
+                r = &mut blocked => r,
+                _ = shutdown.cancelled() => {
+                    // Not abandoned: Redis may still move a job while the
+                    // command waits, after shutdown has returned the
+                    // processing list. It ends within BLOCK_FOR; whatever
+                    // it moved is then in the list that shutdown returns.
+                    let _ = blocked.await;
+                    return;
+                }
+            };
+            match got {
+                Ok(Some(raw)) => {
+                    idle = waited_from.elapsed() > Duration::from_micros(200);
+                    taken.push(raw);
+                }
+                Ok(None) => {
+                    idle = true;
+                    sh.outage.answered(&sh.name);
+                    backoff.reset();
+                    continue;
+                }
+                Err(e) => {
+                    sh.outage.failed(&sh.name, "taking jobs", &e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_wait()) => continue,
+                    }
+                }
+            }
+        } else {
+            idle = false;
         }
-        sh.status.in_flight.fetch_sub(1, Ordering::Relaxed);
-        drop(held);
+        sh.outage.answered(&sh.name);
+        backoff.reset();
+        for raw in taken {
+            let Ok(permit) = capacity.clone().try_acquire_owned() else {
+                give_back(&sh, &raw).await;
+                continue;
+            };
+            let held = sh.held.hold(&raw);
+            sh.status.in_flight.fetch_add(1, Ordering::Relaxed);
+            let (sh, abort) = (sh.clone(), abort.clone());
+            jobs.spawn(async move {
+                tokio::select! {
+                    _ = handle_job(&sh, &raw) => {}
+                    // Abandoned: the job stays in the processing list and is returned.
+                    _ = abort.cancelled() => {}
+                }
+                sh.status.in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(held);
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Puts a job taken without a free slot back at the tail of its job list
+/// (taken next). If that fails the job stays in the processing list, and
+/// the orphan sweep returns it.
+async fn give_back<B: Backend>(sh: &Runtime<B>, raw: &[u8]) {
+    let mut conn = sh.bb.connection();
+    let res: redis::RedisResult<i64> = crate::store::scripts::RETURN_ONE
+        .key(&sh.processing_key)
+        .key(&sh.jobs_key)
+        .arg(raw)
+        .invoke_async(&mut conn)
+        .await;
+    if let Err(e) = res {
+        sh.outage.failed(&sh.name, "returning a job", &e);
     }
 }
 

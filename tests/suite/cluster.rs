@@ -239,10 +239,20 @@ async fn the_cascade_runs_on_a_cluster_and_survives_a_killed_daemon() {
     assert!(answered >= 200, "at least the grain half answered: {statuses:?}");
     // The daemon that was killed left no processing list behind.
     let deadline = Instant::now() + PATIENCE;
-    let pattern = on.bb.keys().processing_pattern();
-    while !on.bb.scan_keys(&pattern).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "processing lists left");
+    loop {
+        let mut left = Vec::new();
+        for keys in on.bb.keys().all_partitions() {
+            left.extend(on.bb.scan_keys(&keys.processing_pattern()).await.unwrap());
+        }
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processing lists left: {left:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The queries were spread over the partitions, so over every primary.
+    let used: std::collections::BTreeSet<usize> =
+        ids.iter().map(|id| on.bb.keys().partition_of(id)).collect();
+    assert_eq!(used.len(), on.settings.redis.partitions as usize);
     drop(on.cluster);
 }

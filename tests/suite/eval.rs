@@ -148,6 +148,7 @@ fn layer0_stays_exact_with_100000_distractor_grains() {
             confidence: 1.0,
             source: None,
             crystallized: None,
+            partition: 0,
         });
     }
     assert!(grains.len() > real + 90_000, "{}", grains.len());

@@ -215,6 +215,7 @@ async fn kenya_grain_does_not_answer_uganda_or_currency() {
                 confidence: 0.97,
                 source: Some("atlas".into()),
                 crystallized: None,
+                partition: 0,
             }
         );
         assert!(m.confidence >= min_confidence(&ctx));
