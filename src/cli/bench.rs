@@ -139,6 +139,12 @@ pub fn run(file: Option<PathBuf>, args: BenchArgs) -> ExitCode {
             Ok(b) => b,
             Err(c) => return c,
         };
+        // The bench writes as a client does: waiting for replicas when a
+        // client would (redis.wait_replicas).
+        if let Err(e) = bb.resolve_wait_replicas(settings.redis.wait_replicas).await {
+            eprintln!("kitbash bench: {e}");
+            return ExitCode::from(1);
+        }
         let opts = BenchOptions {
             mode: match args.mode {
                 ModeArg::Backlog => Mode::Backlog,

@@ -16,8 +16,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use crate::store::connection::RedisConn;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::layer0::grains::{Grain, IfExists};
@@ -353,6 +353,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     let before = redis_counters(&mut conn).await?;
     let keys = bb.keys().clone();
     let ttl = bb.limits().state_ttl_s;
+    let (wait_replicas, wait_ms) = (bb.wait_replicas(), bb.limits().wait_timeout_ms);
 
     let start = Instant::now();
     let start_wall = Utc::now();
@@ -379,6 +380,11 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                         .ignore();
                     intended.push(now);
                 }
+                if wait_replicas > 0 {
+                    for pipe in pipes.iter_mut().filter(|p| !p.is_empty()) {
+                        pipe.cmd("WAIT").arg(wait_replicas).arg(wait_ms).ignore();
+                    }
+                }
                 let sends = pipes.iter().filter(|p| !p.is_empty()).map(|p| {
                     let mut c = conn.clone();
                     async move { p.query_async::<()>(&mut c).await }
@@ -403,13 +409,15 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                 let mut c = conn.clone();
                 let (state_key, queue) = (keys.state(&ids[i]), keys.for_query(&ids[i]).queue());
                 inflight.spawn(async move {
-                    redis::pipe()
-                        .set_ex(state_key, serde_json::to_string(&q).expect("state"), ttl)
+                    let mut pipe = redis::pipe();
+                    pipe.set_ex(state_key, serde_json::to_string(&q).expect("state"), ttl)
                         .ignore()
                         .lpush(queue, q.query_id)
-                        .ignore()
-                        .query_async::<()>(&mut c)
-                        .await
+                        .ignore();
+                    if wait_replicas > 0 {
+                        pipe.cmd("WAIT").arg(wait_replicas).arg(wait_ms).ignore();
+                    }
+                    pipe.query_async::<()>(&mut c).await
                 });
                 while let Some(r) = inflight.try_join_next() {
                     r.expect("send task")?;
@@ -532,7 +540,10 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
             .iter()
             .flat_map(|id| [keys.state(id), keys.done(id)])
             .collect();
-        let _: u64 = redis::cmd("DEL").arg(&doomed).query_async(&mut conn).await?;
+        let _: u64 = redis::cmd("DEL")
+            .arg(&doomed)
+            .query_async(&mut conn)
+            .await?;
     }
     // The bench's own counters and samples (daemons keep them apart), in
     // every partition.
@@ -545,7 +556,10 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
             doomed.push(k.metric(&layer_latency_metric(&scoped)));
         }
     }
-    let _: u64 = redis::cmd("DEL").arg(&doomed).query_async(&mut conn).await?;
+    let _: u64 = redis::cmd("DEL")
+        .arg(&doomed)
+        .query_async(&mut conn)
+        .await?;
     if own_grains {
         for g in &grains {
             bb.delete_grain(&g.fact_id).await?;

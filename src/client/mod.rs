@@ -44,6 +44,8 @@ pub struct Client {
     connector: Connector,
     blocking: Option<RedisConn>,
     max_wait: Duration,
+    /// `redis.wait_replicas` as configured (`None`: decided from the topology).
+    wait_replicas: Option<u32>,
 }
 
 impl Client {
@@ -52,8 +54,12 @@ impl Client {
     pub async fn connect(settings: &Settings, max_wait: Duration) -> Result<Self, ClientError> {
         let connector = Connector::new(&settings.redis)?;
         let conn = connector.shared().await?;
+        let bb = Blackboard::from_settings(conn, settings);
+        bb.resolve_wait_replicas(settings.redis.wait_replicas)
+            .await?;
         Ok(Self {
-            bb: Blackboard::from_settings(conn, settings),
+            wait_replicas: settings.redis.wait_replicas,
+            bb,
             connector,
             blocking: None,
             max_wait,
@@ -84,7 +90,21 @@ impl Client {
     ) -> Result<QueryState, ClientError> {
         let mut q = QueryState::new(text);
         q.metadata = metadata;
-        self.bb.enqueue(&q).await?;
+        match self.bb.enqueue(&q).await {
+            Ok(()) => {}
+            // Queued on the primary: it runs unless a failover loses it.
+            Err(e @ BlackboardError::NotReplicated { .. }) => {
+                tracing::warn!(query_id = %q.query_id, "{e}");
+                if self.wait_replicas.is_none()
+                    && let Ok(0) = self.bb.resolve_wait_replicas(None).await
+                {
+                    tracing::warn!(
+                        "a primary has no replica now (after a failover?): enqueues stop waiting for one until the client reconnects"
+                    );
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(q)
     }
 

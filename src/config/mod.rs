@@ -270,6 +270,14 @@ pub struct RedisSettings {
     /// over (each a hash tag, spread evenly over the slots). Change it only
     /// with the queues drained: it decides where each query's keys are.
     pub partitions: u32,
+    /// Replicas an enqueue waits for (`WAIT`) before a client calls it
+    /// done, so a failover cannot lose a query the client was told is
+    /// queued. `null` (the default) means 1 when every primary has a
+    /// replica at the client's start (cluster, or one server with a
+    /// replica), else 0; 0 never waits.
+    pub wait_replicas: Option<u32>,
+    /// How long an enqueue waits for those replicas, in milliseconds.
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for RedisSettings {
@@ -292,6 +300,8 @@ impl Default for RedisSettings {
             cluster: false,
             cluster_nodes: Vec::new(),
             partitions: 12,
+            wait_replicas: None,
+            wait_timeout_ms: 500,
         }
     }
 }

@@ -76,6 +76,8 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
         ("redis.connect_timeout_ms", s.redis.connect_timeout_ms),
         ("redis.response_timeout_ms", s.redis.response_timeout_ms),
         ("redis.retry_max_delay_ms", s.redis.retry_max_delay_ms),
+        // WAIT with a timeout of 0 would block for ever.
+        ("redis.wait_timeout_ms", s.redis.wait_timeout_ms),
         ("orchestrator.state_ttl_s", s.orchestrator.state_ttl_s),
         ("orchestrator.done_ttl_s", s.orchestrator.done_ttl_s),
         ("orchestrator.max_queue_len", s.orchestrator.max_queue_len),

@@ -199,8 +199,9 @@ fn in_partition(sh: &Instance, kind: EntryKind) -> EntryKind {
         EntryKind::JsonWithId { state } => {
             misplaced(&state.query_id).unwrap_or(EntryKind::JsonWithId { state })
         }
-        EntryKind::Decided(Intake::Fail { state, reason }) => misplaced(&state.query_id)
-            .unwrap_or(EntryKind::Decided(Intake::Fail { state, reason })),
+        EntryKind::Decided(Intake::Fail { state, reason }) => {
+            misplaced(&state.query_id).unwrap_or(EntryKind::Decided(Intake::Fail { state, reason }))
+        }
         EntryKind::Decided(Intake::Run {
             mut state,
             created: true,

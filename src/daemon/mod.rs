@@ -209,9 +209,11 @@ impl Daemon {
         let queries = TaskTracker::new();
         let capacity = Arc::new(Semaphore::new(settings.orchestrator.max_in_flight));
         status.set_loop_running(true);
-        futures_util::future::join_all(group.iter().zip(take_conns).map(|(sh, conn)| {
-            take_loop(sh, conn, capacity.clone(), &queries, &abort, &shutdown)
-        }))
+        futures_util::future::join_all(
+            group.iter().zip(take_conns).map(|(sh, conn)| {
+                take_loop(sh, conn, capacity.clone(), &queries, &abort, &shutdown)
+            }),
+        )
         .await;
         status.set_loop_running(false);
 

@@ -345,13 +345,19 @@ impl Blackboard {
                     continue;
                 }
                 let part: Vec<Grain> = members.iter().map(|&i| chunk[i].clone()).collect();
-                let stored = self.partition(p).store_grains_here(&part, if_exists).await?;
+                let stored = self
+                    .partition(p)
+                    .store_grains_here(&part, if_exists)
+                    .await?;
                 for (i, r) in members.into_iter().zip(stored) {
                     out[chunk_at * 500 + i] = Some(r);
                 }
             }
         }
-        Ok(out.into_iter().map(|r| r.expect("every grain answered")).collect())
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every grain answered"))
+            .collect())
     }
 
     /// The Blackboard of the partition that keeps the grains of match key
@@ -534,8 +540,8 @@ impl Blackboard {
         if match_key.is_empty() {
             return Ok(None);
         }
-        let home = self.grain_home(match_key);
-        let index = home.keys.question_index();
+        let partition = self.keys.partition_of(match_key.as_str());
+        let index = self.keys.question_index_of(match_key.as_str());
         let mut conn = self.conn.clone();
         let raw: Option<String> = conn
             .hget(&index, match_key.as_str())
@@ -546,10 +552,7 @@ impl Blackboard {
             .transpose()?;
         Ok(found
             .filter(|m| !m.expired_at(now_ms()))
-            .map(|m| GrainMatch {
-                partition: home.keys.current(),
-                ..m
-            }))
+            .map(|m| GrainMatch { partition, ..m }))
     }
 
     /// What layer0 answers `text` with: the grain of its match key, or,
@@ -614,7 +617,7 @@ impl Blackboard {
     /// grain the expiry is set on a hash that has none (`PEXPIREAT … NX`,
     /// Redis 7), so such a leftover expires when the grain would have.
     pub fn add_grain_hit_to(&self, tally: &mut Tally, m: &GrainMatch) {
-        let key = self.keys.partition(m.partition).grain(&m.fact_id);
+        let key = self.keys.grain_in(m.partition, &m.fact_id);
         tally.incr(&key, "hits", 1);
         if let Some(c) = &m.crystallized {
             tally.expire_at_nx(&key, c.expires_ms);

@@ -320,10 +320,10 @@ impl Blackboard {
         for keys in self.keys.all_partitions() {
             let key = keys.metric(metric);
             let mut conn = self.conn.clone();
-            let raw: Vec<(String, f64)> = conn
-                .zrangebyscore_withscores(&key, from, "+inf")
-                .await
-                .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
+            let raw: Vec<(String, f64)> =
+                conn.zrangebyscore_withscores(&key, from, "+inf")
+                    .await
+                    .map_err(|e| BlackboardError::on_key(e, &key, "sorted set"))?;
             out.extend(raw.into_iter().filter_map(|(member, score)| {
                 let value = member.split('|').next()?.parse::<f64>().ok()?;
                 Some(Sample {

@@ -118,6 +118,11 @@ impl Password {
 /// is there for `redis.db` other than 0 (patterns apply in every database).
 const CONNECTION: &[&str] = &["ping", "select", "multi", "exec", "discard"];
 
+/// In cluster mode, every role also reads the topology: the client learns
+/// the slots (`CLUSTER SLOTS`) and Kitbash lists the primaries to SCAN and
+/// INFO each (`CLUSTER NODES`).
+const CLUSTER: &[&str] = &["cluster|slots", "cluster|shards", "cluster|nodes"];
+
 /// Commands to run the Lua scripts: EVALSHA first, SCRIPT LOAD (then
 /// EVALSHA) or EVAL when the server does not know the script yet.
 const SCRIPTS: &[&str] = &["evalsha", "eval", "script|load", "script|exists"];
@@ -257,8 +262,13 @@ pub fn user(keys: &Keys, role: Role) -> AclUser {
     // Patterns are built by the key module over the escaped prefix; "*" as
     // the variable part makes a pattern of a template (`jobs("*")` is
     // `<p>:jobs:*`, which also covers `<p>:jobs:<layer>:processing:*`).
-    let k = Keys::new(glob_escape(keys.prefix()));
-    let (key_rules, cmds) = match role {
+    // In cluster mode `{*}` stands for every partition's hash tag.
+    let k = if keys.is_partitioned() {
+        Keys::any_partition(glob_escape(keys.prefix()))
+    } else {
+        Keys::new(glob_escape(keys.prefix()))
+    };
+    let (key_rules, mut cmds) = match role {
         Role::Daemon => (
             vec![
                 KeyRule::new(k.queue(), ReadWrite),
@@ -311,6 +321,9 @@ pub fn user(keys: &Keys, role: Role) -> AclUser {
             commands(&[CONNECTION, CLIENT]),
         ),
     };
+    if keys.is_partitioned() {
+        cmds.extend_from_slice(CLUSTER);
+    }
     AclUser {
         role,
         name: role.user_name().to_string(),
@@ -414,8 +427,26 @@ mod tests {
     fn prefix_glob_characters_are_escaped() {
         let d = user(&Keys::new("a*b"), Role::Daemon);
         assert_eq!(d.keys[0].pattern, "a\\*b:queries:queue");
-        let cluster = user(&Keys::new("{kitbash}"), Role::Daemon);
-        assert_eq!(cluster.keys[0].pattern, "{kitbash}:queries:queue");
+    }
+
+    #[test]
+    fn cluster_mode_patterns_cover_every_partition() {
+        let keys = Keys::partitioned("kitbash", 12);
+        let d = user(&keys, Role::Daemon);
+        let patterns: Vec<&str> = d.keys.iter().map(|r| r.pattern.as_str()).collect();
+        assert!(
+            patterns.contains(&"kitbash:{*}:queries:queue"),
+            "{patterns:?}"
+        );
+        assert!(
+            patterns.contains(&"kitbash:{*}:queries:state:*"),
+            "{patterns:?}"
+        );
+        // Health records carry no partition tag.
+        assert!(patterns.contains(&"kitbash:health:*"), "{patterns:?}");
+        assert!(d.commands.contains(&"cluster|slots"));
+        let one = user(&Keys::default(), Role::Daemon);
+        assert!(!one.commands.contains(&"cluster|slots"));
     }
 
     #[test]

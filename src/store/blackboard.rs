@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use crate::store::connection::RedisConn;
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
@@ -70,6 +70,18 @@ pub enum BlackboardError {
         /// How often the update was tried.
         attempts: u32,
     },
+    /// An enqueue was written on the primary but fewer replicas than
+    /// `redis.wait_replicas` confirmed it within `redis.wait_timeout_ms`:
+    /// the query is queued, but a failover now could lose it.
+    #[error(
+        "the query is queued, but {acked} of {wanted} replicas confirmed it within redis.wait_timeout_ms; a failover now could lose it"
+    )]
+    NotReplicated {
+        /// Replicas that confirmed.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// The queue is at `orchestrator.max_queue_len`.
     #[error(
         "the queue holds {len} queries, at its limit orchestrator.max_queue_len = {max}; try again later or raise the limit"
@@ -116,6 +128,12 @@ pub struct Limits {
     pub done_ttl_s: u64,
     /// Queue length past which enqueue refuses.
     pub max_queue_len: u64,
+    /// Replicas an enqueue waits for (`WAIT`; 0: none), shared by the
+    /// clones of a Blackboard. Resolved from `redis.wait_replicas` by
+    /// [`Blackboard::resolve_wait_replicas`].
+    pub wait_replicas: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// How long an enqueue waits for them, in milliseconds.
+    pub wait_timeout_ms: u64,
     /// Approximate cap of the feed.
     pub feed_max_len: u64,
     /// Clock slack around a query's life when reading its timeline.
@@ -136,6 +154,8 @@ impl From<&Settings> for Limits {
             timeline_slack_ms: s.feed.timeline_slack_ms,
             metric_retention_s: s.metrics.retention_s,
             metric_max_samples: s.metrics.max_samples,
+            wait_replicas: std::sync::Arc::new(s.redis.wait_replicas.unwrap_or(0).into()),
+            wait_timeout_ms: s.redis.wait_timeout_ms,
         }
     }
 }
@@ -244,11 +264,38 @@ impl Blackboard {
 
     /// A Blackboard configured from `settings`.
     pub fn from_settings(conn: RedisConn, settings: &Settings) -> Self {
-        Self::new(
-            conn,
-            settings.redis.keys(),
-            Limits::from(settings),
-        )
+        Self::new(conn, settings.redis.keys(), Limits::from(settings))
+    }
+
+    /// Resolves `redis.wait_replicas` when it is unset (`null`, "auto"):
+    /// 1 when every primary serving slots has a replica now (`CLUSTER
+    /// NODES`), or, on one server, when it has a connected replica (`INFO
+    /// replication`); else 0. A set value is kept. Clients call it once
+    /// when they connect.
+    ///
+    /// A client resolves it again when an enqueue was not confirmed (a
+    /// primary lost its replica, as the replica promoted by a failover has
+    /// none): enqueues then stop waiting, rather than each waiting
+    /// `redis.wait_timeout_ms` for a replica that is not there.
+    pub async fn resolve_wait_replicas(&self, configured: Option<u32>) -> Result<u32> {
+        let n = match configured {
+            Some(n) => n,
+            None => {
+                let mut conn = self.conn.clone();
+                u32::from(crate::store::connection::every_primary_has_a_replica(&mut conn).await?)
+            }
+        };
+        self.limits
+            .wait_replicas
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Replicas an enqueue waits for now.
+    pub fn wait_replicas(&self) -> u32 {
+        self.limits
+            .wait_replicas
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The same Blackboard with partition `p` as its keys' current one
@@ -263,7 +310,9 @@ impl Blackboard {
 
     /// One Blackboard per partition (one on one server).
     pub fn partitions(&self) -> Vec<Self> {
-        (0..self.keys.partitions()).map(|p| self.partition(p)).collect()
+        (0..self.keys.partitions())
+            .map(|p| self.partition(p))
+            .collect()
     }
 
     /// The key schema.
@@ -405,8 +454,29 @@ impl Blackboard {
                 max: self.limits.max_queue_len,
             });
         }
-        let _: () = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_ex(
+                self.keys.state(&state.query_id),
+                Self::encode(state),
+                self.limits.state_ttl_s,
+            )
+            .ignore()
+            .lpush(&queue, &state.query_id)
+            .ignore();
+        let wanted = self.wait_replicas();
+        if wanted == 0 {
+            let _: () = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
+            return Ok(());
+        }
+        // The same round trip: MULTI … EXEC, then WAIT on that primary.
+        let mut durable = redis::pipe();
+        durable
+            .cmd("MULTI")
+            .ignore()
             .set_ex(
                 self.keys.state(&state.query_id),
                 Self::encode(state),
@@ -415,9 +485,18 @@ impl Blackboard {
             .ignore()
             .lpush(&queue, &state.query_id)
             .ignore()
+            .cmd("EXEC")
+            .ignore()
+            .cmd("WAIT")
+            .arg(wanted)
+            .arg(self.limits.wait_timeout_ms);
+        let (acked,): (u32,) = durable
             .query_async(&mut conn)
             .await
             .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
+        if acked < wanted {
+            return Err(BlackboardError::NotReplicated { acked, wanted });
+        }
         Ok(())
     }
 
@@ -442,7 +521,10 @@ impl Blackboard {
                     .map_err(|e| BlackboardError::on_key(e, key, "list"))
             }
         });
-        futures_util::future::join_all(reads).await.into_iter().collect()
+        futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect()
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -572,8 +654,7 @@ impl Blackboard {
                         .arg(pattern)
                         .arg("COUNT")
                         .arg(1000);
-                    let (next, batch): (u64, Vec<String>) =
-                        conn.on_node(Some(&node), &cmd).await?;
+                    let (next, batch): (u64, Vec<String>) = conn.on_node(Some(&node), &cmd).await?;
                     out.extend(batch);
                     if next == 0 {
                         break;

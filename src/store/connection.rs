@@ -185,6 +185,59 @@ impl RedisConn {
     }
 }
 
+/// Whether every primary has a replica: in a cluster, each primary that
+/// serves slots has a connected replica in `CLUSTER NODES`; on one server,
+/// `INFO replication` counts a connected replica.
+pub async fn every_primary_has_a_replica(conn: &mut RedisConn) -> redis::RedisResult<bool> {
+    match conn {
+        RedisConn::Cluster(c) => {
+            let raw = c
+                .route_command(
+                    redis::cmd("CLUSTER").arg("NODES").clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                )
+                .await?;
+            let text: String = redis::from_redis_value(raw)?;
+            Ok(primaries_with_replicas(&text))
+        }
+        RedisConn::Single(_) => {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(conn)
+                .await?;
+            Ok(info.lines().any(|l| {
+                l.strip_prefix("connected_slaves:")
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+                    .is_some_and(|n| n > 0)
+            }))
+        }
+    }
+}
+
+/// Whether each slot-serving primary in `CLUSTER NODES` text has a
+/// connected replica.
+fn primaries_with_replicas(text: &str) -> bool {
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|f: &Vec<&str>| f.len() >= 8)
+        .collect();
+    let primaries: Vec<&str> = lines
+        .iter()
+        .filter(|f| f.len() >= 9 && f[2].contains("master") && !f[2].contains("fail"))
+        .map(|f| f[0])
+        .collect();
+    !primaries.is_empty()
+        && primaries.iter().all(|id| {
+            lines.iter().any(|f| {
+                f[2].contains("slave")
+                    && !f[2].contains("fail")
+                    && f[3] == *id
+                    && f[7] == "connected"
+            })
+        })
+}
+
 /// The primaries that serve at least one slot, from `CLUSTER NODES` text
 /// (`<id> <host:port@bus[,hostname]> <flags> <master> ... <slots...>`).
 fn parse_primaries(text: &str) -> Vec<ClusterNode> {
@@ -283,13 +336,12 @@ impl Connector {
             if url.starts_with("rediss://") {
                 install_crypto_provider();
             }
-            let mut info =
-                url.as_str()
-                    .into_connection_info()
-                    .map_err(|source| ConnectError::InvalidAddress {
-                        url: redact_url(url),
-                        source,
-                    })?;
+            let mut info = url.as_str().into_connection_info().map_err(|source| {
+                ConnectError::InvalidAddress {
+                    url: redact_url(url),
+                    source,
+                }
+            })?;
             let mut redis_info = info.redis_settings().clone();
             if let Some(user) = &settings.username {
                 redis_info = redis_info.set_username(user);
@@ -439,14 +491,15 @@ impl Connector {
     pub fn shared_lazy(&self) -> Result<RedisConn, ConnectError> {
         let timeout = self.settings.response_timeout();
         match &self.target {
-            Target::Single(client) => {
-                ConnectionManager::new_lazy_with_config(client.clone(), self.manager_config(timeout))
-                    .map(RedisConn::Single)
-                    .map_err(|source| ConnectError::InvalidAddress {
-                        url: self.url(),
-                        source,
-                    })
-            }
+            Target::Single(client) => ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                self.manager_config(timeout),
+            )
+            .map(RedisConn::Single)
+            .map_err(|source| ConnectError::InvalidAddress {
+                url: self.url(),
+                source,
+            }),
             Target::Cluster { seeds, tls } => Ok(RedisConn::Cluster(
                 self.cluster_client(seeds, tls, timeout)?
                     .get_pending_async_connection_with_config(self.cluster_config(timeout)),
@@ -547,5 +600,20 @@ f6 127.0.0.1:7006@17006 master - 0 1 6 connected
 ";
         let ports: Vec<u16> = parse_primaries(text).iter().map(|n| n.port).collect();
         assert_eq!(ports, vec![7001, 7002, 7005]);
+    }
+
+    #[test]
+    fn replicas_are_counted_per_primary() {
+        let both = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-8191
+b2 127.0.0.1:7002@17002 master - 0 1 2 connected 8192-16383
+c3 127.0.0.1:7003@17003 slave a1 0 1 1 connected
+d4 127.0.0.1:7004@17004 slave b2 0 1 2 connected
+";
+        assert!(primaries_with_replicas(both));
+        let one = both.replace("slave b2 0 1 2 connected", "slave,fail b2 0 1 2 connected");
+        assert!(!primaries_with_replicas(&one));
+        let none = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-16383\n";
+        assert!(!primaries_with_replicas(none));
     }
 }

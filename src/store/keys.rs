@@ -111,6 +111,18 @@ impl Keys {
         }
     }
 
+    /// Glob patterns matching the keys of every partition (`<prefix>:{*}`
+    /// as the base), for ACL rules; not for naming keys.
+    pub(crate) fn any_partition(prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        Self {
+            base: format!("{prefix}:{{*}}"),
+            prefix,
+            layout: None,
+            current: 0,
+        }
+    }
+
     /// Keys under `prefix` for a cluster, spread over `partitions`.
     pub fn partitioned(prefix: impl Into<String>, partitions: usize) -> Self {
         let layout = std::sync::Arc::new(Partitions::new(partitions));
@@ -205,7 +217,29 @@ impl Keys {
     /// `<p>:queries:state:<id>` — one query's JSON record (in the query's
     /// own partition).
     pub fn state(&self, query_id: &str) -> String {
-        format!("{}:queries:state:{query_id}", self.for_query(query_id).base)
+        format!("{}:queries:state:{query_id}", self.base_of(query_id))
+    }
+
+    /// The base of the partition of `name` (a query id or match key),
+    /// without building a `Keys` when it is the current one.
+    fn base_of(&self, name: &str) -> std::borrow::Cow<'_, str> {
+        self.base_at(self.partition_of(name))
+    }
+
+    /// The base of partition `p`, without building a `Keys` when it is the
+    /// current one (or on one server).
+    fn base_at(&self, p: usize) -> std::borrow::Cow<'_, str> {
+        match &self.layout {
+            Some(layout) => {
+                let p = p % layout.len();
+                if p == self.current {
+                    std::borrow::Cow::Borrowed(self.base.as_str())
+                } else {
+                    std::borrow::Cow::Owned(format!("{}:{{{}}}", self.prefix, layout.tag(p)))
+                }
+            }
+            None => std::borrow::Cow::Borrowed(self.base.as_str()),
+        }
     }
 
     /// Pattern matching every query state of the current partition (for SCAN).
@@ -226,12 +260,22 @@ impl Keys {
     /// `<p>:queries:done:<id>` — completion signal a client BLPOPs (in the
     /// query's own partition).
     pub fn done(&self, query_id: &str) -> String {
-        format!("{}:queries:done:{query_id}", self.for_query(query_id).base)
+        format!("{}:queries:done:{query_id}", self.base_of(query_id))
     }
 
     /// `<p>:queries:dead` — entries that could not be processed.
     pub fn dead(&self) -> String {
         format!("{}:queries:dead", self.base)
+    }
+
+    /// The question index of the partition of `match_key`.
+    pub fn question_index_of(&self, match_key: &str) -> String {
+        format!("{}:grains:index:questions", self.base_of(match_key))
+    }
+
+    /// Grain `fact_id` as kept in partition `p`.
+    pub fn grain_in(&self, p: usize, fact_id: &str) -> String {
+        format!("{}:grains:{fact_id}", self.base_at(p))
     }
 
     /// `<p>:grains:<fact_id>` — one grain (hash).
@@ -401,10 +445,15 @@ mod tests {
         let tags: Vec<&str> = (0..12).map(|i| p.tag(i)).collect();
         assert_eq!(
             tags,
-            ["10", "3", "43", "11", "2", "42", "12", "1", "41", "13", "0", "40"]
+            [
+                "10", "3", "43", "11", "2", "42", "12", "1", "41", "13", "0", "40"
+            ]
         );
         let p3 = Partitions::new(3);
-        assert_eq!((0..3).map(|i| p3.tag(i)).collect::<Vec<_>>(), ["3", "1", "0"]);
+        assert_eq!(
+            (0..3).map(|i| p3.tag(i)).collect::<Vec<_>>(),
+            ["3", "1", "0"]
+        );
         assert_eq!(p.of("q1"), 10);
         assert_eq!(p.of("what is the answer"), 11);
         // Spread: partition i's slot lies in its twelfth of the slot space.
@@ -428,7 +477,10 @@ mod tests {
         assert_eq!(k.health("d1"), "kitbash:health:d1");
         let p3 = k.partition(3);
         assert_eq!(p3.processing("d1"), "kitbash:{11}:queries:processing:d1");
-        assert_eq!(p3.suffix(&p3.processing("d1"), "queries:processing"), Some("d1"));
+        assert_eq!(
+            p3.suffix(&p3.processing("d1"), "queries:processing"),
+            Some("d1")
+        );
         assert_eq!(p3.suffix("kitbash:health:w1", "health"), Some("w1"));
         assert_eq!(k.all_partitions().len(), 12);
         // One server: one partition, the contract's names.

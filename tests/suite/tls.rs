@@ -243,7 +243,8 @@ fn wait_for(
             }
         }
         if let Ok(mut conn) = connector
-            .client().expect("one server")
+            .client()
+            .expect("one server")
             .get_connection_with_timeout(Duration::from_secs(5))
             && ok(&mut conn)
         {

@@ -20,15 +20,23 @@ pub struct TestCluster {
     _dir: tempfile::TempDir,
 }
 
-/// A free loopback port whose cluster-bus port (port + 10000) is free too.
-fn free_cluster_port(taken: &[u16]) -> u16 {
+/// Ports handed to a cluster node by this process, with their bus ports:
+/// tests run in parallel, and the OS may hand a released port out again.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A free loopback port whose cluster-bus port (port + 10000) is free too,
+/// neither handed to another node of this process before.
+fn free_cluster_port() -> u16 {
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let port = l.local_addr().unwrap().port();
-        if port >= 55_000 || taken.contains(&port) || taken.contains(&(port + 10_000)) {
+        let bus = port + 10_000;
+        if port >= 55_000 || handed.contains(&port) || handed.contains(&bus) {
             continue;
         }
-        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            handed.extend([port, bus]);
             return port;
         }
     }
@@ -54,7 +62,7 @@ impl TestCluster {
         let mut ports = Vec::new();
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = free_cluster_port(&ports);
+            let port = free_cluster_port();
             ports.push(port);
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string()])
