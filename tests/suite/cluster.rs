@@ -272,6 +272,9 @@ struct FailoverRun {
     lost: usize,
     stuck: usize,
     completed_twice: usize,
+    /// Kill to the first enqueue of the victim's partition 0 that Redis took.
+    enqueued_again_after: Option<Duration>,
+    /// Kill to that query's end.
     resumed_after: Option<Duration>,
 }
 
@@ -340,8 +343,13 @@ async fn failover(wait_replicas: Option<u32>) -> FailoverRun {
         match client.blackboard().enqueue(&q).await {
             Ok(()) => {
                 acked.push(q.query_id.clone());
-                if killed_at.is_some() {
+                if let Some(t) = killed_at {
                     after_kill.push(q.query_id.clone());
+                    if run.enqueued_again_after.is_none()
+                        && on.bb.keys().partition_of(&q.query_id) == 0
+                    {
+                        run.enqueued_again_after = Some(t.elapsed());
+                    }
                 }
             }
             // Queued on a primary that has no replica (the promoted one):
@@ -350,6 +358,10 @@ async fn failover(wait_replicas: Option<u32>) -> FailoverRun {
                 run.unconfirmed += 1;
                 unconfirmed.push(q.query_id.clone());
                 after_kill.push(q.query_id.clone());
+                if run.enqueued_again_after.is_none() && on.bb.keys().partition_of(&q.query_id) == 0
+                {
+                    run.enqueued_again_after = killed_at.map(|t| t.elapsed());
+                }
                 client
                     .blackboard()
                     .resolve_wait_replicas(None)
@@ -431,4 +443,100 @@ async fn failover(wait_replicas: Option<u32>) -> FailoverRun {
     assert_eq!(run.completed_twice, 0, "{run:?}");
     assert!(run.answered > 0, "{run:?}");
     run
+}
+
+/// A foreign client in cluster mode (`redis-cli -c`, as the contract shows):
+/// a JSON entry pushed to any partition's queue is answered (the daemon
+/// gives it an id of that partition); a state and id written under the
+/// id's own partition are answered; an id pushed to another partition's
+/// queue goes to that partition's dead list saying where it belongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_client_enqueues_with_redis_cli() {
+    let on = OnCluster::start().await;
+    load_grains(&on.bb, 5).await;
+    let _daemon = Proc::serve("daemon-x", &with_instance(&on.env, "daemon-x"));
+    let seed = on.cluster.primaries()[0];
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-c", "-p", &seed.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let keys = on.bb.keys().clone();
+    // 1. A JSON entry without an id, on partition 3's queue.
+    let p3 = keys.partition(3);
+    cli(&[
+        "LPUSH",
+        &p3.queue(),
+        r#"{"query_text":"What is the fault colour number 1?","metadata":{"client":"redis-cli"}}"#,
+    ]);
+    // 2. A state and its id, in the id's partition.
+    let id = "foreign-1";
+    let state = QueryState::with_id(id, "What is the fault colour number 2?");
+    cli(&[
+        "SET",
+        &keys.state(id),
+        &serde_json::to_string(&state).unwrap(),
+        "EX",
+        "600",
+    ]);
+    cli(&["LPUSH", &keys.for_query(id).queue(), id]);
+    // 3. An id pushed to a partition that is not its own.
+    let stray = "foreign-stray";
+    let wrong = (keys.partition_of(stray) + 1) % keys.partitions();
+    cli(&["LPUSH", &keys.partition(wrong).queue(), stray]);
+
+    let s = {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(s)) = on.bb.get_state(id).await
+                && s.status.is_terminal()
+            {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{id} never ended");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(s.status, QueryStatus::Answered);
+    let deadline = Instant::now() + PATIENCE;
+    let (created, dead) = loop {
+        let events = on.events().await;
+        let created: Vec<String> = events
+            .iter()
+            .filter(|(e, _, _)| e == "query_created")
+            .map(|(_, q, _)| q.clone())
+            .collect();
+        let dead = on.bb.dead_entries(10).await.unwrap();
+        if !created.is_empty() && !dead.is_empty() {
+            break (created, dead);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no adoption or no dead entry: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The adopted JSON entry got an id of partition 3, and was answered.
+    assert_eq!(keys.partition_of(&created[0]), 3, "{created:?}");
+    let adopted = on.bb.get_state(&created[0]).await.unwrap().unwrap();
+    assert_eq!(adopted.status, QueryStatus::Answered);
+    // The stray id is in the dead list of the partition it was pushed to,
+    // with where it belongs.
+    let in_wrong: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys.partition(wrong).dead())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut on.bb.connection())
+        .await
+        .unwrap();
+    assert!(
+        in_wrong
+            .iter()
+            .any(|d| d.contains(stray) && d.contains(&keys.for_query(stray).queue())),
+        "{dead:?}"
+    );
 }
