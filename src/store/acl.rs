@@ -176,8 +176,8 @@ const WORKER: &[&str] = &[
 /// `timeline`, `stats`, the REPL's health and grains views.
 #[rustfmt::skip]
 const CLIENT: &[&str] = &[
-    // enqueue and wait
-    "get", "set", "setex", "lpush", "llen", "blpop",
+    // enqueue and wait; WAIT for a replica, ROLE to see whether there is one
+    "get", "set", "setex", "lpush", "llen", "blpop", "wait", "role",
     // timeline and recent events
     "xrange", "xrevrange", "xlen",
     // stats: counters and latency windows

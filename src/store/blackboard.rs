@@ -282,7 +282,18 @@ impl Blackboard {
             Some(n) => n,
             None => {
                 let mut conn = self.conn.clone();
-                u32::from(crate::store::connection::every_primary_has_a_replica(&mut conn).await?)
+                match crate::store::connection::every_primary_has_a_replica(&mut conn).await {
+                    Ok(has) => u32::from(has),
+                    Err(e)
+                        if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) =>
+                    {
+                        tracing::warn!(
+                            "cannot tell whether the primaries have replicas ({e}); enqueues do not wait for one: set redis.wait_replicas"
+                        );
+                        0
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         };
         self.limits

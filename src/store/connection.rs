@@ -201,15 +201,12 @@ pub async fn every_primary_has_a_replica(conn: &mut RedisConn) -> redis::RedisRe
             Ok(primaries_with_replicas(&text))
         }
         RedisConn::Single(_) => {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(conn)
-                .await?;
-            Ok(info.lines().any(|l| {
-                l.strip_prefix("connected_slaves:")
-                    .and_then(|n| n.trim().parse::<u32>().ok())
-                    .is_some_and(|n| n > 0)
-            }))
+            // ROLE: ["master", offset, [[ip, port, offset], ...]] on a primary.
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
+            Ok(match role.as_slice() {
+                [_, _, redis::Value::Array(replicas), ..] => !replicas.is_empty(),
+                _ => false,
+            })
         }
     }
 }

@@ -185,3 +185,47 @@ async fn credentials_from_settings_are_used_and_never_shown() {
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// `redis.wait_replicas: null` on one server: enqueues wait for a replica
+/// when the server has one connected (`ROLE`), not when it has none; and an
+/// enqueue then really waits for it: with the replica gone the next enqueue
+/// reports `NotReplicated` (queued, unconfirmed).
+#[tokio::test]
+async fn enqueues_wait_for_a_replica_when_the_server_has_one() {
+    let ctx = TestContext::private();
+    let bb = ctx.blackboard().await;
+    assert_eq!(
+        bb.resolve_wait_replicas(None).await.unwrap(),
+        0,
+        "no replica"
+    );
+    let q = kitbash::QueryState::new("lone");
+    bb.enqueue(&q).await.unwrap();
+
+    let port = ctx.redis.port.to_string();
+    let mut replica = TestRedis::start_private(&["--replicaof", "127.0.0.1", &port]);
+    let deadline = Instant::now() + PATIENCE;
+    while bb.resolve_wait_replicas(None).await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the replica never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bb.wait_replicas(), 1);
+    let q = kitbash::QueryState::new("replicated");
+    bb.enqueue(&q).await.unwrap();
+
+    // A replica gone confirms nothing: the enqueue is queued, unconfirmed.
+    replica.stop();
+    let q = kitbash::QueryState::new("unconfirmed");
+    match bb.enqueue(&q).await {
+        Err(kitbash::BlackboardError::NotReplicated {
+            acked: 0,
+            wanted: 1,
+        }) => {}
+        other => panic!("expected NotReplicated, got {other:?}"),
+    }
+    assert!(
+        bb.get_state(&q.query_id).await.unwrap().is_some(),
+        "queued all the same"
+    );
+    assert_eq!(bb.queue_len().await.unwrap(), 3);
+}
