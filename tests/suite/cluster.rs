@@ -540,3 +540,194 @@ async fn a_foreign_client_enqueues_with_redis_cli() {
         "{dead:?}"
     );
 }
+
+/// `kitbash <args>` with the deployment's cluster environment (plus
+/// `extra`); stdin closed unless `stdin` is given.
+fn kb(
+    on: &OnCluster,
+    args: &[&str],
+    extra: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kitbash"));
+    cmd.args(args)
+        .env_remove("KITBASH_CONFIG")
+        .env_remove("REDIS_URL")
+        .env("NO_COLOR", "1")
+        .env("KITBASH_LAYERS__LAYER0__TIMEOUT_MS", "10000")
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in &on.env {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn shown(o: &std::process::Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every user-facing command against a cluster, as a user runs it:
+/// `kitbash up` (pointed at the cluster: it loads the 436 demo grains over
+/// the partitions, starts the daemon, starts no Redis), `grains count`,
+/// `get`, `forget`, `query`, `timeline`, `stats`, the REPL with direct mode,
+/// and the daemon's HTTP endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_works_against_a_cluster() {
+    let on = OnCluster::start().await;
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/config/grains/demo.jsonl");
+    let port = crate::common::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_kitbash"));
+    up.args(["up", "--demo-grains", demo])
+        .env_remove("KITBASH_CONFIG")
+        .env("KITBASH_WORKERS__BITNET__URL", "http://127.0.0.1:1")
+        .env("KITBASH_WORKERS__LLM__URL", "http://127.0.0.1:1")
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in &on.env {
+        up.env(k, v);
+    }
+    up.env("KITBASH_HTTP__ENABLED", "true")
+        .env("KITBASH_HTTP__LISTEN", &listen);
+    let up = up.spawn().unwrap();
+    let up_pid = up.id();
+
+    // The demo grains, spread over the partitions.
+    let deadline = Instant::now() + PATIENCE;
+    while on.bb.count_grains().await.unwrap_or(0) < 436 {
+        assert!(Instant::now() < deadline, "the demo grains never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let count = kb(&on, &["grains", "count"], &[], None);
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).trim(),
+        "436",
+        "{}",
+        shown(&count)
+    );
+    let mut used = std::collections::BTreeSet::new();
+    for keys in on.bb.keys().all_partitions() {
+        let n: u64 = redis::cmd("SCARD")
+            .arg(keys.grain_ids())
+            .query_async(&mut on.bb.connection())
+            .await
+            .unwrap();
+        if n > 0 {
+            used.insert(keys.current());
+        }
+    }
+    assert_eq!(
+        used.len(),
+        on.bb.keys().partitions(),
+        "grains in every partition"
+    );
+
+    // The daemon up started answers.
+    let health = format!("http://{listen}/health/ready");
+    let deadline = Instant::now() + PATIENCE;
+    while !reqwest::get(&health)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the daemon never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let q = kb(
+        &on,
+        &["query", "--json", "What is the capital of Kenya?"],
+        &[],
+        None,
+    );
+    assert_eq!(q.status.code(), Some(0), "{}", shown(&q));
+    let state: QueryState = serde_json::from_slice(&q.stdout).expect("the final state");
+    assert_eq!(state.answer.as_ref().unwrap().text, "Nairobi");
+    let t = kb(&on, &["timeline", &state.query_id], &[], None);
+    assert!(
+        String::from_utf8_lossy(&t.stdout).contains("layer_hit"),
+        "{}",
+        shown(&t)
+    );
+    let s = kb(&on, &["stats", "--json"], &[], None);
+    let stats: serde_json::Value = serde_json::from_slice(&s.stdout).expect("stats JSON");
+    let layer0 = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "layer0")
+        .unwrap();
+    assert!(layer0["counters"]["hits"].as_u64().unwrap() >= 1, "{stats}");
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kitbash_"), "{metrics}");
+    let detailed = reqwest::get(format!("http://{listen}/health/detailed"))
+        .await
+        .unwrap();
+    assert!(detailed.status().is_success());
+
+    // The REPL, in Redis mode and direct mode.
+    let script = "What is the capital of France?\n:timeline\n:stats\n:direct\nWhat is the capital of Peru?\nquit\n";
+    let r = kb(&on, &["repl"], &[], Some(script));
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        out.contains("Paris") && out.contains("Lima"),
+        "{}",
+        shown(&r)
+    );
+    assert!(
+        out.contains("layer_hit") && out.contains("direct mode"),
+        "{}",
+        shown(&r)
+    );
+
+    // Grains by id, whatever partition keeps them.
+    let g = kb(&on, &["grains", "get", "capital-ke"], &[], None);
+    assert!(
+        String::from_utf8_lossy(&g.stdout).contains("Nairobi"),
+        "{}",
+        shown(&g)
+    );
+    let f = kb(&on, &["grains", "forget", "capital-ke"], &[], None);
+    assert_eq!(f.status.code(), Some(0), "{}", shown(&f));
+    let count = kb(&on, &["grains", "count"], &[], None);
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).trim(),
+        "435",
+        "{}",
+        shown(&count)
+    );
+
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up_pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let out = tokio::task::spawn_blocking(move || up.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("started a local redis-server"), "{err}");
+}
