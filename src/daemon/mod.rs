@@ -304,38 +304,28 @@ async fn take_loop(
             }
         };
         if entries.is_empty() {
-            let mut cmd = redis::cmd("BLMOVE");
-            cmd.arg(&queue)
-                .arg(&sh.processing_key)
-                .arg("RIGHT")
-                .arg("LEFT")
-                .arg(BLOCK_FOR.as_secs_f64());
-            let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block_conn);
-            tokio::pin!(blocked);
-            let waited_from = tokio::time::Instant::now();
-            let got = tokio::select! {
-                r = &mut blocked => r,
-                _ = shutdown.cancelled() => {
-                    // Not abandoned: Redis may still move an entry while the
-                    // command waits, after shutdown has returned the
-                    // processing list. It ends within BLOCK_FOR; whatever
-                    // it moved is then in the list that shutdown returns.
-                    let _ = blocked.await;
-                    return;
-                }
-            };
+            use crate::store::take::{Taken, blocking_move};
+            let got = blocking_move(
+                &mut block_conn,
+                &queue,
+                &sh.processing_key,
+                BLOCK_FOR,
+                shutdown,
+            )
+            .await;
             match got {
-                Ok(Some(e)) => {
-                    idle = waited_from.elapsed() > Duration::from_micros(200);
-                    entries.push(e);
+                Taken::Shutdown => return,
+                Taken::Entry { entry, waited } => {
+                    idle = waited;
+                    entries.push(entry);
                 }
-                Ok(None) => {
+                Taken::Nothing => {
                     idle = true;
                     sh.status.redis_answered();
                     backoff.reset();
                     continue;
                 }
-                Err(e) => {
+                Taken::Failed(e) => {
                     sh.status.redis_failed("taking queries", &e);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

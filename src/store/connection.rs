@@ -151,14 +151,7 @@ impl RedisConn {
         let RedisConn::Cluster(c) = self else {
             return Ok(Vec::new());
         };
-        let raw = c
-            .route_command(
-                redis::cmd("CLUSTER").arg("NODES").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
-            .await?;
-        let text: String = redis::from_redis_value(raw)?;
-        Ok(parse_primaries(&text))
+        Ok(parse_primaries(&cluster_nodes(c).await?))
     }
 
     /// Runs `cmd` on one node (cluster) or on the server (single).
@@ -185,21 +178,23 @@ impl RedisConn {
     }
 }
 
+/// `CLUSTER NODES` as some node sees it.
+async fn cluster_nodes(c: &mut ClusterConnection) -> redis::RedisResult<String> {
+    let raw = c
+        .route_command(
+            redis::cmd("CLUSTER").arg("NODES").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    Ok(redis::from_redis_value(raw)?)
+}
+
 /// Whether every primary has a replica: in a cluster, each primary that
 /// serves slots has a connected replica in `CLUSTER NODES`; on one server,
-/// `INFO replication` counts a connected replica.
+/// `ROLE` lists a connected replica.
 pub async fn every_primary_has_a_replica(conn: &mut RedisConn) -> redis::RedisResult<bool> {
     match conn {
-        RedisConn::Cluster(c) => {
-            let raw = c
-                .route_command(
-                    redis::cmd("CLUSTER").arg("NODES").clone(),
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-                )
-                .await?;
-            let text: String = redis::from_redis_value(raw)?;
-            Ok(primaries_with_replicas(&text))
-        }
+        RedisConn::Cluster(c) => Ok(primaries_with_replicas(&cluster_nodes(c).await?)),
         RedisConn::Single(_) => {
             // ROLE: ["master", offset, [[ip, port, offset], ...]] on a primary.
             let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;

@@ -11,3 +11,4 @@ pub mod names;
 pub mod orphans;
 pub mod outage;
 pub(crate) mod scripts;
+pub mod take;

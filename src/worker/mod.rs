@@ -528,38 +528,28 @@ async fn take_loop<B: Backend>(
             }
         };
         if taken.is_empty() {
-            let mut cmd = redis::cmd("BLMOVE");
-            cmd.arg(&sh.jobs_key)
-                .arg(&sh.processing_key)
-                .arg("RIGHT")
-                .arg("LEFT")
-                .arg(BLOCK_FOR.as_secs_f64());
-            let blocked = cmd.query_async::<Option<Vec<u8>>>(&mut block);
-            tokio::pin!(blocked);
-            let waited_from = tokio::time::Instant::now();
-            let got = tokio::select! {
-                r = &mut blocked => r,
-                _ = shutdown.cancelled() => {
-                    // Not abandoned: Redis may still move a job while the
-                    // command waits, after shutdown has returned the
-                    // processing list. It ends within BLOCK_FOR; whatever
-                    // it moved is then in the list that shutdown returns.
-                    let _ = blocked.await;
-                    return;
-                }
-            };
+            use crate::store::take::{Taken, blocking_move};
+            let got = blocking_move(
+                &mut block,
+                &sh.jobs_key,
+                &sh.processing_key,
+                BLOCK_FOR,
+                &shutdown,
+            )
+            .await;
             match got {
-                Ok(Some(raw)) => {
-                    idle = waited_from.elapsed() > Duration::from_micros(200);
-                    taken.push(raw);
+                Taken::Shutdown => return,
+                Taken::Entry { entry, waited } => {
+                    idle = waited;
+                    taken.push(entry);
                 }
-                Ok(None) => {
+                Taken::Nothing => {
                     idle = true;
                     sh.outage.answered(&sh.name);
                     backoff.reset();
                     continue;
                 }
-                Err(e) => {
+                Taken::Failed(e) => {
                     sh.outage.failed(&sh.name, "taking jobs", &e);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
