@@ -274,7 +274,7 @@ struct FailoverRun {
     completed_twice: usize,
     /// Kill to the first enqueue of the victim's partition 0 that Redis took.
     enqueued_again_after: Option<Duration>,
-    /// Kill to that query's end.
+    /// Kill to that query's end (its `completed_at`).
     resumed_after: Option<Duration>,
 }
 
@@ -328,11 +328,13 @@ async fn failover(wait_replicas: Option<u32>) -> FailoverRun {
     let mut after_kill = Vec::new();
     let mut unconfirmed = Vec::new();
     let mut killed_at = None;
+    let mut killed_wall = None;
     const N: usize = 1500;
     for i in 0..N {
         if i == N / 3 {
             on.cluster.kill(victim);
             killed_at = Some(Instant::now());
+            killed_wall = Some(chrono::Utc::now());
         }
         let text = if i % 2 == 0 {
             format!("What is the fault colour number {}?", i % 20)
@@ -386,7 +388,7 @@ async fn failover(wait_replicas: Option<u32>) -> FailoverRun {
         0,
         "the promoted primary has no replica: enqueues stopped waiting (or never did)"
     );
-    let killed_at = killed_at.unwrap();
+    let _ = killed_at.expect("killed");
 
     // Service resumes: the first query acknowledged after the kill ends.
     let first_after = after_kill
@@ -399,7 +401,8 @@ async fn failover(wait_replicas: Option<u32>) -> FailoverRun {
         if let Ok(Some(s)) = on.bb.get_state(&first_after).await
             && s.status.is_terminal()
         {
-            run.resumed_after = Some(killed_at.elapsed());
+            let done = s.completed().expect("a terminal state has completed_at");
+            run.resumed_after = (done - killed_wall.expect("killed")).to_std().ok();
             break;
         }
         assert!(
