@@ -38,17 +38,22 @@ pub fn password_env(role: Role) -> String {
 /// Prints one line per user on stdout; exits 2 when the configuration is
 /// invalid or a password variable is missing.
 pub fn run(file: Option<PathBuf>, args: AclArgs) -> ExitCode {
-    let prefix = match args.prefix {
-        Some(p) => p,
-        None => match crate::config::load(file) {
-            Ok(loaded) => loaded.settings.redis.keys().prefix().to_string(),
-            Err(e) => {
-                eprintln!("kitbash: {e}");
-                return ExitCode::from(2);
+    // The configuration says whether it is cluster mode (rules for every
+    // partition); `--prefix` names the prefix, and works without one.
+    let keys = match (crate::config::load(file), args.prefix) {
+        (Ok(loaded), prefix) => {
+            let mut redis = loaded.settings.redis;
+            if let Some(p) = prefix {
+                redis.key_prefix = p;
             }
-        },
+            redis.keys()
+        }
+        (Err(_), Some(p)) => Keys::new(p),
+        (Err(e), None) => {
+            eprintln!("kitbash: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let keys = Keys::new(prefix);
     let mut lines = Vec::new();
     for user in acl::users(&keys) {
         let password = if args.passwords_from_env {

@@ -734,3 +734,66 @@ async fn every_command_works_against_a_cluster() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("started a local redis-server"), "{err}");
 }
+
+/// `kitbash acl` in cluster mode prints rules for every partition; set on
+/// every node, they let the daemon, a worker and a client each do their
+/// part as their own user, and nothing more is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_printed_for_cluster_mode_serve_queries() {
+    let on = OnCluster::start().await;
+    load_grains(&on.bb, 5).await;
+    let printed = kb(&on, &["acl"], &[], None);
+    assert_eq!(printed.status.code(), Some(0), "{}", shown(&printed));
+    let lines: Vec<String> = String::from_utf8_lossy(&printed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(":{*}:") && l.contains("+cluster|slots")),
+        "{lines:?}"
+    );
+    for node in &on.cluster.nodes {
+        for line in &lines {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &node.port.to_string()])
+                .args(line.split_whitespace())
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("OK"),
+                "{out:?}"
+            );
+        }
+    }
+    let as_user = |role: &str| -> Vec<(String, String)> {
+        let mut env = on.env.clone();
+        env.push(("KITBASH_REDIS__USERNAME".into(), format!("kitbash-{role}")));
+        env.push((
+            "KITBASH_REDIS__PASSWORD".into(),
+            format!("CHANGE-ME-{role}"),
+        ));
+        env
+    };
+    let _worker = Proc::echo_worker("echo-acl", &as_user("worker"));
+    let _daemon = Proc::serve(
+        "daemon-acl",
+        &with_instance(&as_user("daemon"), "daemon-acl"),
+    );
+    on.wait_daemon_sees("layer2").await;
+    let client = [
+        ("KITBASH_REDIS__USERNAME", "kitbash-client"),
+        ("KITBASH_REDIS__PASSWORD", "CHANGE-ME-client"),
+    ];
+    for (question, layer) in [
+        ("What is the fault colour number 3?", "layer0"),
+        ("echo question acl", "layer2"),
+    ] {
+        let q = kb(&on, &["query", "--json", question], &client, None);
+        assert_eq!(q.status.code(), Some(0), "{}", shown(&q));
+        let state: QueryState = serde_json::from_slice(&q.stdout).expect("the final state");
+        assert_eq!(state.answer.unwrap().layer, layer);
+    }
+}
