@@ -625,10 +625,13 @@ impl Blackboard {
     }
 
     /// Reads one grain; `None` when there is none. In cluster mode the id
-    /// alone does not say which partition keeps it: every one is asked.
+    /// alone does not say which partition keeps it: every one is asked, at
+    /// once.
     pub async fn get_grain(&self, fact_id: &str) -> Result<Option<Grain>> {
-        for here in self.partitions() {
-            if let Some(g) = here.get_grain_here(fact_id).await? {
+        let parts = self.partitions();
+        let reads = parts.iter().map(|here| here.get_grain_here(fact_id));
+        for found in futures_util::future::join_all(reads).await {
+            if let Some(g) = found? {
                 return Ok(Some(g));
             }
         }
@@ -653,9 +656,11 @@ impl Blackboard {
     /// a grain. A key of another type under the grain's name is deleted too.
     /// In cluster mode it is deleted from every partition that has it.
     pub async fn delete_grain(&self, fact_id: &str) -> Result<bool> {
+        let parts = self.partitions();
+        let deletes = parts.iter().map(|here| here.delete_grain_here(fact_id));
         let mut deleted = false;
-        for here in self.partitions() {
-            deleted |= here.delete_grain_here(fact_id).await?;
+        for d in futures_util::future::join_all(deletes).await {
+            deleted |= d?;
         }
         Ok(deleted)
     }
