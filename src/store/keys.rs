@@ -80,8 +80,8 @@ fn crc16(bytes: &[u8]) -> u16 {
 /// `<prefix>:<rest>`, as the contract has always named them. In cluster
 /// mode the keys of queries, jobs, the feed, metrics, counters and grains
 /// are `<prefix>:{<tag>}:<rest>`, in the partition of the query (or grain)
-/// they belong to, so each script's keys share one slot; health records
-/// and the feedback list stay `<prefix>:<rest>`.
+/// they belong to, so each script's keys share one slot (the feedback list
+/// is partition 0's); health records stay `<prefix>:<rest>`.
 ///
 /// A `Keys` names one partition, its *current* one (partition 0 unless
 /// chosen with [`Keys::partition`]): the query-scoped keys that take no id
