@@ -63,6 +63,13 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
             "seed nodes are for cluster mode: set redis.cluster to true, or remove them",
         );
     }
+    if s.redis.wait_timeout_ms >= s.redis.response_timeout_ms {
+        bad(
+            "redis.wait_timeout_ms",
+            s.redis.wait_timeout_ms.to_string(),
+            "must be below redis.response_timeout_ms: an enqueue's WAIT must answer within the response timeout",
+        );
+    }
     validate_tls_files(&s.redis, &url, &mut bad);
     let prefix = &s.redis.key_prefix;
     if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '*') {

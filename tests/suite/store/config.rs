@@ -429,3 +429,44 @@ fn kitbash_config_command_reports_bad_env() {
         "{text}"
     );
 }
+
+/// The cluster settings are checked together: a prefix with braces, a
+/// partition count out of range, seeds without cluster mode, and a WAIT
+/// timeout the response timeout would cut short are each refused, naming
+/// the key.
+#[test]
+fn cluster_settings_that_cannot_work_are_refused() {
+    let f = Files::new();
+    for (yaml, key, why) in [
+        (
+            "redis:\n  cluster: true\n  key_prefix: \"{kb}\"\n",
+            "redis.key_prefix",
+            "without braces",
+        ),
+        (
+            "redis:\n  cluster: true\n  partitions: 0\n",
+            "redis.partitions",
+            "between 1 and 1024",
+        ),
+        (
+            "redis:\n  cluster_nodes: [\"redis://10.0.0.2:7000\"]\n",
+            "redis.cluster_nodes",
+            "cluster mode",
+        ),
+        (
+            "redis:\n  wait_timeout_ms: 2000\n",
+            "redis.wait_timeout_ms",
+            "below redis.response_timeout_ms",
+        ),
+    ] {
+        let msg = invalid(load_from(f.sources(Some(yaml), None, &[])).unwrap_err());
+        assert!(msg.contains(key) && msg.contains(why), "{yaml}: {msg}");
+    }
+    let ok = load_from(f.sources(
+        Some("redis:\n  cluster: true\n  partitions: 3\n  cluster_nodes: [\"redis://10.0.0.2:6379\"]\n"),
+        None,
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(ok.settings.redis.keys().partitions(), 3);
+}

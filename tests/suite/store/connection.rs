@@ -192,7 +192,11 @@ async fn credentials_from_settings_are_used_and_never_shown() {
 /// reports `NotReplicated` (queued, unconfirmed).
 #[tokio::test]
 async fn enqueues_wait_for_a_replica_when_the_server_has_one() {
-    let ctx = TestContext::private();
+    let mut ctx = TestContext::private();
+    // Generous, within the response timeout: a busy machine may take a
+    // while to confirm.
+    ctx.settings.redis.response_timeout_ms = 10_000;
+    ctx.settings.redis.wait_timeout_ms = 5_000;
     let bb = ctx.blackboard().await;
     assert_eq!(
         bb.resolve_wait_replicas(None).await.unwrap(),
@@ -210,6 +214,23 @@ async fn enqueues_wait_for_a_replica_when_the_server_has_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(bb.wait_replicas(), 1);
+    // Listed from the start of its first sync; it confirms writes once
+    // that is done (`state=online`).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut ctx.raw())
+            .unwrap();
+        if info.contains("state=online") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never came online: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let q = kitbash::QueryState::new("replicated");
     bb.enqueue(&q).await.unwrap();
 
