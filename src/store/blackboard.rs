@@ -269,8 +269,8 @@ impl Blackboard {
 
     /// Resolves `redis.wait_replicas` when it is unset (`null`, "auto"):
     /// 1 when every primary serving slots has a replica now (`CLUSTER
-    /// NODES`), or, on one server, when it has a connected replica (`INFO
-    /// replication`); else 0. A set value is kept. Clients call it once
+    /// NODES`), or, on one server, when it has a connected replica
+    /// (`ROLE`); else 0. A set value is kept. Clients call it once
     /// when they connect.
     ///
     /// A client resolves it again when an enqueue was not confirmed (a
@@ -465,34 +465,27 @@ impl Blackboard {
                 max: self.limits.max_queue_len,
             });
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set_ex(
-                self.keys.state(&state.query_id),
-                Self::encode(state),
-                self.limits.state_ttl_s,
-            )
-            .ignore()
-            .lpush(&queue, &state.query_id)
-            .ignore();
+        let state_key = self.keys.state(&state.query_id);
+        let encoded = Self::encode(state);
+        let ttl = self.limits.state_ttl_s;
         let wanted = self.wait_replicas();
         if wanted == 0 {
-            let _: () = pipe
+            let _: () = redis::pipe()
+                .atomic()
+                .set_ex(&state_key, &encoded, ttl)
+                .ignore()
+                .lpush(&queue, &state.query_id)
+                .ignore()
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
             return Ok(());
         }
         // The same round trip: MULTI … EXEC, then WAIT on that primary.
-        let mut durable = redis::pipe();
-        durable
+        let (acked,): (u32,) = redis::pipe()
             .cmd("MULTI")
             .ignore()
-            .set_ex(
-                self.keys.state(&state.query_id),
-                Self::encode(state),
-                self.limits.state_ttl_s,
-            )
+            .set_ex(&state_key, &encoded, ttl)
             .ignore()
             .lpush(&queue, &state.query_id)
             .ignore()
@@ -500,8 +493,7 @@ impl Blackboard {
             .ignore()
             .cmd("WAIT")
             .arg(wanted)
-            .arg(self.limits.wait_timeout_ms);
-        let (acked,): (u32,) = durable
+            .arg(self.limits.wait_timeout_ms)
             .query_async(&mut conn)
             .await
             .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
@@ -511,31 +503,48 @@ impl Blackboard {
         Ok(())
     }
 
-    /// Number of queries waiting (in every partition).
+    /// Number of queries waiting (in every partition, read together).
     pub async fn queue_len(&self) -> Result<u64> {
+        let queues: Vec<String> = self.keys.all_partitions().iter().map(Keys::queue).collect();
+        let reads = queues.iter().map(|queue| {
+            let mut conn = self.conn.clone();
+            async move {
+                conn.llen::<_, u64>(queue)
+                    .await
+                    .map_err(|e| BlackboardError::on_key(e, queue, "list"))
+            }
+        });
         let mut total = 0;
-        for len in self.per_partition_len(|k| k.queue()).await? {
-            total += len;
+        for len in futures_util::future::join_all(reads).await {
+            total += len?;
         }
         Ok(total)
     }
 
-    /// The length of one list per partition (`list` names it), read
-    /// together over the shared connection.
-    pub async fn per_partition_len(&self, list: impl Fn(&Keys) -> String) -> Result<Vec<u64>> {
-        let keys: Vec<String> = self.keys.all_partitions().iter().map(list).collect();
-        let reads = keys.iter().map(|key| {
+    #[cfg(any(test, feature = "test-util"))]
+    /// `LRANGE start stop` of one list per partition (`list` names it),
+    /// concatenated in partition order.
+    async fn lrange_each(
+        &self,
+        list: fn(&Keys) -> String,
+        start: isize,
+        stop: isize,
+        reverse: bool,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for keys in self.keys.all_partitions() {
+            let key = list(&keys);
             let mut conn = self.conn.clone();
-            async move {
-                conn.llen::<_, u64>(key)
-                    .await
-                    .map_err(|e| BlackboardError::on_key(e, key, "list"))
+            let mut entries: Vec<String> = conn
+                .lrange(&key, start, stop)
+                .await
+                .map_err(|e| BlackboardError::on_key(e, &key, "list"))?;
+            if reverse {
+                entries.reverse();
             }
-        });
-        futures_util::future::join_all(reads)
-            .await
-            .into_iter()
-            .collect()
+            out.extend(entries);
+        }
+        Ok(out)
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -545,17 +554,9 @@ impl Blackboard {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
-        for keys in self.keys.all_partitions() {
-            let queue = keys.queue();
-            let mut conn = self.conn.clone();
-            let mut entries: Vec<String> = conn
-                .lrange(&queue, -(n as isize), -1)
-                .await
-                .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
-            entries.reverse();
-            out.extend(entries);
-        }
+        let mut out = self
+            .lrange_each(Keys::queue, -(n as isize), -1, true)
+            .await?;
         out.truncate(n);
         Ok(out)
     }
@@ -563,16 +564,9 @@ impl Blackboard {
     #[cfg(any(test, feature = "test-util"))]
     /// Entries in the dead-letter list, newest first.
     pub async fn dead_entries(&self, n: usize) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for keys in self.keys.all_partitions() {
-            let dead = keys.dead();
-            let mut conn = self.conn.clone();
-            let entries: Vec<String> = conn
-                .lrange(&dead, 0, n as isize - 1)
-                .await
-                .map_err(|e| BlackboardError::on_key(e, &dead, "list"))?;
-            out.extend(entries);
-        }
+        let mut out = self
+            .lrange_each(Keys::dead, 0, n as isize - 1, false)
+            .await?;
         out.truncate(n);
         Ok(out)
     }

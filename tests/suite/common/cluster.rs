@@ -150,12 +150,7 @@ impl TestCluster {
 
     /// The ports of the nodes that are primaries now, by `CLUSTER NODES`.
     pub fn primaries(&self) -> Vec<u16> {
-        let live = self
-            .nodes
-            .iter()
-            .find(|n| n.child.is_some())
-            .expect("a live node");
-        let nodes = cli(live.port, &["CLUSTER", "NODES"]).unwrap_or_default();
+        let nodes = self.cluster_nodes();
         let mut out: Vec<u16> = nodes
             .lines()
             .filter(|l| l.contains("master") && !l.contains("fail"))
@@ -166,14 +161,19 @@ impl TestCluster {
         out
     }
 
-    /// The port of the primary serving `slot` now, by `CLUSTER SLOTS`.
-    pub fn owner_of(&self, slot: u16) -> u16 {
+    /// `CLUSTER NODES` as a live node sees it.
+    fn cluster_nodes(&self) -> String {
         let live = self
             .nodes
             .iter()
             .find(|n| n.child.is_some())
             .expect("a live node");
-        let nodes = cli(live.port, &["CLUSTER", "NODES"]).unwrap_or_default();
+        cli(live.port, &["CLUSTER", "NODES"]).unwrap_or_default()
+    }
+
+    /// The port of the primary serving `slot` now, by `CLUSTER NODES`.
+    pub fn owner_of(&self, slot: u16) -> u16 {
+        let nodes = self.cluster_nodes();
         for line in nodes.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
