@@ -330,7 +330,7 @@ impl Blackboard {
     /// no more than the `scan` most recent entries of each partition's
     /// feed; oldest first. In cluster mode the partitions' feeds are read as
     /// one, ordered by entry id (the time each node gave it).
-    async fn recent_matching(
+    pub async fn recent_matching(
         &self,
         count: usize,
         scan: usize,
@@ -435,6 +435,43 @@ impl Blackboard {
                     break;
                 }
             }
+        }
+        out.sort_by_key(|e| stream_id(&e.id));
+        Ok(out)
+    }
+
+    /// Where each partition's feed ends now (its last entry id, `0-0` when
+    /// empty): the cursors from which [`Self::events_after`] reads what
+    /// comes next.
+    pub async fn feed_tails(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for keys in self.keys.all_partitions() {
+            let last = self.xrange(&keys.feed(), "XREVRANGE", "+", "-", 1).await?;
+            out.push(
+                last.first()
+                    .map_or_else(|| "0-0".to_string(), |e| e.id.clone()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Events written after `cursors` (one entry id per partition's feed,
+    /// as [`Self::feed_tails`] gives), at most `count` per feed, oldest
+    /// first; each cursor moves to the last entry read from its feed.
+    pub async fn events_after(
+        &self,
+        cursors: &mut [String],
+        count: usize,
+    ) -> Result<Vec<FeedEntry>> {
+        let mut out = Vec::new();
+        for (keys, cursor) in self.keys.all_partitions().iter().zip(cursors.iter_mut()) {
+            let batch = self
+                .xrange(&keys.feed(), "XRANGE", &format!("({cursor}"), "+", count)
+                .await?;
+            if let Some(last) = batch.last() {
+                cursor.clone_from(&last.id);
+            }
+            out.extend(batch);
         }
         out.sort_by_key(|e| stream_id(&e.id));
         Ok(out)

@@ -153,6 +153,8 @@ const DAEMON: &[&str] = &[
     "xadd", "xtrim", "xrange", "xrevrange", "xlen",
     // finding processing lists and health keys
     "scan",
+    // the dashboard: Redis memory (INFO memory), finding a dead-list record
+    "info",
 ];
 
 /// The worker's data commands, including those of the return-jobs script.

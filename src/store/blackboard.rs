@@ -382,6 +382,25 @@ impl Blackboard {
         raw.map(|raw| Self::decode(&key, &raw)).transpose()
     }
 
+    /// The states of `ids` in one MGET (split by slot in cluster mode), in
+    /// order; `None` for one that is gone or is not valid JSON (a list
+    /// shows what it can read).
+    pub async fn get_states_lenient(&self, ids: &[String]) -> Result<Vec<Option<QueryState>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.state(id)).collect();
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<String>> = conn
+            .mget(&keys)
+            .await
+            .map_err(|e| BlackboardError::on_key(e, &keys[0], "string"))?;
+        Ok(raw
+            .into_iter()
+            .map(|r| r.and_then(|r| serde_json::from_str(&r).ok()))
+            .collect())
+    }
+
     /// Reads a state's raw JSON, as stored.
     pub async fn get_state_raw(&self, query_id: &str) -> Result<Option<String>> {
         let key = self.keys.state(query_id);

@@ -5,6 +5,8 @@
 pub mod acl;
 pub mod blackboard;
 pub mod connection;
+pub mod dead;
+pub mod info;
 pub mod keys;
 pub mod liveness;
 pub mod names;

@@ -42,6 +42,11 @@ pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
 pub(crate) static RETURN_ONE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("return_one.lua")));
 
+/// Takes one record out of the dead list and pushes its entry back on
+/// the queue, resetting a failed state to pending (the dashboard's requeue).
+pub(crate) static REQUEUE_DEAD: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("requeue_dead.lua")));
+
 /// Drops the expired jobs at the old end of a layer's job list.
 pub(crate) static DROP_EXPIRED_JOBS: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("drop_expired_jobs.lua")));
