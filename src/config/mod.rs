@@ -836,6 +836,32 @@ pub struct HttpSettings {
     pub enabled: bool,
     /// Address to listen on; loopback unless you mean to expose it.
     pub listen: SocketAddr,
+    /// The web dashboard served on the same address (`/`, `/api/*`).
+    pub dashboard: DashboardSettings,
+}
+
+/// The web dashboard (docs/operations.md, "Dashboard").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSettings {
+    /// Serve the pages and their API (read-only unless `actions`).
+    pub enabled: bool,
+    /// Allow the actions that change state: requeue or delete a dead-list
+    /// entry, forget a grain. Each then needs `token`.
+    pub actions: bool,
+    /// The bearer token the actions need (at least 16 characters); required
+    /// when `actions` is on.
+    pub token: Option<Secret>,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            actions: false,
+            token: None,
+        }
+    }
 }
 
 impl Default for HttpSettings {
@@ -843,6 +869,7 @@ impl Default for HttpSettings {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            dashboard: DashboardSettings::default(),
         }
     }
 }

@@ -43,7 +43,7 @@ pub(super) fn redact_query_password(url: &str) -> String {
 
 pub(super) fn is_secret_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key);
-    matches!(last, "password" | "api_key")
+    matches!(last, "password" | "api_key" | "token")
 }
 
 pub(super) fn redact_json(key: &str, value: &mut serde_json::Value) {

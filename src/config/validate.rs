@@ -226,8 +226,24 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
     if let Err(why) = check_log_filter(&s.logging.level) {
         bad("logging.level", format!("{:?}", s.logging.level), &why);
     }
+    let dashboard = &s.http.dashboard;
+    let token_len = dashboard
+        .token
+        .as_ref()
+        .map_or(0, |t| t.expose().trim().len());
+    if dashboard.actions && token_len < MIN_DASHBOARD_TOKEN_LEN {
+        bad(
+            "http.dashboard.token",
+            if token_len == 0 { "(not set)" } else { "***" }.into(),
+            "http.dashboard.actions needs a token of at least 16 characters \
+             (KITBASH_HTTP__DASHBOARD__TOKEN=$(openssl rand -hex 16), say)",
+        );
+    }
     out
 }
+
+/// The shortest token the dashboard's actions accept.
+const MIN_DASHBOARD_TOKEN_LEN: usize = 16;
 
 /// A layer's crystallisation policy and consensus partner.
 fn validate_crystallize(
