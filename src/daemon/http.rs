@@ -11,11 +11,13 @@
 //!   error text when Redis fails.
 //! - `/metrics`: Prometheus (OpenMetrics text) from [`PromMetrics`], with
 //!   the queue-depth gauge refreshed from Redis first.
+//! - `/` and `/api/*`: the web dashboard (see [`super::dashboard`]), unless
+//!   `http.dashboard.enabled` is off.
 //!
 //! [`PromMetrics`]: super::prom::PromMetrics
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -29,9 +31,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::dashboard::history::{self, CounterHistory};
 use super::prom::CONTENT_TYPE;
 use super::status::DaemonStatus;
-use crate::config::LayerSettings;
+use crate::config::{DashboardSettings, LayerSettings};
 use crate::observe::metrics::LayerStats;
 use crate::store::blackboard::{Blackboard, BlackboardError, Health, ProcessRole};
 
@@ -56,23 +59,46 @@ pub struct HttpState {
     pub blackboard: Blackboard,
     /// The cascade's layers, in order.
     pub layers: Vec<(String, LayerSettings)>,
+    /// The web dashboard's settings.
+    pub dashboard: DashboardSettings,
 }
 
 /// The routes over `state`, for embedding or for tests that drive the
 /// router without a socket. Creates the Prometheus series of every layer in
 /// `state.layers`, so they show at zero before the first query.
 pub fn router(state: HttpState) -> Router {
+    routes(
+        state,
+        Arc::new(Mutex::new(CounterHistory::default())),
+        CancellationToken::new(),
+    )
+}
+
+/// The routes, with the dashboard's counter history and the token that
+/// ends its live feeds.
+fn routes(
+    state: HttpState,
+    history: Arc<Mutex<CounterHistory>>,
+    stop: CancellationToken,
+) -> Router {
     state
         .status
         .prom
         .register_layers(state.layers.iter().map(|(name, _)| name.as_str()));
+    let dashboard = state.dashboard.enabled;
     // One Arc per server instead of cloning the layer list per request.
-    Router::new()
+    let state = Arc::new(state);
+    let health = Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/health/detailed", get(detailed))
         .route("/metrics", get(metrics))
-        .with_state(Arc::new(state))
+        .with_state(state.clone());
+    if dashboard {
+        health.merge(super::dashboard::routes(state, history, stop))
+    } else {
+        health
+    }
 }
 
 /// Serves until `shutdown` fires, then lets open requests finish for a
@@ -84,7 +110,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, "HTTP endpoint listening");
-    let server = axum::serve(listener, router(state))
+    let history = Arc::new(Mutex::new(CounterHistory::default()));
+    if state.dashboard.enabled {
+        tracing::info!(url = %format!("http://{addr}/"), "dashboard");
+        tokio::spawn(history::sample(
+            state.blackboard.clone(),
+            state.layers.iter().map(|(name, _)| name.clone()).collect(),
+            history.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let server = axum::serve(listener, routes(state, history, shutdown.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace_over = async {
         shutdown.cancelled().await;

@@ -18,6 +18,7 @@
 mod cascade;
 mod consensus;
 mod crystallize;
+pub mod dashboard;
 pub mod direct;
 mod dispatch;
 mod finish;
@@ -152,6 +153,7 @@ impl Daemon {
                 status: status.clone(),
                 blackboard: bb.clone(),
                 layers,
+                dashboard: settings.http.dashboard.clone(),
             };
             tracker.spawn(async move {
                 if let Err(e) = http::serve(listener, state, background_http).await {

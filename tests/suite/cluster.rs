@@ -690,6 +690,39 @@ async fn every_command_works_against_a_cluster() {
         .unwrap();
     assert!(detailed.status().is_success());
 
+    // The dashboard's API merges the partitions: memory over the three
+    // primaries, the query found by its words (states read across slots),
+    // its decisions, the grains of every partition.
+    let api = |path: String| {
+        let url = format!("http://{listen}{path}");
+        async move {
+            let r = reqwest::get(&url).await.unwrap();
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let overview = api("/api/overview".into()).await;
+    assert_eq!(overview["redis_memory"]["servers"], 3, "{overview}");
+    assert_eq!(overview["grains"], 436, "{overview}");
+    let found = api("/api/queries?text=kenya".into()).await;
+    assert!(
+        found["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["query_id"] == state.query_id.as_str()),
+        "{found}"
+    );
+    let one = api(format!("/api/queries/{}", state.query_id)).await;
+    assert_eq!(one["state"]["answer"]["text"], "Nairobi", "{one}");
+    assert!(
+        one["events"].as_array().unwrap().iter().any(|e| e["event"] == "layer_hit"),
+        "{one}"
+    );
+    let grains = api("/api/grains?q=capital-&limit=500".into()).await;
+    assert!(grains["matched"].as_u64().unwrap() > 12, "{grains}");
+    assert_eq!(api("/api/dead".into()).await["total"], 0);
+
     // The REPL, in Redis mode and direct mode.
     let script = "What is the capital of France?\n:timeline\n:stats\n:direct\nWhat is the capital of Peru?\nquit\n";
     let r = kb(&on, &["repl"], &[], Some(script));

@@ -36,6 +36,7 @@ impl Server {
                 .iter()
                 .map(|(name, layer)| (name.clone(), layer.clone()))
                 .collect(),
+            dashboard: ctx.settings.http.dashboard.clone(),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(listener, state, shutdown.clone()));

@@ -29,6 +29,7 @@ mod cli;
 mod cluster;
 mod compose;
 mod crystal;
+mod dashboard;
 mod eval;
 mod http;
 mod layer0;
