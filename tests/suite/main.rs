@@ -24,6 +24,7 @@ mod store;
 
 mod acl;
 mod bounded;
+mod browser;
 mod cartridge;
 mod cli;
 mod cluster;
