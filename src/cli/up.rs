@@ -55,7 +55,34 @@ fn say(msg: impl AsRef<str>) {
     eprintln!("kitbash up: {}", msg.as_ref());
 }
 
-async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCode {
+/// One process `up` starts and supervises.
+struct Supervised {
+    /// What it is, for messages.
+    name: String,
+    /// Its arguments after the binary (and `--config`).
+    argv: Vec<String>,
+    /// Environment it gets besides ours.
+    env: Vec<(String, String)>,
+}
+
+/// Where a browser on this machine finds the dashboard of the daemon `up`
+/// starts, or `None` when it serves none. An unspecified address (`0.0.0.0`)
+/// is reached on loopback.
+fn dashboard_address(http: &crate::config::HttpSettings) -> Option<String> {
+    if !http.enabled || !http.dashboard.enabled {
+        return None;
+    }
+    let mut addr = http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(format!("http://{addr}/"))
+}
+
+async fn up(mut settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCode {
     // The daemon we start listens on http.listen: if that is taken (another
     // `kitbash up` or `kitbash serve` on this machine), it would fail and be
     // restarted over and over. Say so once, before starting anything.
@@ -68,6 +95,18 @@ async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCo
             settings.http.listen
         ));
         return ExitCode::from(2);
+    }
+    // Port 0 means "any free port": choose it here, so the start-up message
+    // can name the dashboard's address, and hand it to the daemon.
+    let mut daemon_env = Vec::new();
+    if settings.http.enabled && settings.http.listen.port() == 0 {
+        match std::net::TcpListener::bind(settings.http.listen).and_then(|l| l.local_addr()) {
+            Ok(addr) => {
+                settings.http.listen = addr;
+                daemon_env.push(("KITBASH_HTTP__LISTEN".to_string(), addr.to_string()));
+            }
+            Err(e) => say(format!("cannot choose a free port for http.listen: {e}")),
+        }
     }
     let cancel = CancellationToken::new();
     tokio::spawn(super::signals::cancel_on_signal(cancel.clone()));
@@ -134,28 +173,38 @@ async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCo
             return ExitCode::from(2);
         }
     };
-    let mut children: Vec<(String, Vec<String>)> = vec![("daemon".into(), vec!["serve".into()])];
+    let mut children = vec![Supervised {
+        name: "daemon".into(),
+        argv: vec!["serve".into()],
+        env: daemon_env,
+    }];
     for (layer, l) in settings.layers_in_order() {
         if l.kind != LayerKind::Worker || !l.enabled {
             continue;
         }
         let Some(kind) = l.worker else { continue };
         match backend_configured(&settings, kind).await {
-            Ok(()) => children.push((
-                format!("{kind} worker ({layer})"),
-                vec![
+            Ok(()) => children.push(Supervised {
+                name: format!("{kind} worker ({layer})"),
+                argv: vec![
                     "worker".into(),
                     kind.to_string(),
                     "--layer".into(),
                     layer.to_string(),
                 ],
-            )),
+                env: Vec::new(),
+            }),
             Err(why) => say(format!("{layer} ({kind}) skipped: {why}")),
         }
     }
 
     let tracker = TaskTracker::new();
-    for (name, cmd) in children {
+    for Supervised {
+        name,
+        argv: cmd,
+        env,
+    } in children
+    {
         let mut argv = Vec::new();
         if let Some(c) = &config {
             argv.push("--config".to_string());
@@ -166,12 +215,18 @@ async fn up(settings: Settings, config: Option<PathBuf>, args: UpArgs) -> ExitCo
             name,
             exe.clone(),
             argv,
+            env,
             cancel.clone(),
             settings.orchestrator.shutdown_grace_s,
         ));
     }
     tracker.close();
-    say("running; Ctrl-C stops everything");
+    match dashboard_address(&settings.http) {
+        Some(url) => say(format!(
+            "running; dashboard at {url} ; Ctrl-C stops everything"
+        )),
+        None => say("running; Ctrl-C stops everything"),
+    }
     cancel.cancelled().await;
     say("stopping");
     tracker.wait().await;
@@ -316,6 +371,7 @@ async fn supervise(
     name: String,
     exe: PathBuf,
     argv: Vec<String>,
+    env: Vec<(String, String)>,
     cancel: CancellationToken,
     grace_s: u64,
 ) {
@@ -323,6 +379,7 @@ async fn supervise(
     loop {
         let mut cmd = Command::new(&exe);
         cmd.args(&argv)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             // Its own process group: the terminal's Ctrl-C reaches only us,
             // and we stop the children in order.

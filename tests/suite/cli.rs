@@ -264,7 +264,7 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
         .local_addr()
         .unwrap()
         .port();
-    let up = Command::new(env!("CARGO_BIN_EXE_kitbash"))
+    let mut up = Command::new(env!("CARGO_BIN_EXE_kitbash"))
         .arg("up")
         .env_remove("KITBASH_CONFIG")
         .env("KITBASH_REDIS__URL", format!("redis://127.0.0.1:{port}/0"))
@@ -278,6 +278,24 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
         .spawn()
         .unwrap();
     let up_pid = up.id();
+    // Its messages, read as they come (the dashboard's address is one).
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let stderr = stderr.clone();
+        let mut pipe = up.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
     // Wait until the daemon it started has written its health key.
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let ready = eventually(60.0, || async {
@@ -294,6 +312,33 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
     .await;
     let children = child_pids(up_pid);
     assert!(ready, "daemon up");
+    // The start-up message names the dashboard, on the free port `up`
+    // chose, and the page answers there.
+    let printed = || {
+        let err = stderr.lock().unwrap();
+        let (_, after) = err.split_once("dashboard at ")?;
+        after.split_whitespace().next().map(str::to_string)
+    };
+    assert!(
+        eventually(60.0, || async { printed().is_some() }).await,
+        "the dashboard's address is printed: {}",
+        stderr.lock().unwrap()
+    );
+    let url = printed().unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !url.starts_with("http://127.0.0.1:0/"),
+        "{url}"
+    );
+    let page_answers = || async {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status() == 200 => r.text().await.is_ok_and(|t| t.contains("Kitbash")),
+            _ => false,
+        }
+    };
+    assert!(
+        eventually(60.0, page_answers).await,
+        "the dashboard answers at {url}"
+    );
     assert!(
         children.len() >= 2,
         "redis-server and the daemon: {children:?}"
@@ -308,7 +353,8 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
         .await
         .unwrap()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    reader.join().unwrap();
+    let err = stderr.lock().unwrap().clone();
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("started a local redis-server"), "{err}");
     assert!(
