@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::common::{TestContext, free_port};
 use crate::daemon::support::*;
-use crate::dashboard::Served;
+use crate::dashboard::{Served, TOKEN, given_up, kenya};
 
 /// How long the page may take to show something (a busy 2-core machine).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -309,5 +309,77 @@ async fn a_person_watches_a_query_cross_the_cascade_in_the_dashboard() {
     }
     page.close().await.unwrap();
     worker.stop().await;
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_requeues_a_dead_letter_only_with_the_token() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    ctx.settings.http.dashboard.actions = true;
+    ctx.settings.http.dashboard.token = Some(kitbash::config::Secret::new(TOKEN));
+    let bb = kenya(&ctx).await;
+    let (id, _) = given_up(&ctx, "What is the capital of Kenya?");
+    let served = Served::start(&ctx.settings).await;
+    let driver = Driver::start().await;
+    let page = driver.browser().await;
+
+    page.goto(&format!("{}/#/dead", served.base)).await.unwrap();
+    until(
+        &page,
+        "its first overview",
+        "return document.body.dataset.ready === '1'",
+        vec![],
+    )
+    .await;
+    let row = "return !!document.querySelector(`#dead-list tr.dead-row[data-query-id=\"${arguments[0]}\"] button.requeue`);";
+    until(
+        &page,
+        "the dead letter with its requeue button",
+        row,
+        vec![json!(id)],
+    )
+    .await;
+    // The page asks before it acts; a person says yes.
+    js(&page, "window.confirm = () => true; return true;", vec![]).await;
+    let click = "document.querySelector(`#dead-list tr.dead-row[data-query-id=\"${arguments[0]}\"] button.requeue`).click(); return true;";
+
+    // A wrong token: refused, said on the page, nothing changed.
+    page.find(fantoccini::Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys("not-the-token-0123456789")
+        .await
+        .unwrap();
+    js(&page, click, vec![json!(id)]).await;
+    until(
+        &page,
+        "the refusal",
+        "const m = document.getElementById('dead-message'); return !!m && !m.hidden && m.textContent.includes('401');",
+        vec![],
+    )
+    .await;
+    assert_eq!(bb.dead_len().await.unwrap(), 1, "nothing changed");
+    assert_eq!(
+        bb.get_state(&id).await.unwrap().unwrap().status,
+        QueryStatus::Failed
+    );
+
+    // The right token: requeued, answered, gone from the list.
+    let token = page.find(fantoccini::Locator::Id("token")).await.unwrap();
+    token.clear().await.unwrap();
+    token.send_keys(TOKEN).await.unwrap();
+    js(&page, click, vec![json!(id)]).await;
+    let state = wait_done(&ctx, &bb, &id, 60.0).await;
+    assert_eq!(state.status, QueryStatus::Answered);
+    until(
+        &page,
+        "the emptied dead list",
+        "return document.querySelectorAll('#dead-list tr.dead-row').length === 0;",
+        vec![],
+    )
+    .await;
+    screenshot(&page, "dead-requeued").await;
+    page.close().await.unwrap();
     served.stop().await;
 }

@@ -15,7 +15,7 @@ use crate::common::TestContext;
 use crate::daemon::support::*;
 
 /// A token long enough for validation.
-const TOKEN: &str = "dashboard-test-token-0123456789";
+pub const TOKEN: &str = "dashboard-test-token-0123456789";
 
 /// A daemon with its HTTP endpoint on a free port.
 pub struct Served {
@@ -85,7 +85,7 @@ impl Served {
     }
 }
 
-async fn kenya(ctx: &TestContext) -> kitbash::Blackboard {
+pub async fn kenya(ctx: &TestContext) -> kitbash::Blackboard {
     let bb = ctx.blackboard().await;
     bb.store_grain(&Grain::new(
         "capital-ke",
@@ -342,6 +342,36 @@ async fn the_live_feed_streams_new_decisions_and_resumes_after_an_id() {
     }
 }
 
+/// A query as recovery leaves one it gave up on: failed, signalled, and
+/// recorded in the dead list. Returns its id and its record.
+pub fn given_up(ctx: &TestContext, text: &str) -> (String, String) {
+    let mut raw = ctx.raw();
+    let keys = ctx.keys();
+    let mut failed = QueryState::new(text);
+    failed.status = QueryStatus::Failed;
+    failed.error = Some("recovered 3 times; giving up".into());
+    failed.completed_at = Some(kitbash::state::now_rfc3339());
+    failed.recoveries = 3;
+    let id = failed.query_id.clone();
+    redis::cmd("SET")
+        .arg(keys.state(&id))
+        .arg(serde_json::to_string(&failed).unwrap())
+        .exec(&mut raw)
+        .unwrap();
+    redis::cmd("LPUSH")
+        .arg(keys.done(&id))
+        .arg("failed")
+        .exec(&mut raw)
+        .unwrap();
+    let rec = record(&id, "recovered 3 times; giving up");
+    redis::cmd("LPUSH")
+        .arg(keys.dead())
+        .arg(&rec)
+        .exec(&mut raw)
+        .unwrap();
+    (id, rec)
+}
+
 /// A dead-list record for `entry`, as a daemon writes it.
 fn record(entry: &str, reason: &str) -> String {
     json!({"entry": entry, "reason": reason, "instance": "gone", "at": kitbash::state::now_rfc3339()})
@@ -469,29 +499,7 @@ async fn a_requeued_failed_query_runs_again_and_an_answered_one_is_refused() {
     let mut raw = ctx.raw();
     let keys = ctx.keys();
 
-    // As recovery leaves a query it gave up on: failed, signalled, recorded.
-    let mut failed = QueryState::new("What is the capital of Kenya?");
-    failed.status = QueryStatus::Failed;
-    failed.error = Some("recovered 3 times; giving up".into());
-    failed.completed_at = Some(kitbash::state::now_rfc3339());
-    failed.recoveries = 3;
-    let id = failed.query_id.clone();
-    redis::cmd("SET")
-        .arg(keys.state(&id))
-        .arg(serde_json::to_string(&failed).unwrap())
-        .exec(&mut raw)
-        .unwrap();
-    redis::cmd("LPUSH")
-        .arg(keys.done(&id))
-        .arg("failed")
-        .exec(&mut raw)
-        .unwrap();
-    let rec = record(&id, "recovered 3 times; giving up");
-    redis::cmd("LPUSH")
-        .arg(keys.dead())
-        .arg(&rec)
-        .exec(&mut raw)
-        .unwrap();
+    let (id, rec) = given_up(&ctx, "What is the capital of Kenya?");
 
     let served = Served::start(&ctx.settings).await;
     let (code, r) = served
