@@ -221,12 +221,10 @@ async fn up(mut settings: Settings, config: Option<PathBuf>, args: UpArgs) -> Ex
         ));
     }
     tracker.close();
-    match dashboard_address(&settings.http) {
-        Some(url) => say(format!(
-            "running; dashboard at {url} ; Ctrl-C stops everything"
-        )),
-        None => say("running; Ctrl-C stops everything"),
+    if let Some(url) = dashboard_address(&settings.http) {
+        say(format!("dashboard: {url}"));
     }
+    say("running; Ctrl-C stops everything");
     cancel.cancelled().await;
     say("stopping");
     tracker.wait().await;

@@ -316,7 +316,7 @@ async fn up_starts_everything_and_ctrl_c_leaves_nothing_running() {
     // chose, and the page answers there.
     let printed = || {
         let err = stderr.lock().unwrap();
-        let (_, after) = err.split_once("dashboard at ")?;
+        let (_, after) = err.split_once("kitbash up: dashboard: ")?;
         after.split_whitespace().next().map(str::to_string)
     };
     assert!(
