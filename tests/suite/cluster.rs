@@ -716,7 +716,11 @@ async fn every_command_works_against_a_cluster() {
     let one = api(format!("/api/queries/{}", state.query_id)).await;
     assert_eq!(one["state"]["answer"]["text"], "Nairobi", "{one}");
     assert!(
-        one["events"].as_array().unwrap().iter().any(|e| e["event"] == "layer_hit"),
+        one["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "layer_hit"),
         "{one}"
     );
     let grains = api("/api/grains?q=capital-&limit=500".into()).await;
