@@ -118,6 +118,21 @@ async fn until(page: &Client, what: &str, script: &str, args: Vec<Value>) {
     }
 }
 
+/// Opens the dashboard on `view` and waits until it has drawn its first
+/// overview (every view waits for it: the header shows the instance).
+async fn open(page: &Client, served: &Served, view: &str) {
+    page.goto(&format!("{}/#/{view}", served.base))
+        .await
+        .unwrap();
+    until(
+        page,
+        "its first overview",
+        "return document.body.dataset.ready === '1'",
+        vec![],
+    )
+    .await;
+}
+
 /// The text of the first element matching `css`.
 async fn text_of(page: &Client, css: &str) -> String {
     let v = js(
@@ -159,14 +174,7 @@ async fn a_person_watches_a_query_cross_the_cascade_in_the_dashboard() {
     let driver = Driver::start().await;
     let page = driver.browser().await;
 
-    page.goto(&format!("{}/#/feed", served.base)).await.unwrap();
-    until(
-        &page,
-        "its first overview",
-        "return document.body.dataset.ready === '1'",
-        vec![],
-    )
-    .await;
+    open(&page, &served, "feed").await;
     until(
         &page,
         "the live feed connected",
@@ -324,14 +332,7 @@ async fn an_operator_requeues_a_dead_letter_only_with_the_token() {
     let driver = Driver::start().await;
     let page = driver.browser().await;
 
-    page.goto(&format!("{}/#/dead", served.base)).await.unwrap();
-    until(
-        &page,
-        "its first overview",
-        "return document.body.dataset.ready === '1'",
-        vec![],
-    )
-    .await;
+    open(&page, &served, "dead").await;
     let row = "return !!document.querySelector(`#dead-list tr.dead-row[data-query-id=\"${arguments[0]}\"] button.requeue`);";
     until(
         &page,
@@ -370,6 +371,12 @@ async fn an_operator_requeues_a_dead_letter_only_with_the_token() {
     token.clear().await.unwrap();
     token.send_keys(TOKEN).await.unwrap();
     js(&page, click, vec![json!(id)]).await;
+    // The click's request is on its way: once the state has left `failed`,
+    // the old completion signal is gone too (one step), and the next one
+    // is the new outcome's.
+    let requeued =
+        || async { bb.get_state(&id).await.unwrap().unwrap().status != QueryStatus::Failed };
+    assert!(eventually(60.0, requeued).await, "the page requeued it");
     let state = wait_done(&ctx, &bb, &id, 60.0).await;
     assert_eq!(state.status, QueryStatus::Answered);
     until(
