@@ -34,6 +34,9 @@ const REDIS_DEADLINE: Duration = Duration::from_secs(10);
 /// feed read or a query search looks through.
 const FEED_SCAN: usize = 5_000;
 
+/// Most queries a search by text looks through (the most recently started).
+const QUERY_SCAN: usize = 2_000;
+
 /// How often the live feed looks for new entries.
 const STREAM_POLL: Duration = Duration::from_millis(300);
 
@@ -402,39 +405,45 @@ fn query_summary(s: &QueryState) -> Value {
     })
 }
 
-/// Recent queries (the ones the last [`FEED_SCAN`] feed entries name),
-/// newest first, whose text contains `text` (any case).
+/// Recent queries, newest first, whose text contains `text` (any case):
+/// among the [`QUERY_SCAN`] most recently started that the last
+/// [`FEED_SCAN`] entries of each partition's feed name.
 pub(super) async fn queries(State(d): S, Query(p): Query<QuerySearch>) -> Response {
     let limit = p.limit.unwrap_or(20).clamp(1, 200);
     let needle = p.text.unwrap_or_default().trim().to_lowercase();
     let bb = d.http.blackboard.clone();
     let read = async move {
-        let events = bb
-            .recent_matching(FEED_SCAN, FEED_SCAN, |e| {
-                e.get("query_id").is_some_and(|q| !q.is_empty())
-            })
-            .await?;
-        let mut seen = HashSet::new();
-        let ids: Vec<String> = events
-            .iter()
-            .rev()
-            .filter_map(|e| e.get("query_id"))
-            .filter(|id| seen.insert(id.to_string()))
-            .map(str::to_string)
-            .collect();
-        let mut found = Vec::new();
-        for chunk in ids.chunks(200) {
-            for state in bb.get_states_lenient(chunk).await?.into_iter().flatten() {
-                if needle.is_empty() || state.query_text.to_lowercase().contains(&needle) {
-                    found.push(query_summary(&state));
+        // Newest first, one `query_started` per query (more after a
+        // recovery); look further back only while too few match.
+        let started = |e: &FeedEntry| e.event() == Some(EventKind::QueryStarted.as_str());
+        let mut count = if needle.is_empty() { limit } else { limit * 20 }.min(QUERY_SCAN);
+        loop {
+            let events = bb.recent_matching(count, FEED_SCAN, started).await?;
+            let mut seen = HashSet::new();
+            let ids: Vec<String> = events
+                .iter()
+                .rev()
+                .filter_map(|e| e.get("query_id"))
+                .filter(|id| seen.insert(id.to_string()))
+                .map(str::to_string)
+                .collect();
+            let mut found = Vec::new();
+            for chunk in ids.chunks(200) {
+                for state in bb.get_states_lenient(chunk).await?.into_iter().flatten() {
+                    if needle.is_empty() || state.query_text.to_lowercase().contains(&needle) {
+                        found.push(query_summary(&state));
+                    }
+                }
+                if found.len() >= limit {
+                    break;
                 }
             }
-            if found.len() >= limit {
-                break;
+            if found.len() >= limit || events.len() < count || count == QUERY_SCAN {
+                found.truncate(limit);
+                return Ok(json!({ "queries": found, "scanned": ids.len() }));
             }
+            count = (count * 5).min(QUERY_SCAN);
         }
-        found.truncate(limit);
-        Ok(json!({ "queries": found, "scanned": events.len() }))
     };
     reply(within("query search", read).await)
 }
@@ -508,6 +517,9 @@ pub(super) async fn dead(State(d): S, Query(p): Query<Page>) -> Response {
     )
 }
 
+/// Why an action on a dead-list record found nothing to act on.
+const GONE: &str = "that record is no longer in the dead list (requeued or deleted meanwhile)";
+
 #[derive(Deserialize)]
 pub(super) struct RecordBody {
     record: String,
@@ -526,10 +538,7 @@ pub(super) async fn dead_requeue(
             tracing::info!(query_id = ?query_id, "dead-list entry requeued from the dashboard");
             Json(json!({ "requeued": true, "query_id": query_id })).into_response()
         }
-        Ok(Requeued::Gone) => error(
-            StatusCode::NOT_FOUND,
-            "that record is no longer in the dead list",
-        ),
+        Ok(Requeued::Gone) => error(StatusCode::NOT_FOUND, GONE),
         Ok(Requeued::Refused(why)) => error(StatusCode::CONFLICT, why),
         Err(e) => e,
     }
@@ -548,10 +557,7 @@ pub(super) async fn dead_delete(
             tracing::info!(record = %body.record, "dead-list entry deleted from the dashboard");
             Json(json!({ "deleted": true })).into_response()
         }
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            "that record is no longer in the dead list",
-        ),
+        Ok(false) => error(StatusCode::NOT_FOUND, GONE),
         Err(e) => e,
     }
 }
