@@ -253,7 +253,7 @@ fn parse_entries(value: Value) -> Vec<FeedEntry> {
 
 /// A stream entry id (`<ms>-<seq>`) as numbers, for ordering entries of
 /// several streams.
-fn stream_id(id: &str) -> (u64, u64) {
+pub fn stream_id(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
@@ -457,24 +457,27 @@ impl Blackboard {
 
     /// Events written after `cursors` (one entry id per partition's feed,
     /// as [`Self::feed_tails`] gives), at most `count` per feed, oldest
-    /// first; each cursor moves to the last entry read from its feed.
+    /// first; each cursor moves to the last entry read from its feed. The
+    /// flag says whether some feed had `count` (so maybe more) to give.
     pub async fn events_after(
         &self,
         cursors: &mut [String],
         count: usize,
-    ) -> Result<Vec<FeedEntry>> {
+    ) -> Result<(Vec<FeedEntry>, bool)> {
         let mut out = Vec::new();
+        let mut full = false;
         for (keys, cursor) in self.keys.all_partitions().iter().zip(cursors.iter_mut()) {
             let batch = self
                 .xrange(&keys.feed(), "XRANGE", &format!("({cursor}"), "+", count)
                 .await?;
+            full |= batch.len() >= count;
             if let Some(last) = batch.last() {
                 cursor.clone_from(&last.id);
             }
             out.extend(batch);
         }
         out.sort_by_key(|e| stream_id(&e.id));
-        Ok(out)
+        Ok((out, full))
     }
 
     #[cfg(any(test, feature = "test-util"))]

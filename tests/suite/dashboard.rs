@@ -342,6 +342,69 @@ async fn the_live_feed_streams_new_decisions_and_resumes_after_an_id() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_feed_written_faster_than_a_page_follows_skips_ahead_and_stays_live() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    let bb = kenya(&ctx).await;
+    let served = Served::start(&ctx.settings).await;
+    let r = served
+        .client
+        .get(format!("{}/api/feed/stream", served.base))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    let mut body = r;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    let mut read_until = async |text: &mut String, what: &str| {
+        while !text.contains(what) {
+            let chunk = tokio::time::timeout_at(deadline, body.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("{what} was streamed in time: {text}"))
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    // The stream follows: a first query's decisions arrive.
+    let first = QueryState::new("What is the capital of Kenya?");
+    bb.enqueue(&first).await.unwrap();
+    read_until(&mut text, "query_completed").await;
+
+    // A burst of 3,000 decisions written at once: more than a page follows.
+    let mut raw = ctx.raw();
+    let mut burst = redis::pipe();
+    burst.atomic();
+    for i in 0..3000 {
+        burst
+            .cmd("XADD")
+            .arg(ctx.keys().feed())
+            .arg("*")
+            .arg("event")
+            .arg("layer_skipped")
+            .arg("reason")
+            .arg(format!("burst {i}"))
+            .ignore();
+    }
+    burst.exec(&mut raw).unwrap();
+    read_until(&mut text, "event: skipped").await;
+    // Then live again: a new query's decisions arrive after the skip.
+    let after = QueryState::new("What is the capital of Kenya?");
+    bb.enqueue(&after).await.unwrap();
+    read_until(&mut text, &format!("\"query_id\":\"{}\"", after.query_id)).await;
+    let sent = text.matches("burst ").count();
+    assert!(
+        sent < 3000,
+        "the burst was skipped, not all sent ({sent} of 3000)"
+    );
+    let (before_skip, _) = text.split_once("event: skipped").unwrap();
+    assert!(before_skip.contains(&first.query_id));
+    drop(body);
+    served.stop().await;
+}
+
 /// A query as recovery leaves one it gave up on: failed, signalled, and
 /// recorded in the dead list. Returns its id and its record.
 pub fn given_up(ctx: &TestContext, text: &str) -> (String, String) {

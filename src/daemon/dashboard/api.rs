@@ -20,7 +20,7 @@ use super::history::latency_buckets;
 use super::{Dashboard, error, refusal};
 use crate::config::LayerKind;
 use crate::daemon::http::DETAILED_STATS_WINDOW;
-use crate::observe::feed::{EventKind, FeedEntry};
+use crate::observe::feed::{EventKind, FeedEntry, stream_id};
 use crate::observe::metrics::layer_latency_metric;
 use crate::state::{QueryState, parse_timestamp};
 use crate::store::blackboard::{BlackboardError, ProcessRole};
@@ -40,8 +40,15 @@ const QUERY_SCAN: usize = 2_000;
 /// How often the live feed looks for new entries.
 const STREAM_POLL: Duration = Duration::from_millis(300);
 
-/// Most entries the live feed sends per feed and poll.
+/// Most entries the live feed reads per feed and poll: what a page can
+/// show (about 1,700 decisions a second). A feed written faster is skipped
+/// ahead to its end, and the page told, so the view stays live and an
+/// open page costs the deployment a bounded read.
 const STREAM_BATCH: usize = 500;
+
+/// The same with a filter: more entries are looked through for the few
+/// that match (about 17,000 a second), before skipping ahead.
+const STREAM_FILTERED_BATCH: usize = 5_000;
 
 /// Most grains a search looks through.
 const GRAIN_SCAN: usize = 10_000;
@@ -308,7 +315,23 @@ struct Follow {
     dashboard: Arc<Dashboard>,
     filter: FeedFilter,
     cursors: Option<Vec<String>>,
-    ready: std::collections::VecDeque<FeedEntry>,
+    ready: std::collections::VecDeque<SseEvent>,
+}
+
+impl FeedFilter {
+    fn is_empty(&self) -> bool {
+        [&self.layer, &self.event, &self.query]
+            .iter()
+            .all(|f| f.as_deref().is_none_or(str::is_empty))
+    }
+}
+
+/// One decision as a server-sent event.
+fn decision(e: &FeedEntry) -> SseEvent {
+    SseEvent::default()
+        .id(e.id.clone())
+        .event("decision")
+        .data(event_json(e).to_string())
 }
 
 /// Server-sent events: every feed entry written from now on (or after the
@@ -334,30 +357,14 @@ pub(super) async fn feed_stream(
     };
     let stream = futures_util::stream::unfold(follow, |mut s| async move {
         loop {
-            if let Some(e) = s.ready.pop_front() {
-                let event = SseEvent::default()
-                    .id(e.id.clone())
-                    .event("decision")
-                    .data(event_json(&e).to_string());
+            if let Some(event) = s.ready.pop_front() {
                 return Some((Ok::<_, Infallible>(event), s));
             }
             if s.dashboard.stop.is_cancelled() {
                 return None;
             }
-            let bb = &s.dashboard.http.blackboard;
-            let read = match s.cursors.as_mut() {
-                Some(cursors) => bb
-                    .events_after(cursors, STREAM_BATCH)
-                    .await
-                    .map(|batch| batch.into_iter().filter(|e| s.filter.keeps(e)).collect()),
-                None => bb.feed_tails().await.map(|tails| {
-                    s.cursors = Some(tails);
-                    Vec::new()
-                }),
-            };
-            match read {
-                Ok(batch) => s.ready.extend(batch),
-                Err(e) => tracing::debug!("dashboard live feed: {e}"),
+            if let Err(e) = s.poll().await {
+                tracing::debug!("dashboard live feed: {e}");
             }
             if s.ready.is_empty() {
                 tokio::select! {
@@ -370,6 +377,50 @@ pub(super) async fn feed_stream(
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+impl Follow {
+    /// Reads what is new into `ready`: the decisions that pass the filter
+    /// and, when the feeds grow faster than a page can follow, a `skipped`
+    /// event after which the cursors stand at the feeds' ends.
+    async fn poll(&mut self) -> Result<(), BlackboardError> {
+        let bb = &self.dashboard.http.blackboard;
+        let Some(cursors) = self.cursors.as_mut() else {
+            self.cursors = Some(bb.feed_tails().await?);
+            return Ok(());
+        };
+        let batch = if self.filter.is_empty() {
+            STREAM_BATCH
+        } else {
+            STREAM_FILTERED_BATCH
+        };
+        let (entries, full) = bb.events_after(cursors, batch).await?;
+        self.ready.extend(
+            entries
+                .iter()
+                .filter(|e| self.filter.keeps(e))
+                .map(decision),
+        );
+        if full {
+            let tails = bb.feed_tails().await?;
+            let newest = tails.iter().max_by_key(|id| stream_id(id)).cloned();
+            let mut skipped = SseEvent::default().event("skipped").data(
+                json!({
+                    "reason": format!(
+                        "the feed grows faster than this page can follow (more than {batch} entries in {} ms): skipped to its end",
+                        STREAM_POLL.as_millis()
+                    )
+                })
+                .to_string(),
+            );
+            if let Some(id) = newest {
+                skipped = skipped.id(id);
+            }
+            self.ready.push_back(skipped);
+            self.cursors = Some(tails);
+        }
+        Ok(())
+    }
 }
 
 /// Whether `id` looks like a stream entry id (`<ms>-<seq>`).

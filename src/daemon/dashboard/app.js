@@ -854,6 +854,29 @@ const feedView = {
     };
     es.addEventListener("decision", onEvent);
     es.onmessage = onEvent; // events without an `event:` line
+    // The server skipped ahead: decisions came faster than a page can follow.
+    es.addEventListener("skipped", (msg) => {
+      if (gen !== this.generation) return;
+      if (msg.lastEventId) this.lastId = msg.lastEventId;
+      let why = "";
+      try {
+        why = JSON.parse(msg.data).reason || "";
+      } catch (_) {
+        why = msg.data;
+      }
+      this.notice("decisions skipped: " + why + " (a filter shows fewer)");
+    });
+  },
+
+  /** A line on top of the list that is not a decision (skips). */
+  notice(text) {
+    if (this.paused) return;
+    const list = $("feed-list");
+    const first = list.firstElementChild;
+    // One notice for a run of skips, kept current.
+    if (first && first.classList.contains("feed-skip")) first.remove();
+    list.prepend(h("div", { class: "feed-row feed-skip", text }));
+    while (list.childElementCount > FEED_MAX_ROWS) list.lastElementChild.remove();
   },
 
   /** A stream event: shown, or buffered while paused. */
