@@ -316,6 +316,7 @@ struct Follow {
     filter: FeedFilter,
     cursors: Option<Vec<String>>,
     ready: std::collections::VecDeque<SseEvent>,
+    next_poll: tokio::time::Instant,
 }
 
 impl FeedFilter {
@@ -354,23 +355,21 @@ pub(super) async fn feed_stream(
         dashboard: d,
         filter: f,
         ready: Default::default(),
+        next_poll: tokio::time::Instant::now(),
     };
     let stream = futures_util::stream::unfold(follow, |mut s| async move {
         loop {
             if let Some(event) = s.ready.pop_front() {
                 return Some((Ok::<_, Infallible>(event), s));
             }
-            if s.dashboard.stop.is_cancelled() {
-                return None;
+            // At most one read per STREAM_POLL, however much there is.
+            tokio::select! {
+                () = tokio::time::sleep_until(s.next_poll) => {}
+                () = s.dashboard.stop.cancelled() => return None,
             }
+            s.next_poll = tokio::time::Instant::now() + STREAM_POLL;
             if let Err(e) = s.poll().await {
                 tracing::debug!("dashboard live feed: {e}");
-            }
-            if s.ready.is_empty() {
-                tokio::select! {
-                    () = tokio::time::sleep(STREAM_POLL) => {}
-                    () = s.dashboard.stop.cancelled() => return None,
-                }
             }
         }
     });
