@@ -493,6 +493,17 @@ async fn actions_are_off_by_default_and_then_need_the_token() {
     assert_eq!(code, 401);
     assert_eq!(bb.dead_len().await.unwrap(), 1, "nothing changed");
 
+    // A body that is not a record: a clear 400, in JSON like every error.
+    let (code, e) = served
+        .post(
+            "/api/dead/requeue",
+            Some(TOKEN),
+            json!({"entry": "two words"}),
+        )
+        .await;
+    assert_eq!(code, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("record"), "{e}");
+
     // Requeued: the daemon judges the entry again and sends it back with
     // a fresh record (it is still not a query).
     let (code, r) = served

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -575,14 +576,29 @@ pub(super) struct RecordBody {
     record: String,
 }
 
+/// The 400 for a dead-list action's body that is not a record.
+fn bad_body(e: &JsonRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "the body must be JSON {{\"record\": \"<the record as /api/dead lists it>\"}}: {}",
+            e.body_text()
+        ),
+    )
+}
+
 pub(super) async fn dead_requeue(
     State(d): S,
     headers: HeaderMap,
-    Json(body): Json<RecordBody>,
+    body: Result<Json<RecordBody>, JsonRejection>,
 ) -> Response {
     if let Some(denied) = refusal(&d.http, &headers) {
         return denied;
     }
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return bad_body(&e),
+    };
     match within("requeue", d.http.blackboard.requeue_dead(&body.record)).await {
         Ok(Requeued::Done { query_id }) => {
             tracing::info!(query_id = ?query_id, "dead-list entry requeued from the dashboard");
@@ -597,11 +613,15 @@ pub(super) async fn dead_requeue(
 pub(super) async fn dead_delete(
     State(d): S,
     headers: HeaderMap,
-    Json(body): Json<RecordBody>,
+    body: Result<Json<RecordBody>, JsonRejection>,
 ) -> Response {
     if let Some(denied) = refusal(&d.http, &headers) {
         return denied;
     }
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return bad_body(&e),
+    };
     match within("delete", d.http.blackboard.delete_dead(&body.record)).await {
         Ok(true) => {
             tracing::info!(record = %body.record, "dead-list entry deleted from the dashboard");
