@@ -237,6 +237,20 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 }
 
 impl QueryState {
+    /// The lane its `priority` field asks for (`normal` when it names
+    /// none: absent, a number, another word).
+    pub fn lane(&self) -> crate::store::lanes::Lane {
+        crate::store::lanes::Lane::of_value(self.extra.get("priority"))
+    }
+
+    /// Sets its priority (the `priority` field, as clients write it).
+    pub fn set_priority(&mut self, lane: crate::store::lanes::Lane) {
+        self.extra.insert(
+            "priority".into(),
+            serde_json::Value::String(lane.as_str().into()),
+        );
+    }
+
     /// A new pending query with a fresh id.
     pub fn new(text: impl Into<String>) -> Self {
         Self::with_id(uuid::Uuid::new_v4().to_string(), text)

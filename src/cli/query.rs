@@ -24,6 +24,9 @@ pub struct QueryArgs {
     /// Seconds to wait for each outcome.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Priority lane: critical, high, normal or low.
+    #[arg(long, default_value = "normal")]
+    pub priority: crate::store::lanes::Lane,
 }
 
 /// Exit code for an outcome: 0 answered, 1 unanswered, 2 failed.
@@ -76,6 +79,7 @@ pub fn run(file: Option<PathBuf>, args: QueryArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        client.set_priority(args.priority);
         // Nobody to answer: say so now, not after the whole wait.
         if let Ok(0) = client.live_daemons().await {
             eprintln!(

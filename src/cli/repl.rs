@@ -40,6 +40,8 @@ Type a question to ask it. Commands:
   :grains <word>   grains whose question contains <word>
   :wrong [id]      mark the last (or a given) answer wrong: its grain goes and
                    the question stops crystallising (kitbash feedback)
+  :priority [lane] the priority of the next questions (critical, high,
+                   normal, low); without a lane, the current one
   :direct          run the cascade in this process (no daemon needed)
   :redis           go through the queue and a daemon (default)
   :help            this text
@@ -186,10 +188,25 @@ impl Session {
             ":health" => self.health().await,
             ":grains" => self.grains(rest).await,
             ":wrong" => self.wrong(rest).await,
+            ":priority" => self.priority(rest),
             c if c.starts_with(':') => println!("unknown command {c}; :help lists them"),
             _ => self.ask(line).await,
         }
         true
+    }
+
+    fn priority(&mut self, rest: &str) {
+        if rest.is_empty() {
+            println!("priority {}", self.client.priority());
+            return;
+        }
+        match rest.parse::<crate::store::lanes::Lane>() {
+            Ok(lane) => {
+                self.client.set_priority(lane);
+                println!("priority {lane} for the next questions (redis mode)");
+            }
+            Err(e) => println!("{e}"),
+        }
     }
 
     async fn switch(&mut self, mode: Mode) {

@@ -46,6 +46,8 @@ pub struct Client {
     max_wait: Duration,
     /// `redis.wait_replicas` as configured (`None`: decided from the topology).
     wait_replicas: Option<u32>,
+    /// The priority lane of the queries it submits.
+    priority: crate::store::lanes::Lane,
 }
 
 impl Client {
@@ -63,6 +65,7 @@ impl Client {
             connector,
             blocking: None,
             max_wait,
+            priority: Default::default(),
         })
     }
 
@@ -82,7 +85,18 @@ impl Client {
             .count())
     }
 
-    /// Enqueues `text`; refuses when the queue is at `max_queue_len`.
+    /// Submits later queries with this priority (`normal` by default).
+    pub fn set_priority(&mut self, lane: crate::store::lanes::Lane) {
+        self.priority = lane;
+    }
+
+    /// The priority queries are submitted with.
+    pub fn priority(&self) -> crate::store::lanes::Lane {
+        self.priority
+    }
+
+    /// Enqueues `text` in the client's priority lane; refuses when that
+    /// lane is at its limit.
     pub async fn submit(
         &self,
         text: &str,
@@ -90,6 +104,9 @@ impl Client {
     ) -> Result<QueryState, ClientError> {
         let mut q = QueryState::new(text);
         q.metadata = metadata;
+        if self.priority != crate::store::lanes::Lane::Normal {
+            q.set_priority(self.priority);
+        }
         match self.bb.enqueue(&q).await {
             Ok(()) => {}
             // Queued on the primary: it runs unless a failover loses it.

@@ -433,8 +433,12 @@ pub struct OrchestratorSettings {
     pub shutdown_grace_s: u64,
     /// Longest accepted query text, in bytes.
     pub max_query_bytes: usize,
-    /// Queue length past which clients refuse to enqueue.
+    /// Queue length past which clients refuse to enqueue (per lane, unless
+    /// a lane sets its own in `lanes`).
     pub max_queue_len: u64,
+    /// The priority lanes: each lane's minimum share of the takes while
+    /// higher lanes are busy, and its own queue limit.
+    pub lanes: LanesSettings,
     /// Jobs a worker layer's job list may hold; at this length the daemon
     /// skips the layer instead of pushing (a worker that reports healthy but
     /// takes nothing cannot make the list grow without bound).
@@ -459,10 +463,76 @@ impl Default for OrchestratorSettings {
             shutdown_grace_s: 10,
             max_query_bytes: 4_096,
             max_queue_len: 100_000,
+            lanes: LanesSettings::default(),
             max_jobs_per_layer: 10_000,
             heartbeat_interval_ms: 1_000,
             health_ttl_s: 5,
             recovery_interval_s: 5,
+        }
+    }
+}
+
+/// The four priority lanes (docs/design.md, "Priority lanes").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LanesSettings {
+    /// Taken first; its `min_share` has no use (nothing is above it).
+    pub critical: LaneSettings,
+    /// After `critical`.
+    pub high: LaneSettings,
+    /// Entries without a priority.
+    pub normal: LaneSettings,
+    /// Last.
+    pub low: LaneSettings,
+}
+
+impl Default for LanesSettings {
+    fn default() -> Self {
+        let share = |min_share| LaneSettings {
+            min_share,
+            max_queue_len: None,
+        };
+        Self {
+            critical: share(0.0),
+            high: share(0.2),
+            normal: share(0.1),
+            low: share(0.05),
+        }
+    }
+}
+
+impl LanesSettings {
+    /// The settings of `lane`.
+    pub fn of(&self, lane: crate::store::lanes::Lane) -> &LaneSettings {
+        use crate::store::lanes::Lane;
+        match lane {
+            Lane::Critical => &self.critical,
+            Lane::High => &self.high,
+            Lane::Normal => &self.normal,
+            Lane::Low => &self.low,
+        }
+    }
+}
+
+/// One priority lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaneSettings {
+    /// Fraction of a daemon's takes this lane gets while it has entries
+    /// and higher lanes are busy, in [0, 1]; the lanes' shares sum to 1 at
+    /// most.
+    #[serde(deserialize_with = "exact_f64")]
+    pub min_share: f64,
+    /// Queue length of this lane past which clients refuse to enqueue to
+    /// it; unset: `orchestrator.max_queue_len`.
+    pub max_queue_len: Option<u64>,
+}
+
+impl Default for LaneSettings {
+    fn default() -> Self {
+        Self {
+            min_share: 0.0,
+            max_queue_len: None,
         }
     }
 }

@@ -226,6 +226,33 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
     if let Err(why) = check_log_filter(&s.logging.level) {
         bad("logging.level", format!("{:?}", s.logging.level), &why);
     }
+    let mut shares = 0.0;
+    for lane in crate::store::lanes::Lane::ALL {
+        let l = s.orchestrator.lanes.of(lane);
+        let key = format!("orchestrator.lanes.{lane}");
+        if !(0.0..=1.0).contains(&l.min_share) {
+            bad(
+                &format!("{key}.min_share"),
+                l.min_share.to_string(),
+                "must be between 0 and 1",
+            );
+        }
+        shares += l.min_share;
+        if l.max_queue_len == Some(0) {
+            bad(
+                &format!("{key}.max_queue_len"),
+                "0".into(),
+                "must be greater than 0",
+            );
+        }
+    }
+    if shares > 1.0 + 1e-9 {
+        bad(
+            "orchestrator.lanes",
+            format!("min_share sum {shares}"),
+            "the lanes' minimum shares must sum to 1 at most",
+        );
+    }
     let dashboard = &s.http.dashboard;
     let token_len = dashboard
         .token

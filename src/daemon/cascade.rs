@@ -354,7 +354,7 @@ async fn cascade(sh: &Instance, run: &mut Run, abort: &CancellationToken) {
     run.state.status = QueryStatus::Processing;
     run.state.started_at = Some(now_rfc3339());
     run.events
-        .push(Event::new(EventKind::QueryStarted, &run.state.query_id));
+        .push(Event::new(EventKind::QueryStarted, &run.state.query_id).priority(run.state.lane()));
     let enabled: Vec<&(String, LayerSettings)> =
         sh.layers.iter().filter(|(_, l)| l.enabled).collect();
     let mut best: Option<Answer> = None;

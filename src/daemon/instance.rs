@@ -26,6 +26,9 @@ pub(super) struct Instance {
     pub aliases: Arc<Aliases>,
     /// Writes the outcomes of the instance's queries, batched.
     pub finisher: Finisher,
+    /// Each priority lane's credit toward its minimum share of the takes
+    /// (`take_lanes.lua`), carried from one batch to the next.
+    pub credits: std::sync::Mutex<[f64; 4]>,
 }
 
 impl Instance {
@@ -81,6 +84,7 @@ impl Instance {
         });
         Arc::new(Self {
             finisher,
+            credits: std::sync::Mutex::new([0.0; 4]),
             processing_key,
             reply_key: bb.keys().replies(instance),
             pending: Pending::default(),

@@ -48,7 +48,9 @@ use crate::store::blackboard::{Blackboard, Health, ProcessRole};
 use crate::store::connection::{ConnectError, Connector};
 use crate::store::outage::Backoff;
 
-use crate::store::scripts::TAKE_BATCH;
+use crate::store::connection::RedisConn;
+use crate::store::lanes::Lane;
+use crate::store::scripts::TAKE_LANES;
 
 /// How long one blocking take waits before looking at shutdown and capacity again.
 pub(crate) const BLOCK_FOR: Duration = Duration::from_secs(1);
@@ -204,18 +206,27 @@ impl Daemon {
                 worker_layers.clone(),
                 background.clone(),
             ));
-            take_conns.push(connector.blocking(BLOCK_FOR).await?);
+            take_conns.push((
+                connector.blocking(BLOCK_FOR).await?,
+                connector.blocking(BLOCK_FOR).await?,
+            ));
         }
 
         let abort = CancellationToken::new();
         let queries = TaskTracker::new();
         let capacity = Arc::new(Semaphore::new(settings.orchestrator.max_in_flight));
         status.set_loop_running(true);
-        futures_util::future::join_all(
-            group.iter().zip(take_conns).map(|(sh, conn)| {
-                take_loop(sh, conn, capacity.clone(), &queries, &abort, &shutdown)
-            }),
-        )
+        futures_util::future::join_all(group.iter().zip(take_conns).map(|(sh, (take, bell))| {
+            take_loop(
+                sh,
+                take,
+                bell,
+                capacity.clone(),
+                &queries,
+                &abort,
+                &shutdown,
+            )
+        }))
         .await;
         status.set_loop_running(false);
 
@@ -254,27 +265,48 @@ impl Daemon {
     }
 }
 
-/// Takes entries of one partition's queue while `capacity` (shared by the
-/// partitions) allows, until `shutdown` fires.
+/// A wait that outlives one turn of the take loop, with the connection it
+/// runs on (given back when it ends).
+type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = (RedisConn, T)> + Send>>;
+
+/// What a wait on the bell gives: the key and token, or nothing in time.
+type Ring = redis::RedisResult<Option<(String, String)>>;
+
+/// Takes entries of one partition's priority lanes while `capacity`
+/// (shared by the partitions) allows, until `shutdown` fires.
+///
+/// With a backlog it takes batches (`take_lanes.lua`: highest lane first,
+/// each lower lane at its minimum share). When every lane is empty it
+/// waits on two connections of its own: a blocking take from the normal
+/// lane (the list clients that know no lanes push to) and a wait on the
+/// partition's bell, which a client pushing to another lane rings. Both
+/// waits outlive a turn of the loop: a take cancelled half-way could move
+/// an entry that no task holds, and a cancelled wait could swallow a ring.
 async fn take_loop(
     sh: &Arc<Instance>,
-    mut block_conn: crate::store::connection::RedisConn,
+    block_conn: RedisConn,
+    bell_conn: RedisConn,
     capacity: Arc<Semaphore>,
     queries: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
-    let queue = sh.bb.keys().queue();
+    use crate::store::take::{Taken, blocking_move};
+    let keys = sh.bb.keys();
+    let lanes = Lane::ALL.map(|l| keys.lane(l));
     let mut conn = sh.bb.connection();
-    // After a blocking take that waited (the queue was empty), the next take
-    // blocks at once instead of first asking for a batch: at light load that
-    // saves a round trip per query. A take that returned at once suggests a
-    // backlog, and the batch comes first again.
+    let (mut block_conn, mut bell_conn) = (Some(block_conn), Some(bell_conn));
+    let mut take_wait: Option<Pending<Taken>> = None;
+    let mut bell_wait: Option<Pending<Ring>> = None;
+    // After a blocking take that waited (the lanes were empty), the next
+    // take blocks at once instead of first asking for a batch: at light
+    // load that saves a round trip per query. A take that returned at once
+    // suggests a backlog, and the batch comes first again.
     let mut idle = false;
     let mut backoff = Backoff::default();
     loop {
         let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             p = capacity.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         // All free capacity (up to a batch) in one step, split per query below.
@@ -285,54 +317,86 @@ async fn take_loop(
         {
             permits.merge(p);
         }
-        let batch: redis::RedisResult<Vec<Vec<u8>>> = if idle {
+        let batch = if idle {
             Ok(Vec::new())
         } else {
-            TAKE_BATCH
-                .key(&queue)
-                .key(&sh.processing_key)
-                .arg(permits.num_permits())
-                .invoke_async(&mut conn)
-                .await
+            take_lanes(sh, &mut conn, &lanes, permits.num_permits()).await
         };
         let mut entries = match batch {
             Ok(e) => e,
             Err(e) => {
                 sh.status.redis_failed("taking queries", &e);
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff.next_wait()) => continue,
                 }
             }
         };
         if entries.is_empty() {
-            use crate::store::take::{Taken, blocking_move};
-            let got = blocking_move(
-                &mut block_conn,
-                &queue,
-                &sh.processing_key,
-                BLOCK_FOR,
-                shutdown,
-            )
-            .await;
-            match got {
-                Taken::Shutdown => return,
-                Taken::Entry { entry, waited } => {
-                    idle = waited;
-                    entries.push(entry);
-                }
-                Taken::Nothing => {
-                    idle = true;
-                    sh.status.redis_answered();
-                    backoff.reset();
-                    continue;
-                }
-                Taken::Failed(e) => {
-                    sh.status.redis_failed("taking queries", &e);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff.next_wait()) => continue,
+            let take = take_wait.get_or_insert_with(|| {
+                let mut c = block_conn.take().expect("the take's connection is free");
+                let (from, to, stop) = (
+                    lanes[Lane::Normal.index()].clone(),
+                    sh.processing_key.clone(),
+                    shutdown.clone(),
+                );
+                Box::pin(async move {
+                    let got = blocking_move(&mut c, &from, &to, BLOCK_FOR, &stop).await;
+                    (c, got)
+                })
+            });
+            let bell = bell_wait.get_or_insert_with(|| {
+                let mut c = bell_conn.take().expect("the bell's connection is free");
+                let key = keys.bell();
+                Box::pin(async move {
+                    let rang = redis::cmd("BLPOP")
+                        .arg(&key)
+                        .arg(BLOCK_FOR.as_secs_f64())
+                        .query_async(&mut c)
+                        .await;
+                    (c, rang)
+                })
+            });
+            tokio::select! {
+                (c, got) = take => {
+                    take_wait = None;
+                    block_conn = Some(c);
+                    match got {
+                        Taken::Shutdown => break,
+                        Taken::Entry { entry, waited } => {
+                            idle = waited;
+                            entries.push(entry);
+                        }
+                        Taken::Nothing => {
+                            // A lane pushed to without a ring is found by
+                            // the batch that comes next.
+                            idle = false;
+                            sh.status.redis_answered();
+                            backoff.reset();
+                            continue;
+                        }
+                        Taken::Failed(e) => {
+                            sh.status.redis_failed("taking queries", &e);
+                            tokio::select! {
+                                _ = shutdown.cancelled() => break,
+                                _ = tokio::time::sleep(backoff.next_wait()) => continue,
+                            }
+                        }
                     }
+                }
+                (c, rang) = bell => {
+                    bell_wait = None;
+                    bell_conn = Some(c);
+                    if let Err(e) = rang {
+                        sh.status.redis_failed("waiting on the bell", &e);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff.next_wait()) => {}
+                        }
+                    }
+                    // Rung (or timed out): take a batch from the lanes.
+                    idle = false;
+                    continue;
                 }
             }
         }
@@ -356,6 +420,55 @@ async fn take_loop(
             });
         }
     }
+    // A blocking take still waiting may yet move an entry into the
+    // processing list: wait it out (it ends within BLOCK_FOR, seeing the
+    // shutdown), so the list returned at shutdown holds it.
+    if let Some(take) = take_wait {
+        let _ = take.await;
+    }
+}
+
+/// One batch from the lanes (`take_lanes.lua`), with the instance's
+/// credits carried from one batch to the next.
+async fn take_lanes(
+    sh: &Instance,
+    conn: &mut RedisConn,
+    lanes: &[String; 4],
+    n: usize,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let credits = *sh.credits.lock().expect("credits lock");
+    let mut script = TAKE_LANES.prepare_invoke();
+    script.key(&sh.processing_key);
+    for lane in lanes {
+        script.key(lane);
+    }
+    script.arg(n);
+    for c in credits {
+        script.arg(c);
+    }
+    for share in sh.bb.limits().lane_min_share {
+        script.arg(share);
+    }
+    let reply: Vec<Value> = script.invoke_async(conn).await?;
+    let taken = reply
+        .first()
+        .and_then(|v| redis::from_redis_value::<usize>(v.clone()).ok())
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(taken);
+    for v in reply.iter().skip(1).take(taken) {
+        out.push(redis::from_redis_value::<Vec<u8>>(v.clone())?);
+    }
+    let after = reply.iter().skip(1 + 2 * taken).take(4);
+    let mut next = credits;
+    for (slot, v) in next.iter_mut().zip(after) {
+        if let Ok(c) = redis::from_redis_value::<String>(v.clone())
+            && let Ok(c) = c.parse::<f64>()
+        {
+            *slot = c;
+        }
+    }
+    *sh.credits.lock().expect("credits lock") = next;
+    Ok(out)
 }
 
 /// For each entry, the state read for it when it looks like an id

@@ -23,27 +23,58 @@ use tokio_util::sync::CancellationToken;
 use super::instance::Instance;
 use crate::observe::feed::{Event, EventKind};
 use crate::store::blackboard::{Blackboard, BlackboardError};
+use crate::store::lanes::Lane;
 use crate::store::liveness::{DeathWatch, Reading};
 use crate::store::orphans::OrphanSweep;
-use crate::store::scripts::{RETURN_ALL, RETURN_ONE};
+use crate::store::scripts::RETURN_ONE;
 
-/// Returns everything in `processing` to the queue; returns how many.
+/// Returns everything in `processing` to the tails of the entries' own
+/// lanes (taken next); returns how many. One entry at a time, each only if
+/// still in the list (`return_one.lua`).
 pub(super) async fn return_own(bb: &Blackboard, processing: &str) -> usize {
     let mut conn = bb.connection();
-    match RETURN_ALL
-        .key(processing)
-        .key(bb.keys().queue())
-        .invoke_async::<Vec<Vec<u8>>>(&mut conn)
-        .await
-    {
-        Ok(v) => v.len(),
+    let entries: Vec<Vec<u8>> = match conn.lrange(processing, 0, -1).await {
+        Ok(e) => e,
         Err(e) => {
             tracing::warn!(
-                "cannot return {processing} to the queue: {e}; another daemon will recover it"
+                "cannot read {processing} to return it: {e}; another daemon will recover it"
             );
-            0
+            return 0;
+        }
+    };
+    if entries.is_empty() {
+        return 0;
+    }
+    // Where the lanes cannot be read, the normal lane takes them: returned
+    // is better than left behind.
+    let lanes = match bb.lanes_of(&entries).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the returned entries' priorities ({e}); returning them to the normal lane"
+            );
+            vec![Lane::Normal; entries.len()]
+        }
+    };
+    let mut returned = 0;
+    for (entry, lane) in entries.iter().zip(lanes) {
+        let moved: redis::RedisResult<i64> = RETURN_ONE
+            .key(processing)
+            .key(bb.keys().lane(lane))
+            .arg(entry)
+            .invoke_async(&mut conn)
+            .await;
+        match moved {
+            Ok(n) => returned += n as usize,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot return an entry of {processing} to the {lane} lane: {e}; another daemon will recover it"
+                );
+                break;
+            }
         }
     }
+    returned
 }
 
 /// Looks for dead daemons at start and every `every`, until `cancel` fires.
@@ -178,6 +209,7 @@ async fn recover_list(
             .await?;
         let Some(entry) = entry else { break };
         n += 1;
+        let mut lane = Lane::Normal;
         let id = match super::intake::classify(&entry, usize::MAX) {
             // An id of another partition (pushed to the wrong queue) is only
             // returned: intake sends it to the dead list saying where it
@@ -215,7 +247,7 @@ async fn recover_list(
                     super::finish::finish_dead(sh, s, entry, reason, cancel).await;
                     continue;
                 }
-                Ok(_) => {}
+                Ok(s) => lane = s.lane(),
                 // No state, or an unreadable one: the next daemon to take it
                 // records why it fails.
                 Err(e) if unusable(&e) => {}
@@ -226,11 +258,17 @@ async fn recover_list(
             Some(id) => Event::new(EventKind::QueryRecovered, id),
             None => Event::global(EventKind::QueryRecovered),
         };
-        ev = ev.reason(format!("returned to the queue from {list}"));
+        if id.is_none() {
+            // A JSON entry carries its own priority.
+            lane = bb.lanes_of(std::slice::from_ref(&entry)).await?[0];
+        }
+        ev = ev
+            .reason(format!("returned to the queue from {list}"))
+            .priority(lane);
         let mut requeue = RETURN_ONE.prepare_invoke();
         requeue
             .key(&sh.processing_key)
-            .key(keys.queue())
+            .key(keys.lane(lane))
             .key(keys.feed())
             .arg(&entry)
             .arg(bb.limits().feed_max_len);

@@ -3,7 +3,8 @@
 //!
 //! Fields are flat strings so `redis-cli XREAD BLOCK 0 STREAMS … $` shows them
 //! readably: `event`, `ts` (RFC 3339), `query_id`, and where they apply
-//! `layer`, `confidence`, `latency_ms`, `worker`, `grain`, `reason`.
+//! `layer`, `confidence`, `latency_ms`, `worker`, `grain`, `reason`,
+//! `priority`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,6 +96,8 @@ pub struct Event {
     pub reason: Option<String>,
     /// The grain concerned (crystallised, forgotten, marked wrong).
     pub grain: Option<String>,
+    /// The query's priority lane, on `query_started` (omitted for `normal`).
+    pub priority: Option<String>,
     /// When it happened (RFC 3339), taken when the event is made, so events
     /// written later in one batch keep their own times.
     pub ts: String,
@@ -112,6 +115,7 @@ impl Event {
             worker: None,
             reason: None,
             grain: None,
+            priority: None,
             ts: now_rfc3339(),
         }
     }
@@ -122,6 +126,15 @@ impl Event {
             query_id: None,
             ..Self::new(kind, "")
         }
+    }
+
+    /// Sets the priority lane (a lane other than `normal`; `normal` is
+    /// what an event without one means).
+    pub fn priority(mut self, lane: crate::store::lanes::Lane) -> Self {
+        if lane != crate::store::lanes::Lane::Normal {
+            self.priority = Some(lane.as_str().to_string());
+        }
+        self
     }
 
     /// Sets the layer.
@@ -186,6 +199,9 @@ impl Event {
         }
         if let Some(r) = &self.reason {
             f.push(("reason", r.clone()));
+        }
+        if let Some(p) = &self.priority {
+            f.push(("priority", p.clone()));
         }
         f
     }

@@ -84,9 +84,11 @@ pub enum BlackboardError {
     },
     /// The queue is at `orchestrator.max_queue_len`.
     #[error(
-        "the queue holds {len} queries, at its limit orchestrator.max_queue_len = {max}; try again later or raise the limit"
+        "the {lane} lane holds {len} queries, at its limit of {max} (orchestrator.lanes.{lane}.max_queue_len, else orchestrator.max_queue_len); try again later or raise the limit"
     )]
     QueueFull {
+        /// The lane that is full.
+        lane: Lane,
         /// Current length (in cluster mode, the query's partition's length
         /// times the partition count: an estimate).
         len: u64,
@@ -117,6 +119,7 @@ pub(crate) fn is_wrong_type(err: &redis::RedisError) -> bool {
 /// Result of Blackboard operations.
 pub type Result<T, E = BlackboardError> = std::result::Result<T, E>;
 
+use crate::store::lanes::Lane;
 use crate::store::scripts::CAS_STATE;
 
 /// The limits the Blackboard applies to what it writes.
@@ -126,8 +129,12 @@ pub struct Limits {
     pub state_ttl_s: u64,
     /// Seconds a completion signal lives.
     pub done_ttl_s: u64,
-    /// Queue length past which enqueue refuses.
+    /// Queue length past which enqueue refuses (the default of every lane).
     pub max_queue_len: u64,
+    /// Each lane's own limit, in [`Lane::ALL`]'s order.
+    pub lane_max_queue_len: [u64; 4],
+    /// Each lane's minimum share of the takes, in [`Lane::ALL`]'s order.
+    pub lane_min_share: [f64; 4],
     /// Replicas an enqueue waits for (`WAIT`; 0: none), shared by the
     /// clones of a Blackboard. Resolved from `redis.wait_replicas` by
     /// [`Blackboard::resolve_wait_replicas`].
@@ -150,6 +157,14 @@ impl From<&Settings> for Limits {
             state_ttl_s: s.orchestrator.state_ttl_s,
             done_ttl_s: s.orchestrator.done_ttl_s,
             max_queue_len: s.orchestrator.max_queue_len,
+            lane_max_queue_len: Lane::ALL.map(|l| {
+                s.orchestrator
+                    .lanes
+                    .of(l)
+                    .max_queue_len
+                    .unwrap_or(s.orchestrator.max_queue_len)
+            }),
+            lane_min_share: Lane::ALL.map(|l| s.orchestrator.lanes.of(l).min_share),
             feed_max_len: s.feed.max_len,
             timeline_slack_ms: s.feed.timeline_slack_ms,
             metric_retention_s: s.metrics.retention_s,
@@ -462,54 +477,60 @@ impl Blackboard {
 
     // ----- the queue ------------------------------------------------------
 
-    /// Writes a new query's state and pushes its id, in one MULTI. Refuses
-    /// when the queue is at `max_queue_len` (a check that may overshoot by
-    /// the number of clients enqueueing at the same instant).
+    /// Writes a new query's state and pushes its id to its priority's lane
+    /// (the state's `priority`; `normal` without one), in one MULTI.
+    /// Refuses when that lane is at its limit (a check that may overshoot
+    /// by the number of clients enqueueing at the same instant); a flood of
+    /// one lane never makes another refuse.
     ///
     /// In cluster mode the query goes to its partition's queue, and the
     /// limit applies to each partition's queue as its share of
     /// `max_queue_len` (rounded up): one LLEN, not one per partition.
     pub async fn enqueue(&self, state: &QueryState) -> Result<()> {
         let keys = self.keys.for_query(&state.query_id);
-        let queue = keys.queue();
+        let lane = state.lane();
+        let queue = keys.lane(lane);
         let mut conn = self.conn.clone();
         let len: u64 = conn
             .llen(&queue)
             .await
             .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
-        let max = self.limits.max_queue_len.div_ceil(keys.partitions() as u64);
+        let limit = self.limits.lane_max_queue_len[lane.index()];
+        let max = limit.div_ceil(keys.partitions() as u64);
         if len >= max {
             return Err(BlackboardError::QueueFull {
+                lane,
                 len: len * keys.partitions() as u64,
-                max: self.limits.max_queue_len,
+                max: limit,
             });
         }
         let state_key = self.keys.state(&state.query_id);
         let encoded = Self::encode(state);
         let ttl = self.limits.state_ttl_s;
         let wanted = self.wait_replicas();
+        // The state, the push and (for a lane an idle daemon does not block
+        // on) one token on the bell, in one MULTI.
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI")
+            .ignore()
+            .set_ex(&state_key, &encoded, ttl)
+            .ignore()
+            .lpush(&queue, &state.query_id)
+            .ignore();
+        if lane != Lane::Normal {
+            let bell = keys.bell();
+            pipe.lpush(&bell, 1).ignore().ltrim(&bell, 0, 0).ignore();
+        }
+        pipe.cmd("EXEC").ignore();
         if wanted == 0 {
-            let _: () = redis::pipe()
-                .atomic()
-                .set_ex(&state_key, &encoded, ttl)
-                .ignore()
-                .lpush(&queue, &state.query_id)
-                .ignore()
+            let _: () = pipe
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| BlackboardError::on_key(e, &queue, "list"))?;
             return Ok(());
         }
         // The same round trip: MULTI … EXEC, then WAIT on that primary.
-        let (acked,): (u32,) = redis::pipe()
-            .cmd("MULTI")
-            .ignore()
-            .set_ex(&state_key, &encoded, ttl)
-            .ignore()
-            .lpush(&queue, &state.query_id)
-            .ignore()
-            .cmd("EXEC")
-            .ignore()
+        let (acked,): (u32,) = pipe
             .cmd("WAIT")
             .arg(wanted)
             .arg(self.limits.wait_timeout_ms)

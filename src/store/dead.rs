@@ -193,6 +193,8 @@ impl Blackboard {
             Some(id) => self.keys.for_query(id),
             None => home.clone(),
         };
+        // Back to its own lane: the state's priority, or the JSON entry's.
+        let lane = self.lanes_of(std::slice::from_ref(&entry)).await?[0];
         let same_slot = !self.keys.is_partitioned() || home.current() == target.current();
         let mut claimed = false;
         for _ in 0..REQUEUE_ATTEMPTS {
@@ -215,7 +217,7 @@ impl Blackboard {
                 }
                 claimed = true;
             }
-            let queue = target.queue();
+            let queue = target.lane(lane);
             let id = qid.as_deref().unwrap_or("-");
             let mut script = REQUEUE_DEAD.prepare_invoke();
             script

@@ -214,6 +214,23 @@ impl Keys {
         format!("{}:queries:queue", self.base)
     }
 
+    /// The list of one priority lane: `normal` is [`Self::queue`] (what
+    /// clients that know no lanes push to), the others
+    /// `<p>:queries:queue:<lane>`.
+    pub fn lane(&self, lane: crate::store::lanes::Lane) -> String {
+        match lane {
+            crate::store::lanes::Lane::Normal => self.queue(),
+            other => format!("{}:queries:queue:{other}", self.base),
+        }
+    }
+
+    /// `<p>:queries:bell` — rung (one token, LTRIM'd) by a client that
+    /// pushes to a lane other than `normal`, so an idle daemon, blocked on
+    /// the normal lane, wakes.
+    pub fn bell(&self) -> String {
+        format!("{}:queries:bell", self.base)
+    }
+
     /// `<p>:queries:state:<id>` — one query's JSON record (in the query's
     /// own partition).
     pub fn state(&self, query_id: &str) -> String {

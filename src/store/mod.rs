@@ -8,6 +8,7 @@ pub mod connection;
 pub mod dead;
 pub mod info;
 pub mod keys;
+pub mod lanes;
 pub mod liveness;
 pub mod names;
 pub mod orphans;

@@ -33,6 +33,7 @@ mod crystal;
 mod dashboard;
 mod eval;
 mod http;
+mod lanes;
 mod layer0;
 mod llama;
 mod llm_backends;

@@ -34,6 +34,11 @@ pub(crate) static DEAD_ENTRY: LazyLock<redis::Script> =
 pub(crate) static TAKE_BATCH: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("take_batch.lua")));
 
+/// Takes a batch from a partition's priority lanes, highest first, each
+/// lower lane at its minimum share.
+pub(crate) static TAKE_LANES: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("take_lanes.lua")));
+
 /// Returns a whole processing list to its source list (daemons and workers).
 pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("return_all.lua")));
@@ -85,6 +90,7 @@ pub(crate) async fn load_all(conn: &mut crate::store::connection::RedisConn) {
         &*ADOPT,
         &*DEAD_ENTRY,
         &*TAKE_BATCH,
+        &*TAKE_LANES,
         &*RETURN_ALL,
         &*RETURN_ONE,
         &*CAS_STATE,

@@ -38,7 +38,14 @@ async fn enqueue_refuses_past_max_queue_len() {
     let refused = QueryState::new("c");
     let err = bb.enqueue(&refused).await.unwrap_err();
     assert!(
-        matches!(err, BlackboardError::QueueFull { len: 2, max: 2 }),
+        matches!(
+            err,
+            BlackboardError::QueueFull {
+                len: 2,
+                max: 2,
+                lane: kitbash::store::lanes::Lane::Normal
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("max_queue_len"));

@@ -1,0 +1,122 @@
+//! Priority lanes: each partition's queue is four lists, one per priority,
+//! taken from the highest first, with a minimum share for each lower lane
+//! so none is starved (see docs/design.md, "Priority lanes").
+
+use std::fmt;
+
+/// A query's priority: the lane its entry waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Lane {
+    /// Taken before everything else.
+    Critical,
+    /// Before `normal` and `low`.
+    High,
+    /// What an entry without a priority is: `<p>:queries:queue`, as ever.
+    #[default]
+    Normal,
+    /// After the others, at its minimum share while they are busy.
+    Low,
+}
+
+impl Lane {
+    /// Every lane, highest priority first.
+    pub const ALL: [Lane; 4] = [Lane::Critical, Lane::High, Lane::Normal, Lane::Low];
+
+    /// The name, as clients write it (`priority` field, `--priority`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Critical => "critical",
+            Lane::High => "high",
+            Lane::Normal => "normal",
+            Lane::Low => "low",
+        }
+    }
+
+    /// The lane named `s` (any case); `None` for another name.
+    pub fn parse(s: &str) -> Option<Lane> {
+        Lane::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// The lane a `priority` value asks for: one of the four names; any
+    /// other value (a number, as the Python original wrote, or none) is
+    /// `normal`, so such clients keep working unchanged.
+    pub fn of_value(v: Option<&serde_json::Value>) -> Lane {
+        v.and_then(|v| v.as_str())
+            .and_then(Lane::parse)
+            .unwrap_or_default()
+    }
+
+    /// Its position in [`Lane::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Lane {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Lane::parse(s)
+            .ok_or_else(|| format!("{s:?} is not a priority: use critical, high, normal or low"))
+    }
+}
+
+impl crate::store::blackboard::Blackboard {
+    /// The lane each queue entry belongs in: a JSON entry's own `priority`,
+    /// an id's state's (read in one MGET); `normal` when neither says, or
+    /// the state is gone.
+    pub async fn lanes_of(
+        &self,
+        entries: &[Vec<u8>],
+    ) -> crate::store::blackboard::Result<Vec<Lane>> {
+        use crate::daemon::intake::{EntryKind, classify};
+        let mut out = vec![Lane::Normal; entries.len()];
+        let mut ids = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.trim_ascii_start().starts_with(b"{") {
+                let v: Option<serde_json::Value> = serde_json::from_slice(entry).ok();
+                out[i] = Lane::of_value(v.as_ref().and_then(|v| v.get("priority")));
+            } else if let EntryKind::Id(id) = classify(entry, usize::MAX) {
+                ids.push((i, id));
+            }
+        }
+        let only_ids: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        for (chunk, states) in ids.chunks(200).zip(
+            futures_util::future::try_join_all(
+                only_ids.chunks(200).map(|c| self.get_states_lenient(c)),
+            )
+            .await?,
+        ) {
+            for ((i, _), state) in chunk.iter().zip(states) {
+                if let Some(state) = state {
+                    out[*i] = state.lane();
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_parse_and_anything_else_is_normal() {
+        assert_eq!(Lane::parse("HIGH"), Some(Lane::High));
+        assert_eq!(Lane::of_value(Some(&json!("low"))), Lane::Low);
+        assert_eq!(Lane::of_value(Some(&json!(5))), Lane::Normal);
+        assert_eq!(Lane::of_value(Some(&json!("urgent"))), Lane::Normal);
+        assert_eq!(Lane::of_value(None), Lane::Normal);
+        assert!(Lane::ALL.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(Lane::Low.index(), 3);
+    }
+}
