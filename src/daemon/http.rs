@@ -37,6 +37,7 @@ use super::status::DaemonStatus;
 use crate::config::{DashboardSettings, LayerSettings};
 use crate::observe::metrics::LayerStats;
 use crate::store::blackboard::{Blackboard, BlackboardError, Health, ProcessRole};
+use crate::store::lanes::Lane;
 
 /// Window of the per-layer latency percentiles in `/health/detailed`.
 pub const DETAILED_STATS_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -195,7 +196,7 @@ struct LayerReport<'a> {
 
 /// What Redis contributes to `/health/detailed`.
 struct RedisView {
-    queue_depth: u64,
+    queue_depth: [u64; 4],
     health: Vec<Health>,
     stats: Vec<LayerStats>,
 }
@@ -208,7 +209,8 @@ async fn read_redis_view(state: &HttpState) -> Result<RedisView, BlackboardError
             .iter()
             .map(|(layer, _)| bb.layer_stats(layer, DETAILED_STATS_WINDOW)),
     );
-    let (queue_depth, health, stats) = tokio::try_join!(bb.queue_len(), bb.list_health(), stats)?;
+    let (queue_depth, health, stats) =
+        tokio::try_join!(bb.queue_len_by_lane(), bb.list_health(), stats)?;
     Ok(RedisView {
         queue_depth,
         health,
@@ -239,7 +241,7 @@ async fn detailed(State(state): AppState) -> Response {
             );
         }
     };
-    status.prom.set_queue_depth(view.queue_depth);
+    status.prom.set_queue_depth(view.queue_depth.iter().sum());
 
     // Live workers by layer ("none" for a worker record without one).
     let mut workers: BTreeMap<&str, Vec<&Health>> = BTreeMap::new();
@@ -268,7 +270,15 @@ async fn detailed(State(state): AppState) -> Response {
         })
         .collect();
 
-    body.insert("queue_depth".into(), json!(view.queue_depth));
+    body.insert(
+        "queue_depth".into(),
+        json!(view.queue_depth.iter().sum::<u64>()),
+    );
+    let by_lane: serde_json::Map<String, Value> = Lane::ALL
+        .iter()
+        .map(|l| (l.as_str().to_string(), json!(view.queue_depth[l.index()])))
+        .collect();
+    body.insert("queue_depth_by_lane".into(), Value::Object(by_lane));
     body.insert("workers".into(), json!(workers));
     body.insert("unhealthy_workers".into(), json!(unhealthy_workers));
     body.insert("daemons".into(), json!(daemons));

@@ -543,20 +543,34 @@ impl Blackboard {
         Ok(())
     }
 
-    /// Number of queries waiting (in every partition, read together).
+    /// Number of queries waiting, in every lane and partition.
     pub async fn queue_len(&self) -> Result<u64> {
-        let queues: Vec<String> = self.keys.all_partitions().iter().map(Keys::queue).collect();
-        let reads = queues.iter().map(|queue| {
+        Ok(self.queue_len_by_lane().await?.iter().sum())
+    }
+
+    /// Queries waiting in each lane ([`Lane::ALL`]'s order), summed over
+    /// the partitions; the lists are read together.
+    pub async fn queue_len_by_lane(&self) -> Result<[u64; 4]> {
+        let lists: Vec<(usize, String)> = self
+            .keys
+            .all_partitions()
+            .iter()
+            .flat_map(|k| Lane::ALL.map(|l| (l.index(), k.lane(l))))
+            .collect();
+        let reads = lists.iter().map(|(_, list)| {
             let mut conn = self.conn.clone();
             async move {
-                conn.llen::<_, u64>(queue)
+                conn.llen::<_, u64>(list)
                     .await
-                    .map_err(|e| BlackboardError::on_key(e, queue, "list"))
+                    .map_err(|e| BlackboardError::on_key(e, list, "list"))
             }
         });
-        let mut total = 0;
-        for len in futures_util::future::join_all(reads).await {
-            total += len?;
+        let mut total = [0; 4];
+        for ((lane, _), len) in lists
+            .iter()
+            .zip(futures_util::future::join_all(reads).await)
+        {
+            total[*lane] += len?;
         }
         Ok(total)
     }

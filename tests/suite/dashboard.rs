@@ -147,6 +147,10 @@ async fn the_pages_read_a_query_from_overview_to_waterfall() {
     let (code, o) = served.get("/api/overview").await;
     assert_eq!(code, 200, "{o}");
     assert_eq!(o["queue_len"], 0);
+    assert_eq!(
+        o["queue_by_lane"],
+        json!({"critical": 0, "high": 0, "normal": 0, "low": 0})
+    );
     assert_eq!(o["dead_len"], 0);
     assert_eq!(o["grains"], 1);
     assert_eq!(o["actions"], false);

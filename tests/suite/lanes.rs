@@ -183,6 +183,8 @@ async fn backpressure_is_per_lane() {
     // A flood of low does not make the others refuse.
     push(&bb, Lane::High, 3).await;
     push(&bb, Lane::Normal, 3).await;
+    assert_eq!(bb.queue_len_by_lane().await.unwrap(), [0, 3, 3, 5]);
+    assert_eq!(bb.queue_len().await.unwrap(), 11);
     let err = bb
         .enqueue(&QueryState::new("What is the capital of Kenya?"))
         .await

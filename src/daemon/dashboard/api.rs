@@ -26,6 +26,7 @@ use crate::observe::metrics::layer_latency_metric;
 use crate::state::{QueryState, parse_timestamp};
 use crate::store::blackboard::{BlackboardError, ProcessRole};
 use crate::store::dead::Requeued;
+use crate::store::lanes::Lane;
 
 /// Bounds the Redis reads of one request (each command is bounded by
 /// `redis.response_timeout_ms` already; this bounds the sequence).
@@ -102,7 +103,7 @@ pub(super) async fn overview(State(d): S) -> Response {
     );
     let read = async {
         tokio::try_join!(
-            bb.queue_len(),
+            bb.queue_len_by_lane(),
             bb.dead_len(),
             bb.count_grains(),
             bb.count_crystallized(),
@@ -110,11 +111,16 @@ pub(super) async fn overview(State(d): S) -> Response {
             stats
         )
     };
-    let (queue_len, dead_len, grains, crystallized, health, stats) =
+    let (by_lane, dead_len, grains, crystallized, health, stats) =
         match within("overview", read).await {
             Ok(v) => v,
             Err(e) => return e,
         };
+    let queue_len: u64 = by_lane.iter().sum();
+    let queue_by_lane: Map<String, Value> = Lane::ALL
+        .iter()
+        .map(|l| (l.as_str().to_string(), json!(by_lane[l.index()])))
+        .collect();
     // Memory is shown when Redis lets us ask (INFO may be refused by ACL).
     let (memory, memory_error) = match within("INFO memory", bb.redis_memory()).await {
         Ok(m) => (json!(m), Value::Null),
@@ -157,6 +163,7 @@ pub(super) async fn overview(State(d): S) -> Response {
         "ready": status.is_ready(),
         "redis_ok": status.redis_ok(),
         "queue_len": queue_len,
+        "queue_by_lane": queue_by_lane,
         "in_flight": in_flight,
         "dead_len": dead_len,
         "grains": grains,

@@ -427,6 +427,12 @@ function setTile(id, main, sub) {
 
 function renderOverview(o) {
   setTile("overview-queue-len", fmtInt(o.queue_len));
+  // Per priority lane, highest first (older servers send no breakdown).
+  const lanes = o.queue_by_lane || {};
+  $("overview-queue-lanes").textContent = ["critical", "high", "normal", "low"]
+    .filter((l) => l in lanes)
+    .map((l) => l + " " + fmtInt(lanes[l]))
+    .join(" · ");
   setTile("overview-in-flight", fmtInt(o.in_flight));
   setTile("overview-dead-len", fmtInt(o.dead_len));
   $("overview-dead-len").closest(".tile").dataset.tone = o.dead_len > 0 ? "bad" : "";
