@@ -54,6 +54,11 @@ pub struct BenchArgs {
     /// calls, end-to-end percentiles); 0 for none.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub window: usize,
+    /// Share of the queries per priority lane, such as `high=0.01,low=0.99`
+    /// (lanes not named get none; the shares must sum to 1). Default: all
+    /// normal.
+    #[arg(long, value_name = "MIX")]
+    pub priority_mix: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -121,6 +126,14 @@ pub fn run(file: Option<PathBuf>, args: BenchArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let priority_mix = match args.priority_mix.as_deref().map(parse_priority_mix) {
+        None => [0.0, 0.0, 1.0, 0.0],
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            eprintln!("kitbash bench: --priority-mix: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let grain_layers = settings
         .layers
         .iter()
@@ -158,6 +171,7 @@ pub fn run(file: Option<PathBuf>, args: BenchArgs) -> ExitCode {
             questions,
             zipf_s: args.zipf,
             window: args.window,
+            priority_mix,
             grain_layers,
         };
         match bench::run(&bb, &opts).await {
@@ -185,4 +199,60 @@ pub fn run(file: Option<PathBuf>, args: BenchArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `high=0.01,low=0.99`: each named lane's share, in the lanes' order;
+/// the shares must be in [0, 1] and sum to 1.
+fn parse_priority_mix(s: &str) -> Result<[f64; 4], String> {
+    use crate::store::lanes::Lane;
+    let mut mix = [0.0; 4];
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lane, share) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not lane=share"))?;
+        let lane: Lane = lane.parse()?;
+        let share: f64 = share
+            .trim()
+            .parse()
+            .map_err(|_| format!("{share:?} is not a number"))?;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(format!(
+                "the share of {lane} must be in [0, 1], got {share}"
+            ));
+        }
+        mix[lane.index()] = share;
+    }
+    let sum: f64 = mix.iter().sum();
+    if (sum - 1.0).abs() > 1e-6 {
+        return Err(format!("the shares must sum to 1, got {sum}"));
+    }
+    Ok(mix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_priority_mix_names_lanes_and_sums_to_one() {
+        assert_eq!(
+            parse_priority_mix("high=0.01, low=0.99"),
+            Ok([0.0, 0.01, 0.0, 0.99])
+        );
+        assert!(parse_priority_mix("high=0.5").is_err());
+        assert!(parse_priority_mix("urgent=1").is_err());
+        assert!(parse_priority_mix("low").is_err());
+        let lanes = crate::client::bench::lanes_for(1000, [0.0, 0.01, 0.0, 0.99]);
+        let high = lanes
+            .iter()
+            .filter(|l| **l == crate::store::lanes::Lane::High)
+            .count();
+        assert_eq!(high, 10);
+        // Spread through the run, not bunched: one in each hundred.
+        assert!(
+            lanes
+                .chunks(100)
+                .all(|c| c.contains(&crate::store::lanes::Lane::High))
+        );
+    }
 }

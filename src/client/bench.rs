@@ -24,6 +24,7 @@ use crate::layer0::grains::{Grain, IfExists};
 use crate::observe::metrics::{BENCH_MARK, bench_scoped, layer_latency_metric, quantile};
 use crate::state::{QueryState, QueryStatus, parse_timestamp};
 use crate::store::blackboard::{Blackboard, BlackboardError, ProcessRole};
+use crate::store::lanes::Lane;
 
 /// How queries are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -62,6 +63,29 @@ pub struct BenchOptions {
     /// The grain layers' names (the rest are worker layers, whose
     /// non-skipped attempts are the windows' worker calls).
     pub grain_layers: Vec<String>,
+    /// Each lane's share of the queries ([`Lane::ALL`]'s order; all
+    /// `normal` by default); query i's lane is drawn deterministically.
+    pub priority_mix: [f64; 4],
+}
+
+/// The lane of each of `n` queries for `mix` (shares in [`Lane::ALL`]'s
+/// order, summing to 1): query i goes to the lane whose running count is
+/// furthest behind its share, so any prefix holds the mix.
+pub fn lanes_for(n: usize, mix: [f64; 4]) -> Vec<Lane> {
+    let mut counts = [0usize; 4];
+    (0..n)
+        .map(|i| {
+            let lane = (0..4)
+                .filter(|l| mix[*l] > 0.0)
+                .max_by(|a, b| {
+                    let behind = |l: usize| mix[l] * (i + 1) as f64 - counts[l] as f64;
+                    behind(*a).total_cmp(&behind(*b))
+                })
+                .unwrap_or(Lane::Normal.index());
+            counts[lane] += 1;
+            Lane::ALL[lane]
+        })
+        .collect()
 }
 
 /// `n` question ranks in `0..m` drawn from a Zipf distribution with
@@ -160,6 +184,10 @@ pub struct BenchReport {
     pub throughput: f64,
     /// Enqueue (intended send) → terminal state.
     pub end_to_end_ms: Latency,
+    /// The same per priority lane, for the lanes the mix sent to (with
+    /// `--priority-mix`).
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub end_to_end_ms_by_lane: HashMap<String, Latency>,
     /// Per-layer attempt latency.
     pub layer_ms: HashMap<String, Latency>,
     /// Redis commands per completed query (all clients: daemon, workers, bench).
@@ -347,6 +375,8 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
             .collect()
     };
 
+    let lanes = lanes_for(opts.n, opts.priority_mix);
+    let mixed = opts.priority_mix[Lane::Normal.index()] < 1.0;
     let mut conn = bb.connection();
     let pids: Vec<(String, u32)> = daemons.iter().map(|h| (h.name.clone(), h.pid)).collect();
     let proc_before: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
@@ -368,16 +398,25 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                 for &i in chunk {
                     let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
                     q.metadata = bench_metadata();
+                    if lanes[i] != Lane::Normal {
+                        q.set_priority(lanes[i]);
+                    }
                     let home = keys.for_query(&ids[i]);
-                    pipes[home.current()]
-                        .set_ex(
-                            keys.state(&ids[i]),
-                            serde_json::to_string(&q).expect("state"),
-                            ttl,
-                        )
-                        .ignore()
-                        .lpush(home.queue(), &ids[i])
-                        .ignore();
+                    let pipe = &mut pipes[home.current()];
+                    pipe.set_ex(
+                        keys.state(&ids[i]),
+                        serde_json::to_string(&q).expect("state"),
+                        ttl,
+                    )
+                    .ignore()
+                    .lpush(home.lane(lanes[i]), &ids[i])
+                    .ignore();
+                    if lanes[i] != Lane::Normal {
+                        pipe.lpush(home.bell(), 1)
+                            .ignore()
+                            .ltrim(home.bell(), 0, 0)
+                            .ignore();
+                    }
                     intended.push(now);
                 }
                 if wait_replicas > 0 {
@@ -406,14 +445,22 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                 intended.push(when);
                 let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
                 q.metadata = bench_metadata();
+                let lane = lanes[i];
+                if lane != Lane::Normal {
+                    q.set_priority(lane);
+                }
                 let mut c = conn.clone();
-                let (state_key, queue) = (keys.state(&ids[i]), keys.for_query(&ids[i]).queue());
+                let home = keys.for_query(&ids[i]);
+                let (state_key, queue, bell) = (keys.state(&ids[i]), home.lane(lane), home.bell());
                 inflight.spawn(async move {
                     let mut pipe = redis::pipe();
                     pipe.set_ex(state_key, serde_json::to_string(&q).expect("state"), ttl)
                         .ignore()
                         .lpush(queue, q.query_id)
                         .ignore();
+                    if lane != Lane::Normal {
+                        pipe.lpush(&bell, 1).ignore().ltrim(&bell, 0, 0).ignore();
+                    }
                     if wait_replicas > 0 {
                         pipe.cmd("WAIT").arg(wait_replicas).arg(wait_ms).ignore();
                     }
@@ -484,6 +531,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
     let proc_after: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
 
     let mut e2e = Vec::with_capacity(opts.n);
+    let mut e2e_by_lane: HashMap<String, Vec<f64>> = HashMap::new();
     let windows = if opts.window > 0 {
         windows_of(&outcomes, &intended, opts)
     } else {
@@ -498,6 +546,12 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
         *by_status.entry(s.status.to_string()).or_default() += 1;
         if let Some(done) = s.completed_at.as_deref().and_then(parse_timestamp) {
             e2e.push(ms_between(intended[i], done));
+            if mixed {
+                e2e_by_lane
+                    .entry(lanes[i].as_str().to_string())
+                    .or_default()
+                    .push(ms_between(intended[i], done));
+            }
             last_done = Some(last_done.map_or(done, |l: DateTime<Utc>| l.max(done)));
         }
         if s.status != QueryStatus::Failed {
@@ -586,6 +640,10 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
         enqueue_rate: opts.n as f64 / sent_s.max(1e-9),
         throughput: completed as f64 / span_s.max(1e-9),
         end_to_end_ms: Latency::of(e2e),
+        end_to_end_ms_by_lane: e2e_by_lane
+            .into_iter()
+            .map(|(k, v)| (k, Latency::of(v)))
+            .collect(),
         layer_ms: per_layer
             .into_iter()
             .map(|(k, v)| (k, Latency::of(v)))
@@ -685,6 +743,15 @@ impl BenchReport {
             "end-to-end ms        p50 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             l.p50, l.p95, l.p99, l.p999, l.max
         );
+        for lane in Lane::ALL {
+            if let Some(l) = self.end_to_end_ms_by_lane.get(lane.as_str()) {
+                let _ = writeln!(
+                    o,
+                    "  {lane:<8} ms        p50 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} queries)",
+                    l.p50, l.p95, l.p99, l.p999, l.max, l.count
+                );
+            }
+        }
         let mut layers: Vec<_> = self.layer_ms.iter().collect();
         layers.sort_by(|a, b| a.0.cmp(b.0));
         for (name, l) in layers {

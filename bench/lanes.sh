@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Priority lanes under a backlog, in one sitting, on a private redis-server
+# with one release daemon (layer0 answers every bench query):
+#   1. idle: a high query's end-to-end latency (paced, `--priority-mix high=1`);
+#   2. the same while BACKLOG low queries are queued and draining;
+#   3. BACKLOG low and BACKLOG normal queued at once: how fast each lane
+#      drains while both have entries (LLEN sampled every 50 ms), so low's
+#      share of the takes can be read against its minimum share.
+#
+#   bench/lanes.sh                    # target/release/kitbash, BACKLOG=50000, HIGH=50 at RATE=100/s
+#
+# The high queries of step 2 count only if low queries were still queued
+# when they were done (the script prints how many were left).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BACKLOG=${BACKLOG:-50000}
+HIGH=${HIGH:-50}
+RATE=${RATE:-100}
+KB=${KB:-$PWD/target/release/kitbash}
+[ -x "$KB" ] || cargo build --release --quiet
+WORK=$(mktemp -d /tmp/kitbash-lanes.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REDIS=$(free_port)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  redis-cli -p "$REDIS" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
+  --daemonize yes --logfile "$WORK/redis.log" --pidfile "$WORK/redis.pid"
+for _ in $(seq 100); do redis-cli -p "$REDIS" PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+
+export KITBASH_CONFIG=/dev/null KITBASH_LOGGING__LEVEL=error KITBASH_HTTP__ENABLED=false
+export KITBASH_REDIS__URL="redis://127.0.0.1:$REDIS/0" KITBASH_REDIS__KEY_PREFIX=kblanes
+"$KB" serve & PIDS+=($!)
+for _ in $(seq 300); do
+  [ -n "$(redis-cli -p "$REDIS" --scan --pattern 'kblanes:health:*')" ] && break; sleep 0.1
+done
+"$KB" bench -n 2000 --json >/dev/null # warm-up
+
+high() { # $1 label
+  "$KB" bench --mode paced --rate "$RATE" -n "$HIGH" --priority-mix high=1 --json >"$WORK/high.json"
+  python3 - "$1" "$WORK/high.json" <<'PY'
+import json, sys
+label, path = sys.argv[1:]
+r = json.load(open(path))
+l = r["end_to_end_ms_by_lane"]["high"]
+print(f"{label:<34} high e2e ms  p50 {l['p50']:7.3f}  p95 {l['p95']:7.3f}  p99 {l['p99']:7.3f}  max {l['max']:7.3f}  ({l['count']} queries)")
+PY
+}
+
+high "idle"
+
+# The low backlog, queued in one go; the high queries start once it is
+# queued and is draining.
+"$KB" bench -n "$BACKLOG" --priority-mix low=1 --json >"$WORK/low.json" &
+LOW=$!
+until [ "$(redis-cli -p "$REDIS" LLEN kblanes:queries:queue:low)" -gt $((BACKLOG * 3 / 4)) ]; do sleep 0.01; done
+high "with $BACKLOG low queued"
+left=$(redis-cli -p "$REDIS" LLEN kblanes:queries:queue:low)
+echo "low still queued when the high queries were done: $left"
+wait "$LOW"
+python3 - "$WORK/low.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"low backlog: {r['completed']}/{r['sent']} completed, {r['throughput']:.0f} /s")
+PY
+
+# Low against a saturated normal lane: each lane's drain rate while both
+# have entries.
+python3 - "$REDIS" "$BACKLOG" "$KB" <<'PY'
+import subprocess, sys, time, redis
+port, n, kb = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+r = redis.Redis(port=port)
+bench = subprocess.Popen([kb, "bench", "-n", str(2 * n), "--priority-mix", "normal=0.5,low=0.5", "--json"],
+                         stdout=subprocess.DEVNULL)
+samples = []
+while bench.poll() is None:
+    p = r.pipeline()
+    p.llen("kblanes:queries:queue"); p.llen("kblanes:queries:queue:low")
+    normal, low = p.execute()
+    samples.append((time.monotonic(), normal, low))
+    time.sleep(0.05)
+# Drained per lane between samples where both lanes had entries (and the
+# push was over: both lanes shrinking or still).
+drained_n = drained_l = 0
+peak = max(range(len(samples)), key=lambda i: samples[i][1] + samples[i][2])
+for (t0, n0, l0), (t1, n1, l1) in zip(samples[peak:], samples[peak + 1:]):
+    if n1 > 0 and l1 > 0:
+        drained_n += max(n0 - n1, 0); drained_l += max(l0 - l1, 0)
+total = drained_n + drained_l
+if total:
+    print(f"normal and low both queued: low got {drained_l / total:.1%} of {total} takes "
+          f"(minimum share 5.0%), normal {drained_n / total:.1%}")
+else:
+    print("normal and low were never both queued after the push (raise BACKLOG)")
+PY
