@@ -133,8 +133,9 @@ const SCRIPTS: &[&str] = &["evalsha", "eval", "script|load", "script|exists"];
 const DAEMON: &[&str] = &[
     // strings: states, health keys, done-signal TTLs
     "get", "set", "setex", "psetex", "mget", "del", "expire", "pexpire", "ttl",
-    // lists: queue, processing, done, dead, jobs, replies
-    "lpush", "rpush", "lrem", "lrange", "llen", "ltrim", "lmove", "blmove", "blmpop",
+    // lists: queue lanes, processing, done, dead, jobs, replies; BLPOP
+    // waits on the bell
+    "lpush", "rpush", "lrem", "lrange", "llen", "ltrim", "lmove", "blmove", "blmpop", "blpop",
     // fencing: is the entry still in this daemon's processing list
     "lpos",
     // dropping expired jobs from the old end of a job list
@@ -178,8 +179,9 @@ const WORKER: &[&str] = &[
 /// `timeline`, `stats`, the REPL's health and grains views.
 #[rustfmt::skip]
 const CLIENT: &[&str] = &[
-    // enqueue and wait; WAIT for a replica, ROLE to see whether there is one
-    "get", "set", "setex", "lpush", "llen", "blpop", "wait", "role",
+    // enqueue and wait; WAIT for a replica, ROLE to see whether there is one;
+    // LTRIM keeps the bell at one token
+    "get", "set", "setex", "lpush", "ltrim", "llen", "blpop", "wait", "role",
     // timeline and recent events
     "xrange", "xrevrange", "xlen",
     // stats: counters and latency windows
@@ -274,6 +276,9 @@ pub fn user(keys: &Keys, role: Role) -> AclUser {
         Role::Daemon => (
             vec![
                 KeyRule::new(k.queue(), ReadWrite),
+                // the other priority lanes, and the bell it waits on
+                KeyRule::new(format!("{}:*", k.queue()), ReadWrite),
+                KeyRule::new(k.bell(), ReadWrite),
                 KeyRule::new(k.state_pattern(), ReadWrite),
                 KeyRule::new(k.processing_pattern(), ReadWrite),
                 KeyRule::new(k.done("*"), ReadWrite),
@@ -309,8 +314,11 @@ pub fn user(keys: &Keys, role: Role) -> AclUser {
         ),
         Role::Client => (
             vec![
-                // enqueue: LPUSH, and LLEN for the max_queue_len check
+                // enqueue: LPUSH, and LLEN for the max_queue_len check,
+                // in every priority lane; the bell: LPUSH + LTRIM
                 KeyRule::new(k.queue(), ReadWrite),
+                KeyRule::new(format!("{}:*", k.queue()), ReadWrite),
+                KeyRule::new(k.bell(), Write),
                 KeyRule::new(k.state_pattern(), ReadWrite),
                 // BLPOP reads and removes the completion signal
                 KeyRule::new(k.done("*"), ReadWrite),

@@ -301,6 +301,15 @@ async fn each_process_answers_with_only_its_own_user() {
         .await
         .unwrap();
     assert_eq!(grain.answer.expect("an answer").layer, "layer0");
+    // A high-priority query: its lane and the bell are the client's and
+    // the daemon's to use.
+    client.set_priority(kitbash::store::lanes::Lane::High);
+    let high = client
+        .ask("What is the capital of Testland?", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(high.status, QueryStatus::Answered, "{high:?}");
+    assert_eq!(high.lane(), kitbash::store::lanes::Lane::High);
 
     // The recovered query is finished too.
     let deadline = Instant::now() + PATIENCE;
