@@ -6,22 +6,11 @@
 use std::collections::HashMap;
 
 use kitbash::store::lanes::Lane;
-use kitbash::{BlackboardError, Grain, QueryState, QueryStatus};
+use kitbash::{BlackboardError, QueryState, QueryStatus};
 
 use crate::common::TestContext;
 use crate::daemon::support::*;
-
-async fn kenya(ctx: &TestContext) -> kitbash::Blackboard {
-    let bb = ctx.blackboard().await;
-    bb.store_grain(&Grain::new(
-        "capital-ke",
-        "What is the capital of Kenya?",
-        "Nairobi",
-    ))
-    .await
-    .unwrap();
-    bb
-}
+use crate::dashboard::kenya;
 
 /// Enqueues `n` layer0 queries in `lane`; returns their ids.
 async fn push(bb: &kitbash::Blackboard, lane: Lane, n: usize) -> Vec<String> {
