@@ -51,6 +51,7 @@ use crate::store::outage::Backoff;
 use crate::store::connection::RedisConn;
 use crate::store::lanes::Lane;
 use crate::store::scripts::TAKE_LANES;
+use crate::store::take::{Taken, blocking_move};
 
 /// How long one blocking take waits before looking at shutdown and capacity again.
 pub(crate) const BLOCK_FOR: Duration = Duration::from_secs(1);
@@ -269,6 +270,11 @@ impl Daemon {
 /// runs on (given back when it ends).
 type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = (RedisConn, T)> + Send>>;
 
+/// What the blocking take's task gives back: its connection, what it
+/// took, and the hold it put on a taken entry the moment it had it (so the
+/// orphan sweep never returns an entry the loop has not picked up yet).
+type TakeDone = (RedisConn, Taken, Option<crate::store::orphans::HeldEntry>);
+
 /// What a wait on the bell gives: the key and token, or nothing in time.
 type Ring = redis::RedisResult<Option<(String, String)>>;
 
@@ -291,12 +297,11 @@ async fn take_loop(
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
-    use crate::store::take::{Taken, blocking_move};
     let keys = sh.bb.keys();
     let lanes = Lane::ALL.map(|l| keys.lane(l));
     let mut conn = sh.bb.connection();
     let (mut block_conn, mut bell_conn) = (Some(block_conn), Some(bell_conn));
-    let mut take_wait: Option<Pending<Taken>> = None;
+    let mut take_wait: Option<tokio::task::JoinHandle<TakeDone>> = None;
     let mut bell_wait: Option<Pending<Ring>> = None;
     // After a blocking take that waited (the lanes were empty), the next
     // take blocks at once instead of first asking for a batch: at light
@@ -317,11 +322,35 @@ async fn take_loop(
         {
             permits.merge(p);
         }
-        let batch = if idle {
+        // An entry the blocking take got while the loop was busy goes first.
+        let mut early = Vec::new();
+        if take_wait.as_ref().is_some_and(|t| t.is_finished()) {
+            let (c, got, held) = take_wait
+                .take()
+                .expect("just checked")
+                .await
+                .expect("the take task does not panic");
+            block_conn = Some(c);
+            match got {
+                Taken::Entry { entry, .. } => early.push((entry, held)),
+                Taken::Shutdown => break,
+                Taken::Nothing => {}
+                Taken::Failed(e) => sh.status.redis_failed("taking queries", &e),
+            }
+        }
+        let room = permits.num_permits() - early.len();
+        let batch = if idle || room == 0 {
             Ok(Vec::new())
         } else {
-            take_lanes(sh, &mut conn, &lanes, permits.num_permits()).await
+            take_lanes(sh, &mut conn, &lanes, room).await
         };
+        let batch = batch.map(|mut b| {
+            // The early entry, already held, comes back with its hold below.
+            b.splice(0..0, early.iter().map(|(e, _)| e.clone()));
+            b
+        });
+        let mut early_holds: Vec<Option<crate::store::orphans::HeldEntry>> =
+            early.into_iter().map(|(_, h)| h).collect();
         let mut entries = match batch {
             Ok(e) => e,
             Err(e) => {
@@ -333,16 +362,23 @@ async fn take_loop(
             }
         };
         if entries.is_empty() {
+            // The blocking take runs as a task of its own: it goes on (and
+            // holds what it takes) while the loop serves a ring.
             let take = take_wait.get_or_insert_with(|| {
                 let mut c = block_conn.take().expect("the take's connection is free");
-                let (from, to, stop) = (
+                let (from, to, stop, held) = (
                     lanes[Lane::Normal.index()].clone(),
                     sh.processing_key.clone(),
                     shutdown.clone(),
+                    sh.held.clone(),
                 );
-                Box::pin(async move {
+                tokio::spawn(async move {
                     let got = blocking_move(&mut c, &from, &to, BLOCK_FOR, &stop).await;
-                    (c, got)
+                    let hold = match &got {
+                        Taken::Entry { entry, .. } => Some(held.hold(entry)),
+                        _ => None,
+                    };
+                    (c, got, hold)
                 })
             });
             let bell = bell_wait.get_or_insert_with(|| {
@@ -358,14 +394,16 @@ async fn take_loop(
                 })
             });
             tokio::select! {
-                (c, got) = take => {
+                done = take => {
                     take_wait = None;
+                    let (c, got, hold) = done.expect("the take task does not panic");
                     block_conn = Some(c);
                     match got {
                         Taken::Shutdown => break,
                         Taken::Entry { entry, waited } => {
                             idle = waited;
                             entries.push(entry);
+                            early_holds.push(hold);
                         }
                         Taken::Nothing => {
                             // A lane pushed to without a ring is found by
@@ -402,8 +440,18 @@ async fn take_loop(
         }
         sh.status.redis_answered();
         backoff.reset();
-        // Held from now on, so the orphan sweep leaves them alone.
-        let held: Vec<_> = entries.iter().map(|e| sh.held.hold(e)).collect();
+        // Held from now on, so the orphan sweep leaves them alone (an entry
+        // of the blocking take is held already).
+        let mut early_holds = early_holds.into_iter();
+        let held: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                early_holds
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| sh.held.hold(e))
+            })
+            .collect();
 
         // Read the states of id entries for the whole batch in one round trip.
         let preloaded = preload_states(sh, &entries).await;
