@@ -271,8 +271,9 @@ impl Daemon {
 type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = (RedisConn, T)> + Send>>;
 
 /// What the blocking take's task gives back: its connection, what it
-/// took, and the hold it put on a taken entry the moment it had it (so the
-/// orphan sweep never returns an entry the loop has not picked up yet).
+/// took, and (with an entry) the hold it put on the entry the moment it had
+/// it, so the orphan sweep never returns an entry the loop has not picked
+/// up yet.
 type TakeDone = (RedisConn, Taken, Option<crate::store::orphans::HeldEntry>);
 
 /// What a wait on the bell gives: the key and token, or nothing in time.
@@ -322,45 +323,48 @@ async fn take_loop(
         {
             permits.merge(p);
         }
-        // An entry the blocking take got while the loop was busy goes first.
-        let mut early = Vec::new();
+        // Each taken entry is held from the moment it is ours, so the orphan
+        // sweep leaves it alone; `held[i]` is the hold of `entries[i]`.
+        let mut entries = Vec::new();
+        let mut held = Vec::new();
+        // An entry the blocking take got while the loop was busy goes first
+        // (its task holds it already).
         if take_wait.as_ref().is_some_and(|t| t.is_finished()) {
-            let (c, got, held) = take_wait
+            let (c, got, hold) = take_wait
                 .take()
                 .expect("just checked")
                 .await
                 .expect("the take task does not panic");
             block_conn = Some(c);
             match got {
-                Taken::Entry { entry, .. } => early.push((entry, held)),
+                Taken::Entry { entry, .. } => {
+                    entries.push(entry);
+                    held.push(hold.expect("a taken entry is held"));
+                }
                 Taken::Shutdown => break,
                 Taken::Nothing => {}
                 Taken::Failed(e) => sh.status.redis_failed("taking queries", &e),
             }
         }
-        let room = permits.num_permits() - early.len();
-        let batch = if idle || room == 0 {
-            Ok(Vec::new())
-        } else {
-            take_lanes(sh, &mut conn, &lanes, room).await
-        };
-        let batch = batch.map(|mut b| {
-            // The early entry, already held, comes back with its hold below.
-            b.splice(0..0, early.iter().map(|(e, _)| e.clone()));
-            b
-        });
-        let mut early_holds: Vec<Option<crate::store::orphans::HeldEntry>> =
-            early.into_iter().map(|(_, h)| h).collect();
-        let mut entries = match batch {
-            Ok(e) => e,
-            Err(e) => {
-                sh.status.redis_failed("taking queries", &e);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff.next_wait()) => continue,
+        let room = permits.num_permits() - entries.len();
+        if !idle && room > 0 {
+            match take_lanes(sh, &mut conn, &lanes, room).await {
+                Ok(batch) => {
+                    held.extend(batch.iter().map(|e| sh.held.hold(e)));
+                    entries.extend(batch);
+                }
+                Err(e) => {
+                    sh.status.redis_failed("taking queries", &e);
+                    // An entry already taken is worked on; otherwise wait.
+                    if entries.is_empty() {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff.next_wait()) => continue,
+                        }
+                    }
                 }
             }
-        };
+        }
         if entries.is_empty() {
             // The blocking take runs as a task of its own: it goes on (and
             // holds what it takes) while the loop serves a ring.
@@ -403,7 +407,7 @@ async fn take_loop(
                         Taken::Entry { entry, waited } => {
                             idle = waited;
                             entries.push(entry);
-                            early_holds.push(hold);
+                            held.push(hold.expect("a taken entry is held"));
                         }
                         Taken::Nothing => {
                             // A lane pushed to without a ring is found by
@@ -440,19 +444,6 @@ async fn take_loop(
         }
         sh.status.redis_answered();
         backoff.reset();
-        // Held from now on, so the orphan sweep leaves them alone (an entry
-        // of the blocking take is held already).
-        let mut early_holds = early_holds.into_iter();
-        let held: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                early_holds
-                    .next()
-                    .flatten()
-                    .unwrap_or_else(|| sh.held.hold(e))
-            })
-            .collect();
-
         // Read the states of id entries for the whole batch in one round trip.
         let preloaded = preload_states(sh, &entries).await;
         // What is not split off here is released when `permits` drops.

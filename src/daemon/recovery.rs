@@ -29,8 +29,7 @@ use crate::store::orphans::OrphanSweep;
 use crate::store::scripts::RETURN_ONE;
 
 /// Returns everything in `processing` to the tails of the entries' own
-/// lanes (taken next); returns how many. One entry at a time, each only if
-/// still in the list (`return_one.lua`).
+/// lanes (taken next); returns how many.
 pub(super) async fn return_own(bb: &Blackboard, processing: &str) -> usize {
     let mut conn = bb.connection();
     let entries: Vec<Vec<u8>> = match conn.lrange(processing, 0, -1).await {
@@ -56,25 +55,30 @@ pub(super) async fn return_own(bb: &Blackboard, processing: &str) -> usize {
             vec![Lane::Normal; entries.len()]
         }
     };
-    let mut returned = 0;
-    for (entry, lane) in entries.iter().zip(lanes) {
-        let moved: redis::RedisResult<i64> = RETURN_ONE
-            .key(processing)
-            .key(bb.keys().lane(lane))
-            .arg(entry)
-            .invoke_async(&mut conn)
-            .await;
-        match moved {
-            Ok(n) => returned += n as usize,
-            Err(e) => {
-                tracing::warn!(
-                    "cannot return an entry of {processing} to the {lane} lane: {e}; another daemon will recover it"
-                );
-                break;
-            }
+    // One round trip: each entry's return is its own step (`return_one.lua`,
+    // only if still in the list), pipelined.
+    let mut pipe = redis::pipe();
+    let invocations: Vec<_> = entries
+        .iter()
+        .zip(&lanes)
+        .map(|(entry, lane)| {
+            let mut i = RETURN_ONE.prepare_invoke();
+            i.key(processing).key(bb.keys().lane(*lane)).arg(entry);
+            i
+        })
+        .collect();
+    for i in &invocations {
+        pipe.invoke_script(i);
+    }
+    match pipe.query_async::<Vec<i64>>(&mut conn).await {
+        Ok(moved) => moved.iter().sum::<i64>() as usize,
+        Err(e) => {
+            tracing::warn!(
+                "cannot return {processing} to its lanes: {e}; another daemon will recover what is left"
+            );
+            0
         }
     }
-    returned
 }
 
 /// Looks for dead daemons at start and every `every`, until `cancel` fires.

@@ -87,14 +87,9 @@ impl crate::store::blackboard::Blackboard {
                 ids.push((i, id));
             }
         }
-        let only_ids: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
-        for (chunk, states) in ids.chunks(200).zip(
-            futures_util::future::try_join_all(
-                only_ids.chunks(200).map(|c| self.get_states_lenient(c)),
-            )
-            .await?,
-        ) {
-            for ((i, _), state) in chunk.iter().zip(states) {
+        for chunk in ids.chunks(200) {
+            let names: Vec<String> = chunk.iter().map(|(_, id)| id.clone()).collect();
+            for ((i, _), state) in chunk.iter().zip(self.get_states_lenient(&names).await?) {
                 if let Some(state) = state {
                     out[*i] = state.lane();
                 }
