@@ -18,6 +18,10 @@ pub struct Job {
     pub deadline_ms: i64,
     /// The list to LPUSH the reply to (`<p>:replies:<instance>`).
     pub reply_to: String,
+    /// The query's priority lane (`critical`, `high`, `low`); omitted for
+    /// `normal`. A job returned to its layer goes back to this lane's list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// How a worker's attempt ended.

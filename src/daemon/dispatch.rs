@@ -14,6 +14,7 @@ use crate::observe::feed::{Event, EventKind};
 use crate::protocol::{Job, ReplyOutcome};
 use crate::state::{Answer, Outcome};
 use crate::store::blackboard::is_wrong_type;
+use crate::store::lanes::Lane;
 use crate::store::outage::Backoff;
 use crate::store::scripts::{PUSH_JOB, push_events};
 
@@ -81,6 +82,7 @@ pub(super) async fn hand_off(
         return HandOff::Done(Box::new(Attempt::skipped(format!("no live {kind} worker"))));
     }
     let qid = run.state.query_id.clone();
+    let lane = run.state.lane();
     let job = Job {
         job_id: uuid::Uuid::new_v4().to_string(),
         query_id: qid.clone(),
@@ -88,6 +90,7 @@ pub(super) async fn hand_off(
         text: run.state.query_text.clone(),
         deadline_ms: chrono::Utc::now().timestamp_millis() + layer.timeout_ms as i64,
         reply_to: sh.reply_key.clone(),
+        priority: (lane != Lane::Normal).then(|| lane.to_string()),
     };
     let job_id = job.job_id.clone();
     let rx = sh.pending.register(&job_id, &qid, name);
@@ -100,11 +103,20 @@ pub(super) async fn hand_off(
     // daemon's memory).
     let pushed = {
         let keys = sh.bb.keys();
+        // A job of another lane goes to its lane's list only when a worker
+        // of the layer takes from the lanes; workers that know no lanes
+        // take every job from `<p>:jobs:<layer>`.
+        let list = if sh.workers.takes_lanes(name) {
+            keys.jobs_lane(name, lane)
+        } else {
+            keys.jobs(name)
+        };
         let script_keys = [
-            keys.jobs(name),
+            list,
             keys.feed(),
             keys.state(&qid),
             sh.processing_key.clone(),
+            keys.jobs_bell(name),
         ];
         let mut args: Vec<Vec<u8>> = vec![
             serde_json::to_vec(&job).expect("job serializes"),

@@ -28,7 +28,7 @@ pub(super) struct Instance {
     pub finisher: Finisher,
     /// Each priority lane's credit toward its minimum share of the takes
     /// (`take_lanes.lua`), carried from one batch to the next.
-    pub credits: std::sync::Mutex<[f64; 4]>,
+    pub credits: crate::store::lanes::Credits,
 }
 
 impl Instance {
@@ -84,7 +84,7 @@ impl Instance {
         });
         Arc::new(Self {
             finisher,
-            credits: std::sync::Mutex::new([0.0; 4]),
+            credits: Default::default(),
             processing_key,
             reply_key: bb.keys().replies(instance),
             pending: Pending::default(),

@@ -49,8 +49,7 @@ use crate::store::connection::{ConnectError, Connector};
 use crate::store::outage::Backoff;
 
 use crate::store::connection::RedisConn;
-use crate::store::lanes::Lane;
-use crate::store::scripts::TAKE_LANES;
+use crate::store::lanes::{self, Lane};
 use crate::store::take::{Taken, blocking_move};
 
 /// How long one blocking take waits before looking at shutdown and capacity again.
@@ -348,7 +347,17 @@ async fn take_loop(
         }
         let room = permits.num_permits() - entries.len();
         if !idle && room > 0 {
-            match take_lanes(sh, &mut conn, &lanes, room).await {
+            let shares = sh.bb.limits().lane_min_share;
+            match lanes::take(
+                &mut conn,
+                &sh.processing_key,
+                &lanes,
+                room,
+                &sh.credits,
+                shares,
+            )
+            .await
+            {
                 Ok(batch) => {
                     held.extend(batch.iter().map(|e| sh.held.hold(e)));
                     entries.extend(batch);
@@ -467,49 +476,6 @@ async fn take_loop(
     }
 }
 
-/// One batch from the lanes (`take_lanes.lua`), with the instance's
-/// credits carried from one batch to the next.
-async fn take_lanes(
-    sh: &Instance,
-    conn: &mut RedisConn,
-    lanes: &[String; 4],
-    n: usize,
-) -> redis::RedisResult<Vec<Vec<u8>>> {
-    let credits = *sh.credits.lock().expect("credits lock");
-    let mut script = TAKE_LANES.prepare_invoke();
-    script.key(&sh.processing_key);
-    for lane in lanes {
-        script.key(lane);
-    }
-    script.arg(n);
-    for c in credits {
-        script.arg(c);
-    }
-    for share in sh.bb.limits().lane_min_share {
-        script.arg(share);
-    }
-    let reply: Vec<Value> = script.invoke_async(conn).await?;
-    let taken = reply
-        .first()
-        .and_then(|v| redis::from_redis_value::<usize>(v.clone()).ok())
-        .unwrap_or(0);
-    let mut out = Vec::with_capacity(taken);
-    for v in reply.iter().skip(1).take(taken) {
-        out.push(redis::from_redis_value::<Vec<u8>>(v.clone())?);
-    }
-    let after = reply.iter().skip(1 + 2 * taken).take(4);
-    let mut next = credits;
-    for (slot, v) in next.iter_mut().zip(after) {
-        if let Ok(c) = redis::from_redis_value::<String>(v.clone())
-            && let Ok(c) = c.parse::<f64>()
-        {
-            *slot = c;
-        }
-    }
-    *sh.credits.lock().expect("credits lock") = next;
-    Ok(out)
-}
-
 /// For each entry, the state read for it when it looks like an id
 /// (`Some(raw)`), or `None` to let the task decide.
 async fn preload_states(sh: &Instance, entries: &[Vec<u8>]) -> Vec<Option<Option<String>>> {
@@ -617,12 +583,12 @@ async fn drop_expired_jobs(bb: &Blackboard, layers: &[String]) {
     let mut conn = bb.connection();
     let now_ms = chrono::Utc::now().timestamp_millis();
     for layer in layers {
-        let dropped: redis::RedisResult<i64> = crate::store::scripts::DROP_EXPIRED_JOBS
-            .key(bb.keys().jobs(layer))
-            .arg(now_ms)
-            .arg(10_000)
-            .invoke_async(&mut conn)
-            .await;
+        let mut script = crate::store::scripts::DROP_EXPIRED_JOBS.prepare_invoke();
+        for lane in Lane::ALL {
+            script.key(bb.keys().jobs_lane(layer, lane));
+        }
+        let dropped: redis::RedisResult<i64> =
+            script.arg(now_ms).arg(10_000).invoke_async(&mut conn).await;
         match dropped {
             Ok(0) => {}
             Ok(n) => {

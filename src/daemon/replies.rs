@@ -210,6 +210,9 @@ async fn record_dropped(bb: Blackboard, mut rx: mpsc::Receiver<Event>) {
 #[derive(Clone, Default)]
 pub struct WorkerDirectory {
     live: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// The layers with a healthy worker that takes from the priority job
+    /// lists.
+    lanes: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl WorkerDirectory {
@@ -220,6 +223,14 @@ impl WorkerDirectory {
             .expect("directory lock")
             .get(layer)
             .is_some_and(|w| !w.is_empty())
+    }
+
+    /// Whether a healthy worker of `layer` takes from its priority job
+    /// lists, as of the last refresh: a job of another lane than `normal`
+    /// goes to its lane's list only then (a worker that knows no lanes
+    /// takes only `<p>:jobs:<layer>`).
+    pub fn takes_lanes(&self, layer: &str) -> bool {
+        self.lanes.lock().expect("directory lock").contains(layer)
     }
 
     /// The layers with a healthy worker as of the last refresh, sorted.
@@ -239,15 +250,20 @@ impl WorkerDirectory {
     /// Reads the health records once.
     pub async fn refresh(&self, bb: &Blackboard) -> Result<(), crate::BlackboardError> {
         let mut live: HashMap<String, Vec<String>> = HashMap::new();
+        let mut lanes = std::collections::HashSet::new();
         for h in bb.list_health().await? {
             if h.role == ProcessRole::Worker
                 && h.healthy
                 && let Some(layer) = h.layer
             {
+                if h.lanes {
+                    lanes.insert(layer.clone());
+                }
                 live.entry(layer).or_default().push(h.name);
             }
         }
         *self.live.lock().expect("directory lock") = live;
+        *self.lanes.lock().expect("directory lock") = lanes;
         Ok(())
     }
 

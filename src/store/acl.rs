@@ -128,7 +128,7 @@ const CLUSTER: &[&str] = &["cluster|slots", "cluster|shards", "cluster|nodes"];
 const SCRIPTS: &[&str] = &["evalsha", "eval", "script|load", "script|exists"];
 
 /// The daemon's data commands, including those its scripts call (finish,
-/// take_batch, return_all, cas_state and the grain scripts).
+/// take_lanes, return_all, cas_state and the grain scripts).
 #[rustfmt::skip]
 const DAEMON: &[&str] = &[
     // strings: states, health keys, done-signal TTLs
@@ -158,13 +158,15 @@ const DAEMON: &[&str] = &[
     "info",
 ];
 
-/// The worker's data commands, including those of the return-jobs script.
+/// The worker's data commands, including those of its scripts (take
+/// lanes, return jobs).
 #[rustfmt::skip]
 const WORKER: &[&str] = &[
-    // jobs: take, finish, return (the return-jobs script calls LMOVE; the
-    // orphan sweep reads its own list and its return-one script calls LREM
-    // and RPUSH)
-    "blmove", "lmove", "lrem", "rpush", "lrange",
+    // jobs: take from the lanes (LLEN, LMOVE), wait on the layer's bell
+    // (BLPOP), finish, return to the lanes (RPOP or LREM, RPUSH); the
+    // orphan sweep reads its own list; BLMOVE for workers that take as
+    // the protocol's step 1 says
+    "llen", "lmove", "blpop", "blmove", "lrem", "rpop", "rpush", "lrange",
     // replies
     "lpush", "pexpire",
     // heartbeat, goodbye, and the liveness of other workers
@@ -382,7 +384,8 @@ mod tests {
             include_str!("scripts/push_job.lua"),
             include_str!("scripts/adopt.lua"),
             include_str!("scripts/dead_entry.lua"),
-            include_str!("scripts/take_batch.lua"),
+            include_str!("scripts/take_lanes.lua"),
+            include_str!("scripts/requeue_dead.lua"),
             include_str!("scripts/return_all.lua"),
             include_str!("scripts/return_one.lua"),
             include_str!("scripts/cas_state.lua"),
@@ -392,8 +395,8 @@ mod tests {
             include_str!("scripts/sweep_crystals.lua"),
         ];
         let worker_scripts = [
-            include_str!("scripts/return_all.lua"),
-            include_str!("scripts/return_one.lua"),
+            include_str!("scripts/take_lanes.lua"),
+            include_str!("scripts/return_jobs.lua"),
         ];
         for (role, granted, scripts) in [
             ("daemon", DAEMON, &daemon_scripts[..]),

@@ -216,6 +216,11 @@ pub struct Health {
     /// tell when a new worker is in use. Omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub live_layers: Vec<String>,
+    /// For workers: whether it takes from its layer's priority job lists
+    /// (`<p>:jobs:<layer>:<lane>`), so daemons may push there. A worker
+    /// that knows no lanes omits it and gets every job on `<p>:jobs:<layer>`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lanes: bool,
 }
 
 /// What kind of process a health record belongs to.
@@ -247,6 +252,7 @@ impl Health {
             reason: None,
             counters: Default::default(),
             live_layers: Vec::new(),
+            lanes: false,
         }
     }
 }

@@ -349,6 +349,23 @@ impl Keys {
         format!("{}:jobs:{layer}", self.base)
     }
 
+    /// One priority lane of a layer's jobs: `normal` is [`Self::jobs`] (what
+    /// workers that know no lanes take from), the others
+    /// `<p>:jobs:<layer>:<lane>`.
+    pub fn jobs_lane(&self, layer: &str, lane: crate::store::lanes::Lane) -> String {
+        match lane {
+            crate::store::lanes::Lane::Normal => self.jobs(layer),
+            other => format!("{}:jobs:{layer}:{other}", self.base),
+        }
+    }
+
+    /// `<p>:jobs:<layer>:bell` — rung (one token, LTRIM'd) with every job a
+    /// daemon pushes, so an idle worker of the layer wakes and takes from
+    /// the highest lane.
+    pub fn jobs_bell(&self, layer: &str) -> String {
+        format!("{}:jobs:{layer}:bell", self.base)
+    }
+
     /// `<p>:jobs:<layer>:processing:<worker>` — the job a worker holds.
     pub fn jobs_processing(&self, layer: &str, worker: &str) -> String {
         format!("{}:jobs:{layer}:processing:{worker}", self.base)
@@ -422,6 +439,7 @@ impl Default for Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::lanes::Lane;
 
     #[test]
     fn keys_match_the_design_contract() {
@@ -434,6 +452,12 @@ mod tests {
         assert_eq!(k.grain("f1"), "kitbash:grains:f1");
         assert_eq!(k.grain_index("words"), "kitbash:grains:index:words");
         assert_eq!(k.jobs("layer2"), "kitbash:jobs:layer2");
+        assert_eq!(k.jobs_lane("layer2", Lane::Normal), "kitbash:jobs:layer2");
+        assert_eq!(
+            k.jobs_lane("layer2", Lane::High),
+            "kitbash:jobs:layer2:high"
+        );
+        assert_eq!(k.jobs_bell("layer2"), "kitbash:jobs:layer2:bell");
         assert_eq!(
             k.jobs_processing("layer2", "cartridge-1"),
             "kitbash:jobs:layer2:processing:cartridge-1"

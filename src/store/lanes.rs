@@ -68,6 +68,59 @@ impl std::str::FromStr for Lane {
     }
 }
 
+/// Each lane's credit toward its minimum share of the takes, carried
+/// from one batch to the next by the process that takes (a daemon per
+/// partition, a worker per partition).
+#[derive(Debug, Default)]
+pub struct Credits(std::sync::Mutex<[f64; 4]>);
+
+/// Takes up to `n` entries from four lane lists (`lanes`, highest first)
+/// into `processing` in one step (`take_lanes.lua`): the highest lane with
+/// entries first, each lane at its minimum share (`shares`) while the
+/// lanes above it are busy. Daemons take queries with it, workers jobs.
+pub(crate) async fn take(
+    conn: &mut crate::store::connection::RedisConn,
+    processing: &str,
+    lanes: &[String; 4],
+    n: usize,
+    credits: &Credits,
+    shares: [f64; 4],
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    use redis::{Value, from_redis_value};
+    let before = *credits.0.lock().expect("credits lock");
+    let mut script = crate::store::scripts::TAKE_LANES.prepare_invoke();
+    script.key(processing);
+    for lane in lanes {
+        script.key(lane);
+    }
+    script.arg(n);
+    for c in before {
+        script.arg(c);
+    }
+    for share in shares {
+        script.arg(share);
+    }
+    let reply: Vec<Value> = script.invoke_async(conn).await?;
+    let taken = reply
+        .first()
+        .and_then(|v| from_redis_value::<usize>(v.clone()).ok())
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(taken);
+    for v in reply.iter().skip(1).take(taken) {
+        out.push(from_redis_value::<Vec<u8>>(v.clone())?);
+    }
+    let mut after = before;
+    for (slot, v) in after.iter_mut().zip(reply.iter().skip(1 + 2 * taken)) {
+        if let Ok(c) = from_redis_value::<String>(v.clone())
+            && let Ok(c) = c.parse::<f64>()
+        {
+            *slot = c;
+        }
+    }
+    *credits.0.lock().expect("credits lock") = after;
+    Ok(out)
+}
+
 impl crate::store::blackboard::Blackboard {
     /// The lane each queue entry belongs in: a JSON entry's own `priority`,
     /// an id's state's (read in one MGET); `normal` when neither says, or

@@ -39,6 +39,7 @@ use crate::protocol::{Job, Reply, ReplyOutcome};
 use crate::state::now_rfc3339;
 use crate::store::blackboard::{Blackboard, Health, ProcessRole};
 use crate::store::connection::{ConnectError, Connector};
+use crate::store::lanes::{Credits, Lane};
 use crate::store::liveness::{DeathWatch, HeartbeatFailures, Reading};
 use crate::store::orphans::{Held, OrphanSweep};
 use crate::store::outage::{Backoff, OutageLog};
@@ -167,7 +168,13 @@ struct Runtime<B: Backend> {
     backend: Arc<B>,
     name: String,
     layer: String,
-    jobs_key: String,
+    /// The layer's job lists, highest lane first (`normal` is
+    /// `<p>:jobs:<layer>`).
+    lanes: [String; 4],
+    /// Rung with every job pushed (`<p>:jobs:<layer>:bell`).
+    bell: String,
+    /// Each lane's credit toward its minimum share of the takes.
+    credits: Credits,
     processing_key: String,
     replies_prefix: String,
     status: Arc<WorkerStatus>,
@@ -242,7 +249,9 @@ impl<B: Backend> Worker<B> {
             .map(|bb| {
                 let keys = bb.keys().clone();
                 Arc::new(Runtime {
-                    jobs_key: keys.jobs(&self.layer),
+                    lanes: Lane::ALL.map(|l| keys.jobs_lane(&self.layer, l)),
+                    bell: keys.jobs_bell(&self.layer),
+                    credits: Credits::default(),
                     processing_key: keys.jobs_processing(&self.layer, &self.name),
                     replies_prefix: keys.replies(""),
                     bb,
@@ -322,18 +331,13 @@ impl<B: Backend> Worker<B> {
     }
 }
 
-/// Moves every job in `list` back to the tail of the job list (taken next).
+/// Moves every job in `list` back to the tail of its lane's job list
+/// (taken next).
 async fn return_jobs<B: Backend>(sh: &Runtime<B>, list: &str) -> usize {
-    let mut conn = sh.bb.connection();
-    match crate::store::scripts::RETURN_ALL
-        .key(list)
-        .key(&sh.jobs_key)
-        .invoke_async::<Vec<Vec<u8>>>(&mut conn)
-        .await
-    {
+    match return_to_lanes(sh, list, &[]).await {
         Ok(v) => {
             if !v.is_empty() {
-                tracing::info!(list, returned = v.len(), "returned jobs to the job list");
+                tracing::info!(list, returned = v.len(), "returned jobs to the job lists");
             }
             v.len()
         }
@@ -342,6 +346,25 @@ async fn return_jobs<B: Backend>(sh: &Runtime<B>, list: &str) -> usize {
             0
         }
     }
+}
+
+/// Moves `jobs` (every job when empty) of `list` that are still in it to
+/// the tails of their lanes' job lists, by each job's `priority`
+/// (`return_jobs.lua`). Returns the jobs moved.
+async fn return_to_lanes<B: Backend>(
+    sh: &Runtime<B>,
+    list: &str,
+    jobs: &[Vec<u8>],
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let mut script = crate::store::scripts::RETURN_JOBS.prepare_invoke();
+    script.key(list);
+    for lane in &sh.lanes {
+        script.key(lane);
+    }
+    for job in jobs {
+        script.arg(job);
+    }
+    script.invoke_async(&mut sh.bb.connection()).await
 }
 
 /// Returns the processing lists of this layer's dead workers to the job
@@ -398,6 +421,7 @@ async fn heartbeat<B: Backend>(
     let mut health = Health::new(sh.name.clone(), ProcessRole::Worker);
     health.kind = Some(sh.kind.to_string());
     health.layer = Some(sh.layer.clone());
+    health.lanes = true;
     let mut sweeps: Vec<OrphanSweep> = runtimes.iter().map(|_| OrphanSweep::default()).collect();
     // An orphan goes back about as soon as a dead worker's jobs would.
     let sweep_every = Duration::from_secs(settings.workers.health_ttl_s.max(1));
@@ -442,11 +466,7 @@ async fn heartbeat<B: Backend>(
             for ((sh, watch), sweep) in runtimes.iter().zip(&mut watches).zip(&mut sweeps) {
                 // A worker of this layer that died since we started.
                 recover_dead_workers(sh, watch).await;
-                let mut conn = sh.bb.connection();
-                match sweep
-                    .sweep(&mut conn, &sh.processing_key, &sh.jobs_key, &sh.held)
-                    .await
-                {
+                match sweep_orphans(sh, sweep).await {
                     Ok(r) if !r.is_empty() => tracing::warn!(
                         worker = %sh.name,
                         returned = r.len(),
@@ -464,20 +484,44 @@ async fn heartbeat<B: Backend>(
     }
 }
 
+/// One pass of the orphan sweep over the worker's own processing list:
+/// confirmed orphans go back to their lanes' job lists.
+async fn sweep_orphans<B: Backend>(
+    sh: &Runtime<B>,
+    sweep: &mut OrphanSweep,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let listed: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(&sh.processing_key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut sh.bb.connection())
+        .await?;
+    let orphans = sweep.pass(listed, &sh.held);
+    if orphans.is_empty() {
+        return Ok(orphans);
+    }
+    return_to_lanes(sh, &sh.processing_key, &orphans).await
+}
+
 /// Most jobs taken in one round trip.
 const MAX_BATCH: usize = 64;
 
-/// Takes the jobs of one partition's job list while the worker has
+/// Takes the jobs of one partition's job lists while the worker has
 /// capacity (`capacity`, shared by the partitions), and answers each in a
 /// task of its own, until `shutdown`.
 ///
-/// A blocking take holds no capacity: with fewer slots than partitions, a
-/// loop waiting on an empty list must not keep a slot from the loop whose
-/// list has work. So a loop waits until a slot is free, takes (a batch when
-/// there is a backlog, else one blocking `BLMOVE`), and then claims a slot
-/// per job; a job it cannot claim a slot for (another partition's loop
-/// took the last one meanwhile) goes straight back to the tail of the job
-/// list, taken next, by this worker or another.
+/// A take moves a batch from the layer's lanes (`take_lanes.lua`: highest
+/// lane first, each lower lane at its minimum share) into the worker's
+/// processing list. When every lane is empty the loop waits on the layer's
+/// bell, which the daemon rings with every job it pushes (a job pushed
+/// without a ring is found within `BLOCK_FOR`).
+///
+/// A wait holds no capacity: with fewer slots than partitions, a loop
+/// waiting on an empty list must not keep a slot from the loop whose list
+/// has work. So a loop waits until a slot is free, takes, and then claims a
+/// slot per job; a job it cannot claim a slot for (another partition's loop
+/// took the last one meanwhile) goes straight back to the tail of its
+/// lane's list, taken next, by this worker or another.
 async fn take_loop<B: Backend>(
     sh: Arc<Runtime<B>>,
     mut block: RedisConn,
@@ -488,9 +532,7 @@ async fn take_loop<B: Backend>(
 ) {
     let mut backoff = Backoff::default();
     let mut conn = sh.bb.connection();
-    // As in the daemon: after a blocking take that waited, block again at
-    // once instead of first asking for a batch.
-    let mut idle = false;
+    let shares = sh.bb.limits().lane_min_share;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -507,17 +549,16 @@ async fn take_loop<B: Backend>(
             p = capacity.acquire() => drop(p.expect("semaphore never closed")),
         }
         let want = capacity.available_permits().clamp(1, MAX_BATCH);
-        let batch: redis::RedisResult<Vec<Vec<u8>>> = if idle || want == 1 {
-            Ok(Vec::new())
-        } else {
-            crate::store::scripts::TAKE_BATCH
-                .key(&sh.jobs_key)
-                .key(&sh.processing_key)
-                .arg(want)
-                .invoke_async(&mut conn)
-                .await
-        };
-        let mut taken = match batch {
+        let taken = crate::store::lanes::take(
+            &mut conn,
+            &sh.processing_key,
+            &sh.lanes,
+            want,
+            &sh.credits,
+            shares,
+        )
+        .await;
+        let taken = match taken {
             Ok(v) => v,
             Err(e) => {
                 sh.outage.failed(&sh.name, "taking jobs", &e);
@@ -527,44 +568,30 @@ async fn take_loop<B: Backend>(
                 }
             }
         };
-        if taken.is_empty() {
-            use crate::store::take::{Taken, blocking_move};
-            let got = blocking_move(
-                &mut block,
-                &sh.jobs_key,
-                &sh.processing_key,
-                BLOCK_FOR,
-                &shutdown,
-            )
-            .await;
-            match got {
-                Taken::Shutdown => return,
-                Taken::Entry { entry, waited } => {
-                    idle = waited;
-                    taken.push(entry);
-                }
-                Taken::Nothing => {
-                    idle = true;
-                    sh.outage.answered(&sh.name);
-                    backoff.reset();
-                    continue;
-                }
-                Taken::Failed(e) => {
-                    sh.outage.failed(&sh.name, "taking jobs", &e);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff.next_wait()) => continue,
-                    }
-                }
-            }
-        } else {
-            idle = false;
-        }
         sh.outage.answered(&sh.name);
         backoff.reset();
+        if taken.is_empty() {
+            // Idle: wait for a ring (or BLOCK_FOR), then take again. Cut
+            // short only by shutdown, when a swallowed ring no longer
+            // matters.
+            let mut wait = redis::cmd("BLPOP");
+            wait.arg(&sh.bell).arg(BLOCK_FOR.as_secs_f64());
+            let rang: redis::RedisResult<Option<(String, String)>> = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = wait.query_async(&mut block) => r,
+            };
+            if let Err(e) = rang {
+                sh.outage.failed(&sh.name, "waiting for jobs", &e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
+                }
+            }
+            continue;
+        }
         for raw in taken {
             let Ok(permit) = capacity.clone().try_acquire_owned() else {
-                give_back(&sh, &raw).await;
+                give_back(&sh, raw).await;
                 continue;
             };
             let held = sh.held.hold(&raw);
@@ -584,18 +611,11 @@ async fn take_loop<B: Backend>(
     }
 }
 
-/// Puts a job taken without a free slot back at the tail of its job list
-/// (taken next). If that fails the job stays in the processing list, and
-/// the orphan sweep returns it.
-async fn give_back<B: Backend>(sh: &Runtime<B>, raw: &[u8]) {
-    let mut conn = sh.bb.connection();
-    let res: redis::RedisResult<i64> = crate::store::scripts::RETURN_ONE
-        .key(&sh.processing_key)
-        .key(&sh.jobs_key)
-        .arg(raw)
-        .invoke_async(&mut conn)
-        .await;
-    if let Err(e) = res {
+/// Puts a job taken without a free slot back at the tail of its lane's
+/// job list (taken next). If that fails the job stays in the processing
+/// list, and the orphan sweep returns it.
+async fn give_back<B: Backend>(sh: &Runtime<B>, raw: Vec<u8>) {
+    if let Err(e) = return_to_lanes(sh, &sh.processing_key, &[raw]).await {
         sh.outage.failed(&sh.name, "returning a job", &e);
     }
 }

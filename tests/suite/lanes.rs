@@ -296,3 +296,263 @@ async fn recovery_returns_each_entry_to_its_own_lane() {
         assert_eq!(e.get("priority"), want, "{id} went back to the {lane} lane");
     }
 }
+
+/// A job as a daemon pushes it, for `lane`, answered to `reply_to`.
+fn job_in(lane: Lane, n: usize, reply_to: &str) -> kitbash::protocol::Job {
+    kitbash::protocol::Job {
+        job_id: format!("{lane}-{n}"),
+        query_id: format!("q-{lane}-{n}"),
+        layer: "layer2".into(),
+        text: format!("{lane} question {n}"),
+        deadline_ms: chrono::Utc::now().timestamp_millis() + 120_000,
+        reply_to: reply_to.into(),
+        priority: (lane != Lane::Normal).then(|| lane.to_string()),
+    }
+}
+
+/// A Kitbash worker of layer2 answering with `backend`, `concurrency` jobs
+/// at a time, until the token fires.
+fn start_worker<B: kitbash::worker::Backend>(
+    settings: &kitbash::config::Settings,
+    backend: B,
+    concurrency: usize,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), kitbash::worker::WorkerError>>,
+) {
+    let w = kitbash::worker::Worker::new(
+        settings.clone(),
+        backend,
+        kitbash::worker::WorkerOptions {
+            kind: kitbash::config::WorkerKind::Cartridge,
+            name: None,
+            layer: Some("layer2".into()),
+            concurrency,
+        },
+    )
+    .unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(w.run(token.clone()));
+    (token, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_takes_jobs_highest_lane_first_and_every_lane_keeps_its_minimum_share() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx);
+    let keys = ctx.keys();
+    let reply_to = keys.replies("lanes-test");
+    let mut raw = ctx.raw();
+    // Jobs of every lane wait before the worker starts; it answers one at
+    // a time, so the order of the replies is the order of its takes.
+    let mut lane_of = HashMap::new();
+    for lane in [Lane::Low, Lane::Normal, Lane::High, Lane::Critical] {
+        for n in 0..60 {
+            let job = job_in(lane, n, &reply_to);
+            redis::cmd("LPUSH")
+                .arg(keys.jobs_lane("layer2", lane))
+                .arg(serde_json::to_string(&job).unwrap())
+                .exec(&mut raw)
+                .unwrap();
+            lane_of.insert(job.job_id, lane);
+        }
+    }
+    let (stop, task) = start_worker(
+        &ctx.settings,
+        kitbash::worker::echo::EchoBackend::new(0.9),
+        1,
+    );
+    let mut order = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while order.len() < lane_of.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {} replies came: {order:?}",
+            order.len(),
+            lane_of.len()
+        );
+        let popped: Option<(String, String)> = redis::cmd("BRPOP")
+            .arg(&reply_to)
+            .arg(1.0)
+            .query(&mut raw)
+            .unwrap();
+        if let Some((_, reply)) = popped {
+            let reply: kitbash::protocol::Reply = serde_json::from_str(&reply).unwrap();
+            assert_eq!(reply.outcome, kitbash::protocol::ReplyOutcome::Hit);
+            order.push(lane_of[&reply.job_id]);
+        }
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // The first takes are critical's, but each lower lane has its share of
+    // every prefix of the takes while it still has jobs.
+    assert_eq!(order[0], Lane::Critical, "{order:?}");
+    for (lane, share) in [(Lane::High, 0.2), (Lane::Normal, 0.1), (Lane::Low, 0.05)] {
+        let mut taken = 0;
+        for (k, l) in order.iter().enumerate() {
+            if taken == 60 {
+                break;
+            }
+            let floor = (share * (k + 1) as f64).floor() as usize;
+            assert!(
+                taken + 1 >= floor,
+                "{lane} had {taken} of the first {} takes, under its share {share}: {order:?}",
+                k + 1
+            );
+            if *l == lane {
+                taken += 1;
+            }
+        }
+    }
+    // And higher lanes are done first: critical's last job comes before
+    // low's first half is done.
+    let last_critical = order.iter().rposition(|l| *l == Lane::Critical).unwrap();
+    let low_before = order[..last_critical]
+        .iter()
+        .filter(|l| **l == Lane::Low)
+        .count();
+    assert!(
+        low_before < 30,
+        "{low_before} low jobs before the last critical: {order:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_query_overtakes_low_queries_waiting_for_a_busy_worker() {
+    let mut ctx = TestContext::new();
+    layer2_only(fast(&mut ctx));
+    let bb = kenya(&ctx).await;
+    // One slow slot: the low queries' jobs queue up in front of the worker.
+    let backend = kitbash::worker::echo::EchoBackend::new(0.9)
+        .with_delay(std::time::Duration::from_millis(100));
+    let (stop, task) = start_worker(&ctx.settings, backend, 1);
+    let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
+    // The daemon must know the worker takes from the lanes.
+    assert!(
+        eventually(30.0, || async {
+            bb.list_health()
+                .await
+                .unwrap()
+                .iter()
+                .any(|h| h.layer.as_deref() == Some("layer2") && h.lanes)
+        })
+        .await,
+        "the worker says it takes from the lanes"
+    );
+    let mut lows = Vec::new();
+    for n in 0..30 {
+        let mut q = QueryState::new(format!("low question {n} for the worker"));
+        q.set_priority(Lane::Low);
+        bb.enqueue(&q).await.unwrap();
+        lows.push(q.query_id);
+    }
+    let mut high = QueryState::new("a high question for the worker");
+    high.set_priority(Lane::High);
+    bb.enqueue(&high).await.unwrap();
+
+    let done = wait_done(&ctx, &bb, &high.query_id, 60.0).await;
+    assert_eq!(done.status, QueryStatus::Answered, "{done:?}");
+    assert_eq!(
+        done.answer.as_ref().unwrap().text,
+        "echo: a high question for the worker"
+    );
+    let mut answered_before = 0;
+    for id in &lows {
+        if bb.get_state(id).await.unwrap().unwrap().status == QueryStatus::Answered {
+            answered_before += 1;
+        }
+    }
+    // In one FIFO job list all 30 would be answered first.
+    assert!(
+        answered_before < 15,
+        "{answered_before} of 30 low queries were answered before the high one"
+    );
+    for id in &lows {
+        assert_eq!(
+            wait_done(&ctx, &bb, id, 60.0).await.status,
+            QueryStatus::Answered
+        );
+    }
+    d.stop().await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_knows_no_lanes_gets_every_lanes_jobs() {
+    let mut ctx = TestContext::new();
+    layer2_only(fast(&mut ctx));
+    let bb = kenya(&ctx).await;
+    // A worker speaking only the protocol: BLMOVE from `<p>:jobs:layer2`.
+    let w = TestWorker::start(
+        &ctx,
+        "layer2",
+        Behaviour::hit("from a foreign worker", 0.9, std::time::Duration::ZERO),
+    )
+    .await;
+    let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
+    let mut ids = Vec::new();
+    for lane in Lane::ALL {
+        let mut q = QueryState::new(format!("a {lane} question for a foreign worker"));
+        q.set_priority(lane);
+        bb.enqueue(&q).await.unwrap();
+        ids.push(q.query_id);
+    }
+    for id in &ids {
+        let s = wait_done(&ctx, &bb, id, 60.0).await;
+        assert_eq!(s.status, QueryStatus::Answered, "{s:?}");
+        assert_eq!(s.answer.as_ref().unwrap().text, "from a foreign worker");
+    }
+    d.stop().await;
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_returns_each_job_to_its_own_lane() {
+    let mut ctx = TestContext::new();
+    fast(&mut ctx).workers.shutdown_grace_s = 0;
+    let keys = ctx.keys();
+    let reply_to = keys.replies("lanes-test");
+    let mut raw = ctx.raw();
+    let lanes = [Lane::Critical, Lane::High, Lane::Normal, Lane::Low];
+    for lane in lanes {
+        let job = job_in(lane, 0, &reply_to);
+        redis::cmd("LPUSH")
+            .arg(keys.jobs_lane("layer2", lane))
+            .arg(serde_json::to_string(&job).unwrap())
+            .exec(&mut raw)
+            .unwrap();
+    }
+    // A backend slower than the jobs' deadlines: the worker holds all four
+    // until it is stopped, then returns them.
+    let backend = kitbash::worker::echo::EchoBackend::new(0.9)
+        .with_delay(std::time::Duration::from_secs(600));
+    let (stop, task) = start_worker(&ctx.settings, backend, 4);
+    let all_taken = eventually(60.0, || {
+        let mut raw = ctx.raw();
+        let lists: Vec<String> = lanes.iter().map(|l| keys.jobs_lane("layer2", *l)).collect();
+        async move {
+            lists
+                .iter()
+                .all(|k| redis::cmd("LLEN").arg(k).query::<usize>(&mut raw).unwrap() == 0)
+        }
+    })
+    .await;
+    assert!(all_taken, "the worker took the four jobs");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    for lane in lanes {
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys.jobs_lane("layer2", lane))
+            .arg(0)
+            .arg(-1)
+            .query(&mut raw)
+            .unwrap();
+        assert_eq!(list.len(), 1, "{lane}: {list:?}");
+        let job: kitbash::protocol::Job = serde_json::from_str(&list[0]).unwrap();
+        assert_eq!(job.job_id, format!("{lane}-0"), "{lane}: {list:?}");
+    }
+}

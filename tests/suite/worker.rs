@@ -138,6 +138,7 @@ fn job(ctx: &TestContext, text: &str, deadline_in_ms: i64) -> Job {
         text: text.into(),
         deadline_ms: chrono::Utc::now().timestamp_millis() + deadline_in_ms,
         reply_to: ctx.keys().replies("test-daemon"),
+        priority: None,
     }
 }
 

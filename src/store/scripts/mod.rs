@@ -30,18 +30,19 @@ pub(crate) static ADOPT: LazyLock<redis::Script> =
 pub(crate) static DEAD_ENTRY: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("dead_entry.lua")));
 
-/// Takes a batch of queue entries into a daemon's processing list.
-pub(crate) static TAKE_BATCH: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("take_batch.lua")));
-
-/// Takes a batch from a partition's priority lanes, highest first, each
-/// lower lane at its minimum share.
+/// Takes a batch from a partition's priority lanes (queries or a layer's
+/// jobs), highest first, each lower lane at its minimum share.
 pub(crate) static TAKE_LANES: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("take_lanes.lua")));
 
 /// Returns a whole processing list to its source list (daemons and workers).
 pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("return_all.lua")));
+
+/// Returns a worker's jobs to their lanes' job lists (all, or the ones
+/// named if still held).
+pub(crate) static RETURN_JOBS: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("return_jobs.lua")));
 
 /// Returns one entry to its source list if still held (orphans, requeue).
 pub(crate) static RETURN_ONE: LazyLock<redis::Script> =
@@ -89,10 +90,10 @@ pub(crate) async fn load_all(conn: &mut crate::store::connection::RedisConn) {
         &*PUSH_JOB,
         &*ADOPT,
         &*DEAD_ENTRY,
-        &*TAKE_BATCH,
         &*TAKE_LANES,
         &*RETURN_ALL,
         &*RETURN_ONE,
+        &*RETURN_JOBS,
         &*CAS_STATE,
         &*DROP_EXPIRED_JOBS,
     ] {

@@ -6,10 +6,12 @@
 -- that stalled while a peer recovered and finished its query never
 -- rewrites that query's state nor hands out its job, and concurrent queries
 -- of one or many daemons never push past the cap together.
--- KEYS[1]: the layer's job list (<p>:jobs:<layer>)
+-- KEYS[1]: the job list of the query's lane (<p>:jobs:<layer>[:<lane>])
 -- KEYS[2]: the diagnostic feed
 -- KEYS[3]: the query's state (<p>:queries:state:<id>)
 -- KEYS[4]: this daemon's processing list
+-- KEYS[5]: the layer's bell (<p>:jobs:<layer>:bell), rung with a pushed
+--          job (one token at most) so an idle worker wakes
 -- ARGV[1]: the job JSON
 -- ARGV[2]: the cap (orchestrator.max_jobs_per_layer)
 -- ARGV[3]: feed MAXLEN (approximate)
@@ -42,6 +44,8 @@ if len >= tonumber(ARGV[2]) then
   return {2, len}
 end
 len = redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[5], 1)
+redis.call('LTRIM', KEYS[5], 0, 0)
 local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*'}
 for j = i, #ARGV do
   args[#args + 1] = ARGV[j]
