@@ -484,6 +484,13 @@ pub struct LanesSettings {
     pub normal: LaneSettings,
     /// Last.
     pub low: LaneSettings,
+    /// Of a daemon's `max_in_flight` slots, how many only `critical` and
+    /// `high` queries may use: one of them never waits for a slot that
+    /// lower queries hold (a slow worker layer can hold them for seconds),
+    /// and a backlog of lower queries, capped at the rest, does not fill
+    /// Redis's queue so deep that every command waits long in it. Unset:
+    /// `max_in_flight / 2`.
+    pub reserved_in_flight: Option<usize>,
 }
 
 impl Default for LanesSettings {
@@ -497,11 +504,18 @@ impl Default for LanesSettings {
             high: share(0.2),
             normal: share(0.1),
             low: share(0.05),
+            reserved_in_flight: None,
         }
     }
 }
 
 impl LanesSettings {
+    /// The in-flight slots kept for `critical` and `high` queries, of
+    /// `max_in_flight`.
+    pub fn reserved(&self, max_in_flight: usize) -> usize {
+        self.reserved_in_flight.unwrap_or(max_in_flight / 2)
+    }
+
     /// The settings of `lane`.
     pub fn of(&self, lane: crate::store::lanes::Lane) -> &LaneSettings {
         use crate::store::lanes::Lane;

@@ -246,6 +246,18 @@ pub(super) fn validate(s: &Settings) -> Vec<(String, String, String)> {
             );
         }
     }
+    if let Some(r) = s.orchestrator.lanes.reserved_in_flight
+        && r >= s.orchestrator.max_in_flight
+    {
+        bad(
+            "orchestrator.lanes.reserved_in_flight",
+            r.to_string(),
+            &format!(
+                "must be less than orchestrator.max_in_flight ({}), so lower lanes keep a slot",
+                s.orchestrator.max_in_flight
+            ),
+        );
+    }
     if shares > 1.0 + 1e-9 {
         bad(
             "orchestrator.lanes",

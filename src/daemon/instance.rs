@@ -66,6 +66,40 @@ impl Instance {
             .collect()
     }
 
+    /// The instance's express twin, for its critical and high queries: the
+    /// same processing list, reply routing, holds and status, but its own
+    /// Redis connection (`conn`) and its own finisher, so a priority
+    /// query's commands and outcome never wait in line behind the
+    /// pipelined commands and finishing batches of hundreds of lower
+    /// queries in flight.
+    pub(super) fn express_twin(
+        self: &Arc<Self>,
+        conn: crate::store::connection::RedisConn,
+    ) -> Arc<Self> {
+        let bb = self.bb.with_connection(conn);
+        let finisher = Finisher::start(Target {
+            bb: bb.clone(),
+            processing_key: self.processing_key.clone(),
+            state_ttl_s: self.settings.orchestrator.state_ttl_s,
+            done_ttl_s: self.settings.orchestrator.done_ttl_s,
+            status: self.status.clone(),
+        });
+        Arc::new(Self {
+            bb,
+            finisher,
+            settings: self.settings.clone(),
+            layers: self.layers.clone(),
+            processing_key: self.processing_key.clone(),
+            reply_key: self.reply_key.clone(),
+            pending: self.pending.clone(),
+            workers: self.workers.clone(),
+            status: self.status.clone(),
+            held: self.held.clone(),
+            aliases: self.aliases.clone(),
+            credits: Default::default(),
+        })
+    }
+
     fn build(
         bb: Blackboard,
         settings: Arc<Settings>,

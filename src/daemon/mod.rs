@@ -50,6 +50,7 @@ use crate::store::outage::Backoff;
 
 use crate::store::connection::RedisConn;
 use crate::store::lanes::{self, Lane};
+use crate::store::orphans::HeldEntry;
 use crate::store::take::{Taken, blocking_move};
 
 /// How long one blocking take waits before looking at shutdown and capacity again.
@@ -190,6 +191,13 @@ impl Daemon {
             .filter(|(_, l)| l.kind == crate::config::LayerKind::Worker)
             .map(|(n, _)| n.to_string())
             .collect();
+        // Critical and high queries run on an express twin of each
+        // instance, with a Redis connection of its own.
+        let express_conn = connector.shared_lazy()?;
+        let express: Vec<Arc<Instance>> = group
+            .iter()
+            .map(|sh| sh.express_twin(express_conn.clone()))
+            .collect();
         let mut take_conns = Vec::with_capacity(group.len());
         for sh in &group {
             spawn_reply_reader(sh, &connector, &tracker, &background).await?;
@@ -214,19 +222,22 @@ impl Daemon {
 
         let abort = CancellationToken::new();
         let queries = TaskTracker::new();
-        let capacity = Arc::new(Semaphore::new(settings.orchestrator.max_in_flight));
+        let slots = Slots::new(&settings);
         status.set_loop_running(true);
-        futures_util::future::join_all(group.iter().zip(take_conns).map(|(sh, (take, bell))| {
-            take_loop(
-                sh,
-                take,
-                bell,
-                capacity.clone(),
-                &queries,
-                &abort,
-                &shutdown,
-            )
-        }))
+        futures_util::future::join_all(group.iter().zip(&express).zip(take_conns).map(
+            |((sh, express), (take, bell))| {
+                take_loop(
+                    sh,
+                    express,
+                    take,
+                    bell,
+                    slots.clone(),
+                    &queries,
+                    &abort,
+                    &shutdown,
+                )
+            },
+        ))
         .await;
         status.set_loop_running(false);
 
@@ -273,36 +284,66 @@ type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = (RedisConn,
 /// took, and (with an entry) the hold it put on the entry the moment it had
 /// it, so the orphan sweep never returns an entry the loop has not picked
 /// up yet.
-type TakeDone = (RedisConn, Taken, Option<crate::store::orphans::HeldEntry>);
+type TakeDone = (RedisConn, Taken, Option<HeldEntry>);
 
 /// What a wait on the bell gives: the key and token, or nothing in time.
 type Ring = redis::RedisResult<Option<(String, String)>>;
 
-/// Takes entries of one partition's priority lanes while `capacity`
-/// (shared by the partitions) allows, until `shutdown` fires.
+/// The daemon's in-flight slots, shared by its partitions' take loops:
+/// every query needs one of `all` (`orchestrator.max_in_flight`); a
+/// `normal` or `low` query also one of `lower` (that less
+/// `orchestrator.lanes.reserved_in_flight`), so the rest stays free for
+/// `critical` and `high` queries.
+#[derive(Clone)]
+struct Slots {
+    all: Arc<Semaphore>,
+    lower: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn new(settings: &Settings) -> Self {
+        let all = settings.orchestrator.max_in_flight;
+        let reserved = settings.orchestrator.lanes.reserved(all).min(all - 1);
+        Self {
+            all: Arc::new(Semaphore::new(all)),
+            lower: Arc::new(Semaphore::new(all - reserved)),
+        }
+    }
+}
+
+/// Takes entries of one partition's priority lanes while the daemon's
+/// slots allow, until `shutdown` fires. Critical and high queries run on
+/// `express`, the others on `sh`.
 ///
 /// With a backlog it takes batches (`take_lanes.lua`: highest lane first,
-/// each lower lane at its minimum share). When every lane is empty it
-/// waits on two connections of its own: a blocking take from the normal
-/// lane (the list clients that know no lanes push to) and a wait on the
-/// partition's bell, which a client pushing to another lane rings. Both
-/// waits outlive a turn of the loop: a take cancelled half-way could move
-/// an entry that no task holds, and a cancelled wait could swallow a ring.
+/// each lower lane at its minimum share, normal and low only as far as
+/// their slots allow). When it has nothing to take it waits, holding no
+/// slot, on two connections of its own: a blocking take from the normal
+/// lane (the list clients that know no lanes push to), while normal and
+/// low have a free slot, and the partition's bell, which a client pushing
+/// to another lane rings. Both waits outlive a turn of the loop: a take
+/// cancelled half-way could move an entry that no task holds, and a
+/// cancelled wait could swallow a ring.
+#[allow(clippy::too_many_arguments)]
 async fn take_loop(
     sh: &Arc<Instance>,
+    express: &Arc<Instance>,
     block_conn: RedisConn,
     bell_conn: RedisConn,
-    capacity: Arc<Semaphore>,
+    slots: Slots,
     queries: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
     let keys = sh.bb.keys();
     let lanes = Lane::ALL.map(|l| keys.lane(l));
+    let shares = sh.bb.limits().lane_min_share;
     let mut conn = sh.bb.connection();
     let (mut block_conn, mut bell_conn) = (Some(block_conn), Some(bell_conn));
     let mut take_wait: Option<tokio::task::JoinHandle<TakeDone>> = None;
     let mut bell_wait: Option<Pending<Ring>> = None;
+    // What the blocking take got (a normal entry, held), until it has slots.
+    let mut early: Option<(Vec<u8>, HeldEntry)> = None;
     // After a blocking take that waited (the lanes were empty), the next
     // take blocks at once instead of first asking for a batch: at light
     // load that saves a round trip per query. A take that returned at once
@@ -310,25 +351,35 @@ async fn take_loop(
     let mut idle = false;
     let mut backoff = Backoff::default();
     loop {
-        let first = tokio::select! {
+        // This turn's slots: all free ones (up to a batch), of which as
+        // many lower ones as are free; what is not used is released when
+        // the turn ends.
+        let mut permits = tokio::select! {
             _ = shutdown.cancelled() => break,
-            p = capacity.clone().acquire_owned() => p.expect("semaphore never closed"),
+            p = slots.all.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
-        // All free capacity (up to a batch) in one step, split per query below.
-        let mut permits = first;
-        let more = capacity.available_permits().min(MAX_BATCH - 1);
+        let more = slots.all.available_permits().min(MAX_BATCH - 1);
         if more > 0
-            && let Ok(p) = capacity.clone().try_acquire_many_owned(more as u32)
+            && let Ok(p) = slots.all.clone().try_acquire_many_owned(more as u32)
         {
             permits.merge(p);
         }
-        // Each taken entry is held from the moment it is ours, so the orphan
-        // sweep leaves it alone; `held[i]` is the hold of `entries[i]`.
-        let mut entries = Vec::new();
-        let mut held = Vec::new();
-        // An entry the blocking take got while the loop was busy goes first
-        // (its task holds it already).
-        if take_wait.as_ref().is_some_and(|t| t.is_finished()) {
+        let lower_free = slots.lower.available_permits().min(permits.num_permits());
+        let mut lower_permits = (lower_free > 0)
+            .then(|| {
+                slots
+                    .lower
+                    .clone()
+                    .try_acquire_many_owned(lower_free as u32)
+                    .ok()
+            })
+            .flatten();
+        let mut lower_room = lower_permits.as_ref().map_or(0, |p| p.num_permits());
+
+        // Each taken entry is held from the moment it is ours, so the
+        // orphan sweep leaves it alone.
+        let mut taken: Vec<(Vec<u8>, HeldEntry, Lane)> = Vec::new();
+        if early.is_none() && take_wait.as_ref().is_some_and(|t| t.is_finished()) {
             let (c, got, hold) = take_wait
                 .take()
                 .expect("just checked")
@@ -337,35 +388,46 @@ async fn take_loop(
             block_conn = Some(c);
             match got {
                 Taken::Entry { entry, .. } => {
-                    entries.push(entry);
-                    held.push(hold.expect("a taken entry is held"));
+                    early = Some((entry, hold.expect("a taken entry is held")));
                 }
                 Taken::Shutdown => break,
                 Taken::Nothing => {}
                 Taken::Failed(e) => sh.status.redis_failed("taking queries", &e),
             }
         }
-        let room = permits.num_permits() - entries.len();
+        // The blocking take's entry goes first, when normal has a slot.
+        if lower_room > 0
+            && let Some((entry, hold)) = early.take()
+        {
+            taken.push((entry, hold, Lane::Normal));
+            lower_room -= 1;
+        }
+        let room = permits.num_permits() - taken.len();
         if !idle && room > 0 {
-            let shares = sh.bb.limits().lane_min_share;
             match lanes::take(
                 &mut conn,
                 &sh.processing_key,
                 &lanes,
                 room,
+                lower_room,
                 &sh.credits,
                 shares,
             )
             .await
             {
                 Ok(batch) => {
-                    held.extend(batch.iter().map(|e| sh.held.hold(e)));
-                    entries.extend(batch);
+                    for (entry, lane) in batch {
+                        let hold = sh.held.hold(&entry);
+                        if lane >= Lane::Normal {
+                            lower_room -= 1;
+                        }
+                        taken.push((entry, hold, lane));
+                    }
                 }
                 Err(e) => {
                     sh.status.redis_failed("taking queries", &e);
                     // An entry already taken is worked on; otherwise wait.
-                    if entries.is_empty() {
+                    if taken.is_empty() {
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(backoff.next_wait()) => continue,
@@ -374,10 +436,15 @@ async fn take_loop(
                 }
             }
         }
-        if entries.is_empty() {
+        if taken.is_empty() {
+            // Nothing to take: wait holding no slot (the other partitions'
+            // loops may need them).
+            let lower_blocked = lower_permits.is_none() || early.is_some();
+            drop((permits, lower_permits));
             // The blocking take runs as a task of its own: it goes on (and
-            // holds what it takes) while the loop serves a ring.
-            let take = take_wait.get_or_insert_with(|| {
+            // holds what it takes) while the loop serves a ring. It starts
+            // only while normal has a free slot.
+            if !lower_blocked && take_wait.is_none() && early.is_none() {
                 let mut c = block_conn.take().expect("the take's connection is free");
                 let (from, to, stop, held) = (
                     lanes[Lane::Normal.index()].clone(),
@@ -385,15 +452,15 @@ async fn take_loop(
                     shutdown.clone(),
                     sh.held.clone(),
                 );
-                tokio::spawn(async move {
+                take_wait = Some(tokio::spawn(async move {
                     let got = blocking_move(&mut c, &from, &to, BLOCK_FOR, &stop).await;
                     let hold = match &got {
                         Taken::Entry { entry, .. } => Some(held.hold(entry)),
                         _ => None,
                     };
                     (c, got, hold)
-                })
-            });
+                }));
+            }
             let bell = bell_wait.get_or_insert_with(|| {
                 let mut c = bell_conn.take().expect("the bell's connection is free");
                 let key = keys.bell();
@@ -406,8 +473,22 @@ async fn take_loop(
                     (c, rang)
                 })
             });
+            let take_done = async {
+                match take_wait.as_mut() {
+                    Some(t) if early.is_none() => t.await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let lower_freed = async {
+                if lower_blocked {
+                    drop(slots.lower.acquire().await);
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
-                done = take => {
+                _ = shutdown.cancelled() => break,
+                done = take_done => {
                     take_wait = None;
                     let (c, got, hold) = done.expect("the take task does not panic");
                     block_conn = Some(c);
@@ -415,8 +496,7 @@ async fn take_loop(
                         Taken::Shutdown => break,
                         Taken::Entry { entry, waited } => {
                             idle = waited;
-                            entries.push(entry);
-                            held.push(hold.expect("a taken entry is held"));
+                            early = Some((entry, hold.expect("a taken entry is held")));
                         }
                         Taken::Nothing => {
                             // A lane pushed to without a ring is found by
@@ -424,13 +504,12 @@ async fn take_loop(
                             idle = false;
                             sh.status.redis_answered();
                             backoff.reset();
-                            continue;
                         }
                         Taken::Failed(e) => {
                             sh.status.redis_failed("taking queries", &e);
                             tokio::select! {
                                 _ = shutdown.cancelled() => break,
-                                _ = tokio::time::sleep(backoff.next_wait()) => continue,
+                                _ = tokio::time::sleep(backoff.next_wait()) => {}
                             }
                         }
                     }
@@ -447,24 +526,34 @@ async fn take_loop(
                     }
                     // Rung (or timed out): take a batch from the lanes.
                     idle = false;
-                    continue;
+                }
+                () = lower_freed => {
+                    // A normal or low query ended: their lanes may be taken again.
+                    idle = false;
                 }
             }
+            continue;
         }
         sh.status.redis_answered();
         backoff.reset();
+        let (entries, rest): (Vec<Vec<u8>>, Vec<(HeldEntry, Lane)>) =
+            taken.into_iter().map(|(e, h, l)| (e, (h, l))).unzip();
         // Read the states of id entries for the whole batch in one round trip.
         let preloaded = preload_states(sh, &entries).await;
-        // What is not split off here is released when `permits` drops.
-        for ((entry, pre), mut held) in entries.into_iter().zip(preloaded).zip(held) {
-            let permit = permits.split(1).expect("one permit per taken entry");
-            let sh = sh.clone();
+        for ((entry, pre), (mut held, lane)) in entries.into_iter().zip(preloaded).zip(rest) {
+            let permit = permits.split(1).expect("one slot per taken entry");
+            let lower = if lane >= Lane::Normal {
+                lower_permits.as_mut().and_then(|p| p.split(1))
+            } else {
+                None
+            };
+            let sh = if lane <= Lane::High { express } else { sh }.clone();
             let abort = abort.clone();
             sh.status.begin_query();
             queries.spawn(async move {
                 cascade::handle_entry(&sh, entry, pre, &mut held, &abort).await;
                 sh.status.end_query();
-                drop(permit);
+                drop((permit, lower));
             });
         }
     }

@@ -340,6 +340,15 @@ impl Blackboard {
         }
     }
 
+    /// The same keys and limits over another connection.
+    pub(crate) fn with_connection(&self, conn: RedisConn) -> Self {
+        Self {
+            conn,
+            keys: self.keys.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+
     /// One Blackboard per partition (one on one server).
     pub fn partitions(&self) -> Vec<Self> {
         (0..self.keys.partitions())

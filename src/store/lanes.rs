@@ -74,18 +74,21 @@ impl std::str::FromStr for Lane {
 #[derive(Debug, Default)]
 pub struct Credits(std::sync::Mutex<[f64; 4]>);
 
-/// Takes up to `n` entries from four lane lists (`lanes`, highest first)
-/// into `processing` in one step (`take_lanes.lua`): the highest lane with
+/// Takes up to `n` entries from four lane lists (`lanes`, highest first),
+/// at most `lower_max` of them from `normal` and `low`, into `processing`
+/// in one step (`take_lanes.lua`): the highest lane with
 /// entries first, each lane at its minimum share (`shares`) while the
-/// lanes above it are busy. Daemons take queries with it, workers jobs.
+/// lanes above it are busy. Returns each entry with the lane it came from.
+/// Daemons take queries with it, workers jobs.
 pub(crate) async fn take(
     conn: &mut crate::store::connection::RedisConn,
     processing: &str,
     lanes: &[String; 4],
     n: usize,
+    lower_max: usize,
     credits: &Credits,
     shares: [f64; 4],
-) -> redis::RedisResult<Vec<Vec<u8>>> {
+) -> redis::RedisResult<Vec<(Vec<u8>, Lane)>> {
     use redis::{Value, from_redis_value};
     let before = *credits.0.lock().expect("credits lock");
     let mut script = crate::store::scripts::TAKE_LANES.prepare_invoke();
@@ -100,14 +103,20 @@ pub(crate) async fn take(
     for share in shares {
         script.arg(share);
     }
+    script.arg(lower_max);
     let reply: Vec<Value> = script.invoke_async(conn).await?;
     let taken = reply
         .first()
         .and_then(|v| from_redis_value::<usize>(v.clone()).ok())
         .unwrap_or(0);
     let mut out = Vec::with_capacity(taken);
-    for v in reply.iter().skip(1).take(taken) {
-        out.push(from_redis_value::<Vec<u8>>(v.clone())?);
+    let lanes_of = reply.iter().skip(1 + taken).take(taken);
+    for (v, l) in reply.iter().skip(1).take(taken).zip(lanes_of) {
+        let lane = from_redis_value::<usize>(l.clone())
+            .ok()
+            .and_then(|l| Lane::ALL.get(l.wrapping_sub(1)).copied())
+            .unwrap_or_default();
+        out.push((from_redis_value::<Vec<u8>>(v.clone())?, lane));
     }
     let mut after = before;
     for (slot, v) in after.iter_mut().zip(reply.iter().skip(1 + 2 * taken)) {

@@ -554,6 +554,7 @@ async fn take_loop<B: Backend>(
             &sh.processing_key,
             &sh.lanes,
             want,
+            want,
             &sh.credits,
             shares,
         )
@@ -589,7 +590,7 @@ async fn take_loop<B: Backend>(
             }
             continue;
         }
-        for raw in taken {
+        for (raw, _) in taken {
             let Ok(permit) = capacity.clone().try_acquire_owned() else {
                 give_back(&sh, raw).await;
                 continue;

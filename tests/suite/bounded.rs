@@ -785,6 +785,11 @@ fn a_worker_that_takes_nothing_cannot_grow_its_job_list() {
     let mut conn = ctx.raw();
     let env = vec![
         ("KITBASH_ORCHESTRATOR__MAX_IN_FLIGHT", CAP.to_string()),
+        // Every slot for the normal lane these queries are in.
+        (
+            "KITBASH_ORCHESTRATOR__LANES__RESERVED_IN_FLIGHT",
+            "0".to_string(),
+        ),
         ("KITBASH_ORCHESTRATOR__MAX_JOBS_PER_LAYER", CAP.to_string()),
         ("KITBASH_LAYERS__LAYER1__ENABLED", "false".to_string()),
         ("KITBASH_LAYERS__LAYER4__ENABLED", "false".to_string()),

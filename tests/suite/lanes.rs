@@ -556,3 +556,71 @@ async fn a_stopping_worker_returns_each_job_to_its_own_lane() {
         assert_eq!(job.job_id, format!("{lane}-0"), "{lane}: {list:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_query_runs_at_once_while_low_queries_hold_every_slot_of_theirs() {
+    let mut ctx = TestContext::new();
+    let s = fast(&mut ctx);
+    layer2_only(s);
+    // Four slots, two of them kept for critical and high.
+    s.orchestrator.max_in_flight = 4;
+    s.orchestrator.lanes.reserved_in_flight = Some(2);
+    // Long enough that no low query ends while the test looks.
+    s.layers.get_mut("layer2").unwrap().timeout_ms = 60_000;
+    let bb = kenya(&ctx).await;
+    // A worker that answers long after the layer's timeout: each low query
+    // holds its slot for the whole timeout.
+    let w = TestWorker::start(
+        &ctx,
+        "layer2",
+        Behaviour::hit("too late", 0.9, std::time::Duration::from_secs(120)),
+    )
+    .await;
+    let d = RunningDaemon::start(&ctx.settings);
+    d.wait_until_sees(&bb, "layer2").await;
+    let mut lows = Vec::new();
+    for n in 0..5 {
+        let mut q = QueryState::new(format!("low question {n} nobody answers in time"));
+        q.set_priority(Lane::Low);
+        bb.enqueue(&q).await.unwrap();
+        lows.push(q.query_id);
+    }
+    // Both low slots are taken (their jobs wait in the worker's list).
+    let keys = ctx.keys();
+    assert!(
+        eventually(30.0, || async {
+            redis::cmd("LLEN")
+                .arg(keys.lane(Lane::Low))
+                .query::<u64>(&mut ctx.raw())
+                .unwrap()
+                == 3
+        })
+        .await,
+        "two low queries taken, three waiting"
+    );
+    let mut high = QueryState::new("What is the capital of Kenya?");
+    high.set_priority(Lane::High);
+    bb.enqueue(&high).await.unwrap();
+    let done = wait_done(&ctx, &bb, &high.query_id, 60.0).await;
+    assert_eq!(done.status, QueryStatus::Answered, "{done:?}");
+    // It did not wait for a low query's slot: none has ended yet (each
+    // waits for the layer's timeout), and no third one was taken.
+    for id in &lows {
+        let s = bb.get_state(id).await.unwrap().unwrap();
+        assert!(
+            !s.status.is_terminal(),
+            "{id} ended before the high query: {s:?}"
+        );
+    }
+    let started = bb
+        .recent_matching(1_000, 1_000_000, |e| e.event() == Some("query_started"))
+        .await
+        .unwrap();
+    let low_started = started
+        .iter()
+        .filter(|e| lows.iter().any(|id| Some(id.as_str()) == e.get("query_id")))
+        .count();
+    assert_eq!(low_started, 2, "low queries never pass their slots");
+    d.stop().await;
+    w.stop().await;
+}

@@ -12,6 +12,9 @@
 -- ARGV[1]: most entries to move
 -- ARGV[2..5]: each lane's credit before (the daemon keeps them)
 -- ARGV[6..9]: each lane's minimum share
+-- ARGV[10]: most entries to move from the lower lanes (normal and low),
+--           whose in-flight slots the daemon may have used up; a lane it
+--           may not take from neither is served nor earns credit
 -- Returns {n, entry 1..n, lane (1-4) of entry 1..n, credit 1..4 after}.
 local credit, share, len = {}, {}, {}
 for l = 1, 4 do
@@ -19,11 +22,12 @@ for l = 1, 4 do
   share[l] = tonumber(ARGV[5 + l])
   len[l] = redis.call('LLEN', KEYS[1 + l])
 end
+local lower_max, lower_taken = tonumber(ARGV[10]), 0
 local entries, lanes = {}, {}
 for _ = 1, tonumber(ARGV[1]) do
   local pick, first = nil, nil
   for l = 1, 4 do
-    if len[l] > 0 then
+    if len[l] > 0 and (l <= 2 or lower_taken < lower_max) then
       first = first or l
       credit[l] = math.min(credit[l] + share[l], 1)
       if credit[l] >= 1 and (pick == nil or credit[l] > credit[pick]) then
@@ -41,6 +45,9 @@ for _ = 1, tonumber(ARGV[1]) do
     lanes[#lanes + 1] = pick
     credit[pick] = math.max(credit[pick] - 1, 0)
     len[pick] = len[pick] - 1
+    if pick > 2 then
+      lower_taken = lower_taken + 1
+    end
   else
     len[pick] = 0
   end

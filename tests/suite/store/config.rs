@@ -470,3 +470,51 @@ fn cluster_settings_that_cannot_work_are_refused() {
     .unwrap();
     assert_eq!(ok.settings.redis.keys().partitions(), 3);
 }
+
+#[test]
+fn lane_settings_load_and_bad_ones_are_refused_by_name() {
+    let f = Files::new();
+    let c = load_from(f.sources(
+        Some("orchestrator:\n  lanes:\n    low: { min_share: 0.1, max_queue_len: 500 }\n"),
+        None,
+        &[("KITBASH_ORCHESTRATOR__LANES__RESERVED_IN_FLIGHT", "8")],
+    ))
+    .unwrap();
+    let lanes = &c.settings.orchestrator.lanes;
+    assert_eq!(lanes.low.min_share, 0.1);
+    assert_eq!(lanes.low.max_queue_len, Some(500));
+    assert_eq!(lanes.reserved(256), 8);
+    assert_eq!(
+        kitbash::Settings::default()
+            .orchestrator
+            .lanes
+            .reserved(256),
+        128
+    );
+
+    for (yaml, key, why) in [
+        (
+            "orchestrator:\n  lanes:\n    high: { min_share: 1.5 }\n",
+            "orchestrator.lanes.high.min_share",
+            "between 0 and 1",
+        ),
+        (
+            "orchestrator:\n  lanes:\n    high: { min_share: 0.6 }\n    normal: { min_share: 0.6 }\n",
+            "orchestrator.lanes",
+            "sum to 1 at most",
+        ),
+        (
+            "orchestrator:\n  lanes:\n    low: { max_queue_len: 0 }\n",
+            "orchestrator.lanes.low.max_queue_len",
+            "greater than 0",
+        ),
+        (
+            "orchestrator:\n  max_in_flight: 4\n  lanes:\n    reserved_in_flight: 4\n",
+            "orchestrator.lanes.reserved_in_flight",
+            "less than orchestrator.max_in_flight (4)",
+        ),
+    ] {
+        let text = invalid(load_from(f.sources(Some(yaml), None, &[])).unwrap_err());
+        assert!(text.contains(key) && text.contains(why), "{yaml}: {text}");
+    }
+}
