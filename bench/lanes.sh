@@ -2,15 +2,17 @@
 # Priority lanes under a backlog, in one sitting, on a private redis-server
 # with one release daemon (layer0 answers every bench query):
 #   1. idle: a high query's end-to-end latency (paced, `--priority-mix high=1`);
-#   2. the same while BACKLOG low queries are queued and draining;
+#   2. the same while at least BACKLOG low queries are queued and draining
+#      (4 x BACKLOG are pushed; the low lane's length is sampled every 20 ms
+#      while the high queries run, and its least and greatest are printed);
 #   3. BACKLOG low and BACKLOG normal queued at once: how fast each lane
 #      drains while both have entries (LLEN sampled every 50 ms), so low's
 #      share of the takes can be read against its minimum share.
 #
 #   bench/lanes.sh                    # target/release/kitbash, BACKLOG=50000, HIGH=50 at RATE=100/s
 #
-# The high queries of step 2 count only if low queries were still queued
-# when they were done (the script prints how many were left).
+# The high queries of step 2 count only if the low lane held about BACKLOG
+# or more throughout (the script prints its least length).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKLOG=${BACKLOG:-50000}
@@ -54,14 +56,32 @@ PY
 
 high "idle"
 
-# The low backlog, queued in one go; the high queries start once it is
-# queued and is draining.
-"$KB" bench -n "$BACKLOG" --priority-mix low=1 --json >"$WORK/low.json" &
+# The low backlog: 2 x BACKLOG pushed while the daemon is stopped (SIGSTOP),
+# so no pusher competes with the measurement; then the daemon goes on and
+# the high queries start at once. The low lane's length is sampled every
+# 20 ms for the HIGH/RATE s the high queries are sent in, plus 1.5 s.
+DAEMON=${PIDS[0]}
+kill -STOP "$DAEMON"
+"$KB" bench -n "$((BACKLOG * 2))" --priority-mix low=1 --json >"$WORK/low.json" &
 LOW=$!
-until [ "$(redis-cli -p "$REDIS" LLEN kblanes:queries:queue:low)" -gt $((BACKLOG * 3 / 4)) ]; do sleep 0.01; done
-high "with $BACKLOG low queued"
-left=$(redis-cli -p "$REDIS" LLEN kblanes:queries:queue:low)
-echo "low still queued when the high queries were done: $left"
+until [ "$(redis-cli -p "$REDIS" LLEN kblanes:queries:queue:low)" -ge "$((BACKLOG * 2))" ]; do sleep 0.05; done
+kill -CONT "$DAEMON"
+WINDOW=$(python3 -c "print($HIGH / $RATE + 1.5)")
+high "with $BACKLOG+ low queued" &
+HIGHRUN=$!
+python3 - "$REDIS" "$WINDOW" <<'PY'
+import sys, time, redis
+r, window = redis.Redis(port=int(sys.argv[1])), float(sys.argv[2])
+samples, end = [], time.monotonic() + window
+while time.monotonic() < end:
+    samples.append((time.monotonic(), r.llen("kblanes:queries:queue:low")))
+    time.sleep(0.02)
+(t0, l0), (t1, l1) = samples[0], samples[-1]
+lens = [l for _, l in samples]
+print(f"low queued in the {window} s the high queries were sent in: least {min(lens)}, "
+      f"greatest {max(lens)}; drained at {(l0 - l1) / (t1 - t0):.0f} /s meanwhile")
+PY
+wait "$HIGHRUN"
 wait "$LOW"
 python3 - "$WORK/low.json" <<'PY'
 import json, sys
