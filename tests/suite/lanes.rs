@@ -34,6 +34,31 @@ async fn start_order(bb: &kitbash::Blackboard, lane_of: &HashMap<String, Lane>) 
         .collect()
 }
 
+/// Every prefix of the takes (`order`, the lane of each take) in which a
+/// lane still had entries gave it at least its default minimum share (less
+/// one: a share is earned before it is spent).
+fn assert_minimum_shares(order: &[Lane]) {
+    let shares = [(Lane::High, 0.2), (Lane::Normal, 0.1), (Lane::Low, 0.05)];
+    for (lane, share) in shares {
+        let total = order.iter().filter(|l| **l == lane).count();
+        let mut taken = 0;
+        for (k, l) in order.iter().enumerate() {
+            if taken == total {
+                break; // the lane is empty from here on
+            }
+            let floor = (share * (k + 1) as f64).floor() as usize;
+            assert!(
+                taken + 1 >= floor,
+                "{lane} had {taken} of the first {} takes, under its share {share}: {order:?}",
+                k + 1
+            );
+            if *l == lane {
+                taken += 1;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_lanes_go_first_and_every_lane_keeps_its_minimum_share() {
     let mut ctx = TestContext::new();
@@ -60,27 +85,7 @@ async fn higher_lanes_go_first_and_every_lane_keeps_its_minimum_share() {
     let order = start_order(&bb, &lane_of).await;
     assert_eq!(order.len(), 600, "each query started once");
 
-    // Every prefix of the takes in which a lane still had entries gave it
-    // at least its share (less one: a share is earned before it is spent).
-    let shares = [(Lane::High, 0.2), (Lane::Normal, 0.1), (Lane::Low, 0.05)];
-    for (lane, share) in shares {
-        let total = order.iter().filter(|l| **l == lane).count();
-        let mut taken = 0;
-        for (k, l) in order.iter().enumerate() {
-            if taken == total {
-                break; // the lane is empty from here on
-            }
-            let floor = (share * (k + 1) as f64).floor() as usize;
-            assert!(
-                taken + 1 >= floor,
-                "{lane} had {taken} of the first {} takes, under its share {share}: {order:?}",
-                k + 1
-            );
-            if *l == lane {
-                taken += 1;
-            }
-        }
-    }
+    assert_minimum_shares(&order);
     // And the lanes went in priority order: on average each lane started
     // before the next one down.
     let mean = |lane: Lane| {
@@ -388,23 +393,7 @@ async fn a_worker_takes_jobs_highest_lane_first_and_every_lane_keeps_its_minimum
     // The first takes are critical's, but each lower lane has its share of
     // every prefix of the takes while it still has jobs.
     assert_eq!(order[0], Lane::Critical, "{order:?}");
-    for (lane, share) in [(Lane::High, 0.2), (Lane::Normal, 0.1), (Lane::Low, 0.05)] {
-        let mut taken = 0;
-        for (k, l) in order.iter().enumerate() {
-            if taken == 60 {
-                break;
-            }
-            let floor = (share * (k + 1) as f64).floor() as usize;
-            assert!(
-                taken + 1 >= floor,
-                "{lane} had {taken} of the first {} takes, under its share {share}: {order:?}",
-                k + 1
-            );
-            if *l == lane {
-                taken += 1;
-            }
-        }
-    }
+    assert_minimum_shares(&order);
     // And higher lanes are done first: critical's last job comes before
     // low's first half is done.
     let last_critical = order.iter().rposition(|l| *l == Lane::Critical).unwrap();
