@@ -19,21 +19,9 @@ VIEWS=${VIEWS:-overview feed stream}
 KB=${KB:-$PWD/target/release/kitbash}
 CHROMIUM=${CHROMIUM:-chromium}
 [ -x "$KB" ] || cargo build --release --quiet
-WORK=$(mktemp -d /tmp/kitbash-dashboard.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-REDIS=$(free_port)
+. bench/lib.sh
+start_redis dashboard
 HTTP=$(free_port)
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  redis-cli -p "$REDIS" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
-  --daemonize yes --logfile "$WORK/redis.log" --pidfile "$WORK/redis.pid"
-for _ in $(seq 100); do redis-cli -p "$REDIS" PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 
 export KITBASH_CONFIG=/dev/null KITBASH_LOGGING__LEVEL=error
 export KITBASH_REDIS__URL="redis://127.0.0.1:$REDIS/0" KITBASH_REDIS__KEY_PREFIX=kbdash

@@ -243,12 +243,17 @@ impl QueryState {
         crate::store::lanes::Lane::of_value(self.extra.get("priority"))
     }
 
-    /// Sets its priority (the `priority` field, as clients write it).
+    /// Sets its priority (the `priority` field, as clients write it);
+    /// `normal` is no field, as a client that knows no lanes writes it.
     pub fn set_priority(&mut self, lane: crate::store::lanes::Lane) {
-        self.extra.insert(
-            "priority".into(),
-            serde_json::Value::String(lane.as_str().into()),
-        );
+        if lane == crate::store::lanes::Lane::Normal {
+            self.extra.remove("priority");
+        } else {
+            self.extra.insert(
+                "priority".into(),
+                serde_json::Value::String(lane.as_str().into()),
+            );
+        }
     }
 
     /// A new pending query with a fresh id.

@@ -24,7 +24,7 @@ use crate::layer0::grains::{Grain, IfExists};
 use crate::observe::metrics::{BENCH_MARK, bench_scoped, layer_latency_metric, quantile};
 use crate::state::{QueryState, QueryStatus, parse_timestamp};
 use crate::store::blackboard::{Blackboard, BlackboardError, ProcessRole};
-use crate::store::lanes::Lane;
+use crate::store::lanes::{Lane, push_entry};
 
 /// How queries are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -398,9 +398,7 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                 for &i in chunk {
                     let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
                     q.metadata = bench_metadata();
-                    if lanes[i] != Lane::Normal {
-                        q.set_priority(lanes[i]);
-                    }
+                    q.set_priority(lanes[i]);
                     let home = keys.for_query(&ids[i]);
                     let pipe = &mut pipes[home.current()];
                     pipe.set_ex(
@@ -408,15 +406,8 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                         serde_json::to_string(&q).expect("state"),
                         ttl,
                     )
-                    .ignore()
-                    .lpush(home.lane(lanes[i]), &ids[i])
                     .ignore();
-                    if lanes[i] != Lane::Normal {
-                        pipe.lpush(home.bell(), 1)
-                            .ignore()
-                            .ltrim(home.bell(), 0, 0)
-                            .ignore();
-                    }
+                    push_entry(pipe, &home, lanes[i], &ids[i]);
                     intended.push(now);
                 }
                 if wait_replicas > 0 {
@@ -446,21 +437,15 @@ pub async fn run(bb: &Blackboard, opts: &BenchOptions) -> Result<BenchReport, Be
                 let mut q = QueryState::with_id(ids[i].clone(), texts[i].clone());
                 q.metadata = bench_metadata();
                 let lane = lanes[i];
-                if lane != Lane::Normal {
-                    q.set_priority(lane);
-                }
+                q.set_priority(lane);
                 let mut c = conn.clone();
                 let home = keys.for_query(&ids[i]);
-                let (state_key, queue, bell) = (keys.state(&ids[i]), home.lane(lane), home.bell());
+                let state_key = keys.state(&ids[i]);
                 inflight.spawn(async move {
                     let mut pipe = redis::pipe();
                     pipe.set_ex(state_key, serde_json::to_string(&q).expect("state"), ttl)
-                        .ignore()
-                        .lpush(queue, q.query_id)
                         .ignore();
-                    if lane != Lane::Normal {
-                        pipe.lpush(&bell, 1).ignore().ltrim(&bell, 0, 0).ignore();
-                    }
+                    push_entry(&mut pipe, &home, lane, &q.query_id);
                     if wait_replicas > 0 {
                         pipe.cmd("WAIT").arg(wait_replicas).arg(wait_ms).ignore();
                     }

@@ -104,9 +104,7 @@ impl Client {
     ) -> Result<QueryState, ClientError> {
         let mut q = QueryState::new(text);
         q.metadata = metadata;
-        if self.priority != crate::store::lanes::Lane::Normal {
-            q.set_priority(self.priority);
-        }
+        q.set_priority(self.priority);
         match self.bb.enqueue(&q).await {
             Ok(()) => {}
             // Queued on the primary: it runs unless a failover loses it.

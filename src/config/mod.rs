@@ -511,9 +511,12 @@ impl Default for LanesSettings {
 
 impl LanesSettings {
     /// The in-flight slots kept for `critical` and `high` queries, of
-    /// `max_in_flight`.
+    /// `max_in_flight`: never all of them (validation refuses a setting
+    /// that would keep all; settings built in code get one less).
     pub fn reserved(&self, max_in_flight: usize) -> usize {
-        self.reserved_in_flight.unwrap_or(max_in_flight / 2)
+        self.reserved_in_flight
+            .unwrap_or(max_in_flight / 2)
+            .min(max_in_flight.saturating_sub(1))
     }
 
     /// The settings of `lane`.

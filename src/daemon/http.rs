@@ -274,11 +274,10 @@ async fn detailed(State(state): AppState) -> Response {
         "queue_depth".into(),
         json!(view.queue_depth.iter().sum::<u64>()),
     );
-    let by_lane: serde_json::Map<String, Value> = Lane::ALL
-        .iter()
-        .map(|l| (l.as_str().to_string(), json!(view.queue_depth[l.index()])))
-        .collect();
-    body.insert("queue_depth_by_lane".into(), Value::Object(by_lane));
+    body.insert(
+        "queue_depth_by_lane".into(),
+        Lane::by_name(view.queue_depth),
+    );
     body.insert("workers".into(), json!(workers));
     body.insert("unhealthy_workers".into(), json!(unhealthy_workers));
     body.insert("daemons".into(), json!(daemons));

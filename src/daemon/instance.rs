@@ -26,9 +26,6 @@ pub(super) struct Instance {
     pub aliases: Arc<Aliases>,
     /// Writes the outcomes of the instance's queries, batched.
     pub finisher: Finisher,
-    /// Each priority lane's credit toward its minimum share of the takes
-    /// (`take_lanes.lua`), carried from one batch to the next.
-    pub credits: crate::store::lanes::Credits,
 }
 
 impl Instance {
@@ -96,7 +93,6 @@ impl Instance {
             status: self.status.clone(),
             held: self.held.clone(),
             aliases: self.aliases.clone(),
-            credits: Default::default(),
         })
     }
 
@@ -118,7 +114,6 @@ impl Instance {
         });
         Arc::new(Self {
             finisher,
-            credits: Default::default(),
             processing_key,
             reply_key: bb.keys().replies(instance),
             pending: Pending::default(),

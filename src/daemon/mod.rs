@@ -303,7 +303,7 @@ struct Slots {
 impl Slots {
     fn new(settings: &Settings) -> Self {
         let all = settings.orchestrator.max_in_flight;
-        let reserved = settings.orchestrator.lanes.reserved(all).min(all - 1);
+        let reserved = settings.orchestrator.lanes.reserved(all);
         Self {
             all: Arc::new(Semaphore::new(all)),
             lower: Arc::new(Semaphore::new(all - reserved)),
@@ -338,6 +338,8 @@ async fn take_loop(
     let keys = sh.bb.keys();
     let lanes = Lane::ALL.map(|l| keys.lane(l));
     let shares = sh.bb.limits().lane_min_share;
+    // Each lane's credit toward its minimum share, from batch to batch.
+    let mut credits = [0.0; 4];
     let mut conn = sh.bb.connection();
     let (mut block_conn, mut bell_conn) = (Some(block_conn), Some(bell_conn));
     let mut take_wait: Option<tokio::task::JoinHandle<TakeDone>> = None;
@@ -410,7 +412,7 @@ async fn take_loop(
                 &lanes,
                 room,
                 lower_room,
-                &sh.credits,
+                &mut credits,
                 shares,
             )
             .await
@@ -441,42 +443,22 @@ async fn take_loop(
             // loops may need them).
             let lower_blocked = lower_permits.is_none() || early.is_some();
             drop((permits, lower_permits));
-            // The blocking take runs as a task of its own: it goes on (and
-            // holds what it takes) while the loop serves a ring. It starts
-            // only while normal has a free slot.
-            if !lower_blocked && take_wait.is_none() && early.is_none() {
-                let mut c = block_conn.take().expect("the take's connection is free");
-                let (from, to, stop, held) = (
-                    lanes[Lane::Normal.index()].clone(),
-                    sh.processing_key.clone(),
-                    shutdown.clone(),
-                    sh.held.clone(),
-                );
-                take_wait = Some(tokio::spawn(async move {
-                    let got = blocking_move(&mut c, &from, &to, BLOCK_FOR, &stop).await;
-                    let hold = match &got {
-                        Taken::Entry { entry, .. } => Some(held.hold(entry)),
-                        _ => None,
-                    };
-                    (c, got, hold)
-                }));
+            // The blocking take starts only while normal has a free slot
+            // (an entry it got waiting for one blocks the lower lanes).
+            if !lower_blocked && take_wait.is_none() {
+                let conn = block_conn.take().expect("the take's connection is free");
+                take_wait = Some(spawn_take(sh, conn, &lanes[Lane::Normal.index()], shutdown));
             }
             let bell = bell_wait.get_or_insert_with(|| {
-                let mut c = bell_conn.take().expect("the bell's connection is free");
-                let key = keys.bell();
-                Box::pin(async move {
-                    let rang = redis::cmd("BLPOP")
-                        .arg(&key)
-                        .arg(BLOCK_FOR.as_secs_f64())
-                        .query_async(&mut c)
-                        .await;
-                    (c, rang)
-                })
+                ring_wait(
+                    bell_conn.take().expect("the bell's connection is free"),
+                    keys.bell(),
+                )
             });
             let take_done = async {
                 match take_wait.as_mut() {
-                    Some(t) if early.is_none() => t.await,
-                    _ => std::future::pending().await,
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
                 }
             };
             let lower_freed = async {
@@ -563,6 +545,45 @@ async fn take_loop(
     if let Some(take) = take_wait {
         let _ = take.await;
     }
+}
+
+/// Starts a blocking take from `from` (`BLOCK_FOR` at most) into the
+/// instance's processing list as a task of its own, which holds what it
+/// takes at once: it goes on while the loop serves a ring or a batch, and
+/// the orphan sweep never returns an entry the loop has not picked up yet.
+fn spawn_take(
+    sh: &Instance,
+    mut conn: RedisConn,
+    from: &str,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<TakeDone> {
+    let (from, to, stop, held) = (
+        from.to_string(),
+        sh.processing_key.clone(),
+        shutdown.clone(),
+        sh.held.clone(),
+    );
+    tokio::spawn(async move {
+        let got = blocking_move(&mut conn, &from, &to, BLOCK_FOR, &stop).await;
+        let hold = match &got {
+            Taken::Entry { entry, .. } => Some(held.hold(entry)),
+            _ => None,
+        };
+        (conn, got, hold)
+    })
+}
+
+/// A wait on the bell `key` (`BLOCK_FOR` at most) on `conn`, which it
+/// gives back with the ring.
+fn ring_wait(mut conn: RedisConn, key: String) -> Pending<Ring> {
+    Box::pin(async move {
+        let rang = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(BLOCK_FOR.as_secs_f64())
+            .query_async(&mut conn)
+            .await;
+        (conn, rang)
+    })
 }
 
 /// For each entry, the state read for it when it looks like an id

@@ -209,10 +209,9 @@ async fn record_dropped(bb: Blackboard, mut rx: mpsc::Receiver<Event>) {
 /// never scans health keys on a query's path.
 #[derive(Clone, Default)]
 pub struct WorkerDirectory {
-    live: Arc<Mutex<HashMap<String, Vec<String>>>>,
-    /// The layers with a healthy worker that takes from the priority job
-    /// lists.
-    lanes: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Each layer with a healthy worker, and whether one of them takes
+    /// from the layer's priority job lists.
+    live: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 impl WorkerDirectory {
@@ -221,8 +220,7 @@ impl WorkerDirectory {
         self.live
             .lock()
             .expect("directory lock")
-            .get(layer)
-            .is_some_and(|w| !w.is_empty())
+            .contains_key(layer)
     }
 
     /// Whether a healthy worker of `layer` takes from its priority job
@@ -230,7 +228,7 @@ impl WorkerDirectory {
     /// goes to its lane's list only then (a worker that knows no lanes
     /// takes only `<p>:jobs:<layer>`).
     pub fn takes_lanes(&self, layer: &str) -> bool {
-        self.lanes.lock().expect("directory lock").contains(layer)
+        self.live.lock().expect("directory lock").get(layer) == Some(&true)
     }
 
     /// The layers with a healthy worker as of the last refresh, sorted.
@@ -239,9 +237,8 @@ impl WorkerDirectory {
             .live
             .lock()
             .expect("directory lock")
-            .iter()
-            .filter(|(_, w)| !w.is_empty())
-            .map(|(l, _)| l.clone())
+            .keys()
+            .cloned()
             .collect();
         layers.sort();
         layers
@@ -249,21 +246,16 @@ impl WorkerDirectory {
 
     /// Reads the health records once.
     pub async fn refresh(&self, bb: &Blackboard) -> Result<(), crate::BlackboardError> {
-        let mut live: HashMap<String, Vec<String>> = HashMap::new();
-        let mut lanes = std::collections::HashSet::new();
+        let mut live: HashMap<String, bool> = HashMap::new();
         for h in bb.list_health().await? {
             if h.role == ProcessRole::Worker
                 && h.healthy
                 && let Some(layer) = h.layer
             {
-                if h.lanes {
-                    lanes.insert(layer.clone());
-                }
-                live.entry(layer).or_default().push(h.name);
+                *live.entry(layer).or_default() |= h.lanes;
             }
         }
         *self.live.lock().expect("directory lock") = live;
-        *self.lanes.lock().expect("directory lock") = lanes;
         Ok(())
     }
 

@@ -128,7 +128,7 @@ const CLUSTER: &[&str] = &["cluster|slots", "cluster|shards", "cluster|nodes"];
 const SCRIPTS: &[&str] = &["evalsha", "eval", "script|load", "script|exists"];
 
 /// The daemon's data commands, including those its scripts call (finish,
-/// take_lanes, return_all, cas_state and the grain scripts).
+/// take_lanes, return_one, cas_state and the grain scripts).
 #[rustfmt::skip]
 const DAEMON: &[&str] = &[
     // strings: states, health keys, done-signal TTLs
@@ -386,7 +386,6 @@ mod tests {
             include_str!("scripts/dead_entry.lua"),
             include_str!("scripts/take_lanes.lua"),
             include_str!("scripts/requeue_dead.lua"),
-            include_str!("scripts/return_all.lua"),
             include_str!("scripts/return_one.lua"),
             include_str!("scripts/cas_state.lua"),
             include_str!("scripts/drop_expired_jobs.lua"),

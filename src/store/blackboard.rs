@@ -529,13 +529,8 @@ impl Blackboard {
         pipe.cmd("MULTI")
             .ignore()
             .set_ex(&state_key, &encoded, ttl)
-            .ignore()
-            .lpush(&queue, &state.query_id)
             .ignore();
-        if lane != Lane::Normal {
-            let bell = keys.bell();
-            pipe.lpush(&bell, 1).ignore().ltrim(&bell, 0, 0).ignore();
-        }
+        crate::store::lanes::push_entry(&mut pipe, &keys, lane, &state.query_id);
         pipe.cmd("EXEC").ignore();
         if wanted == 0 {
             let _: () = pipe

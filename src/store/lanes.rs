@@ -52,6 +52,16 @@ impl Lane {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Per-lane values (in [`Lane::ALL`]'s order) as a JSON object by
+    /// lane name, as the HTTP endpoints show queue lengths.
+    pub fn by_name(values: [u64; 4]) -> serde_json::Value {
+        Lane::ALL
+            .iter()
+            .map(|l| (l.as_str().to_string(), values[l.index()].into()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
 }
 
 impl fmt::Display for Lane {
@@ -68,36 +78,49 @@ impl std::str::FromStr for Lane {
     }
 }
 
-/// Each lane's credit toward its minimum share of the takes, carried
-/// from one batch to the next by the process that takes (a daemon per
-/// partition, a worker per partition).
-#[derive(Debug, Default)]
-pub struct Credits(std::sync::Mutex<[f64; 4]>);
+/// Adds to `pipe` the push of the entry `id` to `lane`'s list in the
+/// partition `home` and, for a lane other than `normal`, a ring of the
+/// bell (`LPUSH` + `LTRIM 0 0`: one token at most), so an idle daemon,
+/// blocked on the normal lane, wakes. What every Kitbash client does to
+/// enqueue, inside its MULTI.
+pub(crate) fn push_entry(
+    pipe: &mut redis::Pipeline,
+    home: &crate::store::keys::Keys,
+    lane: Lane,
+    id: &str,
+) {
+    pipe.lpush(home.lane(lane), id).ignore();
+    if lane != Lane::Normal {
+        let bell = home.bell();
+        pipe.lpush(&bell, 1).ignore().ltrim(&bell, 0, 0).ignore();
+    }
+}
 
 /// Takes up to `n` entries from four lane lists (`lanes`, highest first),
 /// at most `lower_max` of them from `normal` and `low`, into `processing`
 /// in one step (`take_lanes.lua`): the highest lane with
 /// entries first, each lane at its minimum share (`shares`) while the
-/// lanes above it are busy. Returns each entry with the lane it came from.
-/// Daemons take queries with it, workers jobs.
+/// lanes above it are busy. `credits` (each lane's credit toward its
+/// share) are the taking loop's own, carried from one batch to the next.
+/// Returns each entry with the lane it came from. Daemons take queries
+/// with it, workers jobs.
 pub(crate) async fn take(
     conn: &mut crate::store::connection::RedisConn,
     processing: &str,
     lanes: &[String; 4],
     n: usize,
     lower_max: usize,
-    credits: &Credits,
+    credits: &mut [f64; 4],
     shares: [f64; 4],
 ) -> redis::RedisResult<Vec<(Vec<u8>, Lane)>> {
     use redis::{Value, from_redis_value};
-    let before = *credits.0.lock().expect("credits lock");
     let mut script = crate::store::scripts::TAKE_LANES.prepare_invoke();
     script.key(processing);
     for lane in lanes {
         script.key(lane);
     }
     script.arg(n);
-    for c in before {
+    for c in *credits {
         script.arg(c);
     }
     for share in shares {
@@ -118,15 +141,13 @@ pub(crate) async fn take(
             .unwrap_or_default();
         out.push((from_redis_value::<Vec<u8>>(v.clone())?, lane));
     }
-    let mut after = before;
-    for (slot, v) in after.iter_mut().zip(reply.iter().skip(1 + 2 * taken)) {
+    for (slot, v) in credits.iter_mut().zip(reply.iter().skip(1 + 2 * taken)) {
         if let Ok(c) = from_redis_value::<String>(v.clone())
             && let Ok(c) = c.parse::<f64>()
         {
             *slot = c;
         }
     }
-    *credits.0.lock().expect("credits lock") = after;
     Ok(out)
 }
 

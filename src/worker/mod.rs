@@ -39,7 +39,7 @@ use crate::protocol::{Job, Reply, ReplyOutcome};
 use crate::state::now_rfc3339;
 use crate::store::blackboard::{Blackboard, Health, ProcessRole};
 use crate::store::connection::{ConnectError, Connector};
-use crate::store::lanes::{Credits, Lane};
+use crate::store::lanes::Lane;
 use crate::store::liveness::{DeathWatch, HeartbeatFailures, Reading};
 use crate::store::orphans::{Held, OrphanSweep};
 use crate::store::outage::{Backoff, OutageLog};
@@ -173,8 +173,6 @@ struct Runtime<B: Backend> {
     lanes: [String; 4],
     /// Rung with every job pushed (`<p>:jobs:<layer>:bell`).
     bell: String,
-    /// Each lane's credit toward its minimum share of the takes.
-    credits: Credits,
     processing_key: String,
     replies_prefix: String,
     status: Arc<WorkerStatus>,
@@ -251,7 +249,6 @@ impl<B: Backend> Worker<B> {
                 Arc::new(Runtime {
                     lanes: Lane::ALL.map(|l| keys.jobs_lane(&self.layer, l)),
                     bell: keys.jobs_bell(&self.layer),
-                    credits: Credits::default(),
                     processing_key: keys.jobs_processing(&self.layer, &self.name),
                     replies_prefix: keys.replies(""),
                     bb,
@@ -533,6 +530,8 @@ async fn take_loop<B: Backend>(
     let mut backoff = Backoff::default();
     let mut conn = sh.bb.connection();
     let shares = sh.bb.limits().lane_min_share;
+    // Each lane's credit toward its minimum share, from batch to batch.
+    let mut credits = [0.0; 4];
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -555,7 +554,7 @@ async fn take_loop<B: Backend>(
             &sh.lanes,
             want,
             want,
-            &sh.credits,
+            &mut credits,
             shares,
         )
         .await;

@@ -11,6 +11,7 @@ use kitbash::{BlackboardError, QueryState, QueryStatus};
 use crate::common::TestContext;
 use crate::daemon::support::*;
 use crate::dashboard::kenya;
+use crate::worker::Running;
 
 /// Enqueues `n` layer0 queries in `lane`; returns their ids.
 async fn push(bb: &kitbash::Blackboard, lane: Lane, n: usize) -> Vec<String> {
@@ -315,32 +316,6 @@ fn job_in(lane: Lane, n: usize, reply_to: &str) -> kitbash::protocol::Job {
     }
 }
 
-/// A Kitbash worker of layer2 answering with `backend`, `concurrency` jobs
-/// at a time, until the token fires.
-fn start_worker<B: kitbash::worker::Backend>(
-    settings: &kitbash::config::Settings,
-    backend: B,
-    concurrency: usize,
-) -> (
-    tokio_util::sync::CancellationToken,
-    tokio::task::JoinHandle<Result<(), kitbash::worker::WorkerError>>,
-) {
-    let w = kitbash::worker::Worker::new(
-        settings.clone(),
-        backend,
-        kitbash::worker::WorkerOptions {
-            kind: kitbash::config::WorkerKind::Cartridge,
-            name: None,
-            layer: Some("layer2".into()),
-            concurrency,
-        },
-    )
-    .unwrap();
-    let token = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(w.run(token.clone()));
-    (token, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_takes_jobs_highest_lane_first_and_every_lane_keeps_its_minimum_share() {
     let mut ctx = TestContext::new();
@@ -362,7 +337,7 @@ async fn a_worker_takes_jobs_highest_lane_first_and_every_lane_keeps_its_minimum
             lane_of.insert(job.job_id, lane);
         }
     }
-    let (stop, task) = start_worker(
+    let worker = Running::start(
         &ctx.settings,
         kitbash::worker::echo::EchoBackend::new(0.9),
         1,
@@ -387,8 +362,7 @@ async fn a_worker_takes_jobs_highest_lane_first_and_every_lane_keeps_its_minimum
             order.push(lane_of[&reply.job_id]);
         }
     }
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    worker.stop().await;
 
     // The first takes are critical's, but each lower lane has its share of
     // every prefix of the takes while it still has jobs.
@@ -414,8 +388,8 @@ async fn a_high_query_overtakes_low_queries_waiting_for_a_busy_worker() {
     let bb = kenya(&ctx).await;
     // One slow slot: the low queries' jobs queue up in front of the worker.
     let backend = kitbash::worker::echo::EchoBackend::new(0.9)
-        .with_delay(std::time::Duration::from_millis(100));
-    let (stop, task) = start_worker(&ctx.settings, backend, 1);
+        .with_delay(std::time::Duration::from_millis(200));
+    let worker = Running::start(&ctx.settings, backend, 1);
     let d = RunningDaemon::start(&ctx.settings);
     d.wait_until_sees(&bb, "layer2").await;
     // The daemon must know the worker takes from the lanes.
@@ -437,6 +411,19 @@ async fn a_high_query_overtakes_low_queries_waiting_for_a_busy_worker() {
         bb.enqueue(&q).await.unwrap();
         lows.push(q.query_id);
     }
+    // The high query comes once most low jobs wait in their lane's list.
+    let low_jobs = ctx.keys().jobs_lane("layer2", Lane::Low);
+    assert!(
+        eventually(60.0, || async {
+            redis::cmd("LLEN")
+                .arg(&low_jobs)
+                .query::<u64>(&mut ctx.raw())
+                .unwrap()
+                >= 20
+        })
+        .await,
+        "the low queries' jobs wait for the worker"
+    );
     let mut high = QueryState::new("a high question for the worker");
     high.set_priority(Lane::High);
     bb.enqueue(&high).await.unwrap();
@@ -465,8 +452,7 @@ async fn a_high_query_overtakes_low_queries_waiting_for_a_busy_worker() {
         );
     }
     d.stop().await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,7 +505,7 @@ async fn a_stopping_worker_returns_each_job_to_its_own_lane() {
     // until it is stopped, then returns them.
     let backend = kitbash::worker::echo::EchoBackend::new(0.9)
         .with_delay(std::time::Duration::from_secs(600));
-    let (stop, task) = start_worker(&ctx.settings, backend, 4);
+    let worker = Running::start(&ctx.settings, backend, 4);
     let all_taken = eventually(60.0, || {
         let mut raw = ctx.raw();
         let lists: Vec<String> = lanes.iter().map(|l| keys.jobs_lane("layer2", *l)).collect();
@@ -531,8 +517,7 @@ async fn a_stopping_worker_returns_each_job_to_its_own_lane() {
     })
     .await;
     assert!(all_taken, "the worker took the four jobs");
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    worker.stop().await;
     for lane in lanes {
         let list: Vec<String> = redis::cmd("LRANGE")
             .arg(keys.jobs_lane("layer2", lane))

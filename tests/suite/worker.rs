@@ -76,14 +76,16 @@ fn fast(ctx: &mut TestContext) -> Settings {
     s.clone()
 }
 
-struct Running {
+/// A Kitbash worker of layer2 running in the test's runtime.
+pub(crate) struct Running {
     name: String,
     token: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), kitbash::worker::WorkerError>>,
 }
 
 impl Running {
-    fn start<B: Backend>(settings: &Settings, backend: B, concurrency: usize) -> Self {
+    /// Starts one answering with `backend`, `concurrency` jobs at a time.
+    pub(crate) fn start<B: Backend>(settings: &Settings, backend: B, concurrency: usize) -> Self {
         let w = Worker::new(
             settings.clone(),
             backend,
@@ -101,7 +103,8 @@ impl Running {
         Self { name, token, task }
     }
 
-    async fn stop(self) {
+    /// Stops it and checks it stopped cleanly.
+    pub(crate) async fn stop(self) {
         self.token.cancel();
         tokio::time::timeout(PATIENCE, self.task)
             .await

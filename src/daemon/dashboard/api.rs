@@ -117,10 +117,7 @@ pub(super) async fn overview(State(d): S) -> Response {
             Err(e) => return e,
         };
     let queue_len: u64 = by_lane.iter().sum();
-    let queue_by_lane: Map<String, Value> = Lane::ALL
-        .iter()
-        .map(|l| (l.as_str().to_string(), json!(by_lane[l.index()])))
-        .collect();
+    let queue_by_lane = Lane::by_name(by_lane);
     // Memory is shown when Redis lets us ask (INFO may be refused by ACL).
     let (memory, memory_error) = match within("INFO memory", bb.redis_memory()).await {
         Ok(m) => (json!(m), Value::Null),

@@ -35,10 +35,6 @@ pub(crate) static DEAD_ENTRY: LazyLock<redis::Script> =
 pub(crate) static TAKE_LANES: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("take_lanes.lua")));
 
-/// Returns a whole processing list to its source list (daemons and workers).
-pub(crate) static RETURN_ALL: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("return_all.lua")));
-
 /// Returns a worker's jobs to their lanes' job lists (all, or the ones
 /// named if still held).
 pub(crate) static RETURN_JOBS: LazyLock<redis::Script> =
@@ -91,7 +87,6 @@ pub(crate) async fn load_all(conn: &mut crate::store::connection::RedisConn) {
         &*ADOPT,
         &*DEAD_ENTRY,
         &*TAKE_LANES,
-        &*RETURN_ALL,
         &*RETURN_ONE,
         &*RETURN_JOBS,
         &*CAS_STATE,

@@ -1,7 +1,7 @@
 -- Returns one entry of a processing list to its source list's tail (taken
 -- next), if it is still in the processing list, and records why.
 -- KEYS[1]: the processing list
--- KEYS[2]: the source list (the query queue, or a layer's job list)
+-- KEYS[2]: the source list (a lane of the query queue)
 -- KEYS[3]: (optional) the diagnostic feed, to record the event below
 -- ARGV[1]: the entry
 -- ARGV[2]: (with KEYS[3]) feed MAXLEN (approximate)
